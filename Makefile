@@ -1,0 +1,42 @@
+# tierlift: the two commands are `make demo` and `make test`; both set up .venv themselves.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench serve package vendor clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
+	$(BIN)/python -m tierlift demo
+
+test: $(STAMP)  ## lint, template lint, then the test suite
+	$(BIN)/ruff check .
+	$(BIN)/cfn-lint templates/*.yaml
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint templates/*.yaml
+
+bench: $(STAMP)
+	$(BIN)/python bench/sweep.py
+
+serve: $(STAMP)
+	$(BIN)/python -m tierlift local serve
+
+vendor: $(STAMP)  ## aws-xray-sdk without its own botocore (the Lambda runtime has one)
+	rm -rf vendor && $(BIN)/pip install --quiet --no-deps --target vendor aws-xray-sdk==2.15.0
+
+package: vendor  ## the deployment package and SAM template, in ./build
+	cd . && $(BIN)/chalice package --stage $${STAGE:-dev} build
+
+clean:
+	rm -rf $(VENV) build vendor .pytest_cache .ruff_cache

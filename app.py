@@ -1,0 +1,74 @@
+"""tierlift's Lambda functions: one thin handler per event source.
+
+Each handler hands the raw event to one function of ``chalicelib`` through ``entry.run`` and returns
+its outcome. The event patterns here are the EventBridge rules Chalice deploys; the local cloud reads
+the same patterns from ``app.event_sources``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from chalice import Chalice
+from chalice.app import CloudWatchEvent
+
+from chalicelib import observability, promotion
+from chalicelib.entry import run
+
+app = Chalice(app_name="tierlift")
+observability.setup()
+
+DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"]
+
+
+@app.on_cw_event({"source": ["tierlift"], "detail-type": ["Promotion Requested"]}, name="promotion_requested")
+def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict())
+
+
+@app.on_cw_event({"source": ["tierlift"], "detail-type": ["Snapshot Requested"]}, name="snapshot_requested")
+def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("snapshot_requested", promotion.request_snapshot, event.to_dict())
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.rds"],
+        "detail-type": ["RDS DB Snapshot Event"],
+        "detail": {"EventID": ["RDS-EVENT-0042"], "SourceType": ["SNAPSHOT"]},
+    },
+    name="snapshot_created",
+)
+def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict())
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.cloudformation"],
+        "detail-type": ["CloudFormation Stack Status Change"],
+        "detail": {
+            "stack-id": [{"wildcard": "arn:aws:cloudformation:*:*:stack/*-db-*/*"}],
+            "status-details": {"status": DB_STACK_STATUSES},
+        },
+    },
+    name="stack_status",
+)
+def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("stack_status", promotion.on_stack_status, event.to_dict())
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.ecs"],
+        "detail-type": ["ECS Deployment State Change"],
+        "detail": {"eventName": ["SERVICE_DEPLOYMENT_COMPLETED", "SERVICE_DEPLOYMENT_FAILED"]},
+    },
+    name="deployment_state",
+)
+def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("deployment_state", promotion.on_deployment_state, event.to_dict())
+
+
+SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")

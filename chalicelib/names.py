@@ -1,0 +1,217 @@
+"""The contract's names: parsing, validation and every name derived from them.
+
+Nothing here talks to AWS. Every name the pipeline builds (stack, instance, snapshot, SSM path, tags)
+comes from a parsed :class:`Namespace` and :class:`Version`, never from unchecked input.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+CUSTOMER_RE = r"[a-z][a-z0-9]{1,7}"
+PROJECT_RE = r"[0-9]{4}"
+ENVIRONMENT_RE = r"[a-z][a-z0-9]{1,9}"
+VERSION_RE = r"[0-9]{14}"
+VERSION_FORMAT = "%Y%m%d%H%M%S"
+
+_TENANT = re.compile(rf"^(?P<customer>{CUSTOMER_RE})-(?P<project>{PROJECT_RE})$")
+_ENVIRONMENT = re.compile(rf"^{ENVIRONMENT_RE}$")
+_NAMESPACE = re.compile(rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})$")
+_VERSIONED = re.compile(
+    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-(?P<version>{VERSION_RE})$"
+)
+_STACK = re.compile(
+    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-db-(?P<version>{VERSION_RE})$"
+)
+
+MANAGED_TAG = "tierlift:managed"
+TENANT_TAG = "tierlift:tenant"
+ENVIRONMENT_TAG = "tierlift:environment"
+VERSION_TAG = "tierlift:version"
+PROMOTION_TAG = "tierlift:promotion"
+KIND_TAG = "tierlift:kind"
+
+
+class InvalidName(ValueError):
+    """A name that does not parse under the contract; the message says why."""
+
+
+def _check_str(value: object, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidName(f"{what} must be a string, got {type(value).__name__}")
+    if len(value) > 128:
+        raise InvalidName(f"{what} is too long ({len(value)} characters)")
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``."""
+
+    value: str
+
+    @classmethod
+    def parse(cls, value: object) -> Version:
+        text = _check_str(value, "version")
+        if not re.fullmatch(VERSION_RE, text):
+            raise InvalidName(f"version {text!r} is not YYYYMMDDHHMMSS")
+        try:
+            datetime.strptime(text, VERSION_FORMAT)
+        except ValueError as exc:
+            raise InvalidName(f"version {text!r} is not a valid UTC time") from exc
+        return cls(text)
+
+    @classmethod
+    def from_datetime(cls, when: datetime) -> Version:
+        if when.tzinfo is not None:
+            when = when.astimezone(UTC)
+        return cls(when.strftime(VERSION_FORMAT))
+
+    @property
+    def created(self) -> datetime:
+        return datetime.strptime(self.value, VERSION_FORMAT).replace(tzinfo=UTC)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """``<customer>-<project>``."""
+
+    customer: str
+    project: str
+
+    @classmethod
+    def parse(cls, value: object) -> Tenant:
+        text = _check_str(value, "tenant")
+        match = _TENANT.fullmatch(text)
+        if not match:
+            raise InvalidName(f"tenant {text!r} is not <customer>-<project> (e.g. xy-0146)")
+        return cls(match["customer"], match["project"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.customer}-{self.project}"
+
+    def namespace(self, environment: str) -> Namespace:
+        return Namespace(self, parse_environment(environment))
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def parse_environment(value: object) -> str:
+    text = _check_str(value, "environment")
+    if not _ENVIRONMENT.fullmatch(text):
+        raise InvalidName(f"environment {text!r} is not 2-10 characters of [a-z][a-z0-9]+")
+    return text
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """``<tenant>-<environment>``: one deployment of a tenant's app."""
+
+    tenant: Tenant
+    environment: str
+
+    @classmethod
+    def parse(cls, value: object) -> Namespace:
+        text = _check_str(value, "namespace")
+        match = _NAMESPACE.fullmatch(text)
+        if not match:
+            raise InvalidName(f"namespace {text!r} is not <customer>-<project>-<environment>")
+        return cls(Tenant.parse(match["tenant"]), match["environment"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant.name}-{self.environment}"
+
+    def stack_name(self, version: Version) -> str:
+        return f"{self.name}-db-{version}"
+
+    def instance_id(self, version: Version) -> str:
+        return f"{self.name}-{version}"
+
+    def snapshot_id(self, version: Version) -> str:
+        """The source snapshot name, when this namespace is the tenant's source environment."""
+        return f"{self.name}-{version}"
+
+    def tags(self, version: Version, **extra: str) -> dict[str, str]:
+        """The contract's tags for a resource of this namespace and version."""
+        tags = {
+            MANAGED_TAG: "true",
+            TENANT_TAG: self.tenant.name,
+            ENVIRONMENT_TAG: self.environment,
+            VERSION_TAG: version.value,
+            "Customer": self.tenant.customer,
+            "Project": self.tenant.project,
+            "Environment": self.environment,
+        }
+        tags.update(extra)
+        return tags
+
+    def owns(self, tags: dict[str, str]) -> bool:
+        """True when ``tags`` mark a resource the pipeline created for this namespace."""
+        return (
+            tags.get(MANAGED_TAG) == "true"
+            and tags.get(TENANT_TAG) == self.tenant.name
+            and tags.get(ENVIRONMENT_TAG) == self.environment
+        )
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """A namespace plus a version: a DB stack, a DB instance or a source snapshot."""
+
+    namespace: Namespace
+    version: Version
+
+    @classmethod
+    def parse_stack(cls, value: object) -> Versioned:
+        text = _check_str(value, "stack name")
+        match = _STACK.fullmatch(text)
+        if not match:
+            raise InvalidName(f"stack {text!r} is not <namespace>-db-<version>")
+        return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
+
+    @classmethod
+    def parse_snapshot(cls, value: object) -> Versioned:
+        text = _check_str(value, "snapshot")
+        match = _VERSIONED.fullmatch(text)
+        if not match:
+            raise InvalidName(f"snapshot {text!r} is not <tenant>-<environment>-<version>")
+        return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
+
+    @property
+    def stack_name(self) -> str:
+        return self.namespace.stack_name(self.version)
+
+    @property
+    def instance_id(self) -> str:
+        return self.namespace.instance_id(self.version)
+
+    @property
+    def snapshot_id(self) -> str:
+        return self.namespace.snapshot_id(self.version)
+
+
+def stack_name_from_arn(stack_id: object) -> str:
+    """``arn:aws:cloudformation:<region>:<acct>:stack/<name>/<uuid>`` -> ``<name>``."""
+    if not isinstance(stack_id, str) or len(stack_id) > 1024 or ":stack/" not in stack_id:
+        raise InvalidName(f"stack-id {str(stack_id)[:200]!r} is not a CloudFormation stack ARN")
+    return stack_id.split(":stack/", 1)[1].split("/", 1)[0]
+
+
+def tags_to_dict(tags: list[dict[str, str]] | None) -> dict[str, str]:
+    """AWS ``[{"Key": k, "Value": v}]`` tag lists (CloudFormation, RDS) to a dict."""
+    return {t["Key"]: t["Value"] for t in tags or [] if "Key" in t and "Value" in t}
+
+
+def dict_to_tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
