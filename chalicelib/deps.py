@@ -61,6 +61,12 @@ def get_deps() -> Deps:
     return _cached
 
 
+def set_deps(deps: Deps) -> None:
+    """Use ``deps`` for every handler from now on (tests, the local cloud's in-process delivery)."""
+    global _cached
+    _cached = deps
+
+
 def reset_deps() -> None:
     """Forget the cached clients (tests, and the local cloud after it changes the endpoint)."""
     global _cached

@@ -1,0 +1,222 @@
+"""Shared fixtures: moto's embedded AWS, a bootstrapped tenant, sample events, call counting.
+
+Handlers are driven with ``chalice.test.Client`` and events built from ``../shared/events``. moto emits
+no RDS, CloudFormation or ECS events and finishes everything synchronously, so tests feed the status
+events themselves (``events.stack_status(...)``, ``events.deployment(...)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from chalicelib.deps import Deps, reset_deps, set_deps
+from chalicelib.settings import Settings
+from tierlift import moto_patches
+from tierlift.world import bootstrap_tenant
+
+moto_patches.apply()
+
+SHARED_EVENTS = Path(__file__).resolve().parents[2] / "shared" / "events"
+LOCAL_EVENTS = Path(__file__).resolve().parent / "events"
+MUTATING_PREFIXES = (
+    "Create",
+    "Delete",
+    "Put",
+    "Update",
+    "Register",
+    "Deregister",
+    "Modify",
+    "Restore",
+    "Start",
+    "Stop",
+)
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A sample event from ``../shared/events`` (falls back to the copy in ``tests/events``)."""
+    for folder in (SHARED_EVENTS, LOCAL_EVENTS):
+        path = folder / name
+        if path.exists():
+            return json.loads(path.read_text())
+    raise FileNotFoundError(name)
+
+
+class Events:
+    """Builders of AWS-shaped events from the samples, with the fields a test cares about replaced."""
+
+    @staticmethod
+    def _fresh(name: str) -> dict[str, Any]:
+        event = copy.deepcopy(sample(name))
+        event["id"] = str(uuid.uuid4())
+        return event
+
+    def promotion_requested(self, **detail: Any) -> dict[str, Any]:
+        event = self._fresh("custom-event-tierlift-promotion-requested.json")
+        event["detail"] = {k: v for k, v in detail.items() if v is not None}
+        return event
+
+    def snapshot_requested(self, tenant: Any = "xy-0146", when: str = "2026-11-27T20:00:00Z") -> dict[str, Any]:
+        event = self._fresh("custom-event-tierlift-promotion-requested.json")
+        event["detail-type"] = "Snapshot Requested"
+        event["time"] = when
+        event["detail"] = {"tenant": tenant, "requested_by": "test"}
+        return event
+
+    def snapshot_created(self, snapshot_id: str, name: str = "rds-snapshot-created-manual.json") -> dict[str, Any]:
+        event = self._fresh(name)
+        arn = f"arn:aws:rds:us-east-1:123456789012:snapshot:{snapshot_id}"
+        event["resources"] = [arn]
+        event["detail"]["SourceArn"] = arn
+        event["detail"]["SourceIdentifier"] = snapshot_id
+        return event
+
+    def stack_status(self, stack_name: str, status: str, reason: str = "") -> dict[str, Any]:
+        event = self._fresh("cfn-stack-create-complete.json")
+        arn = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{stack_name}/5b2e8a40-ac9e-11f1-8f3c-0a1b2c3d4e5f"
+        event["resources"] = [arn]
+        event["detail"]["stack-id"] = arn
+        event["detail"]["status-details"] = {"status": status, "status-reason": reason}
+        return event
+
+    def deployment(
+        self,
+        deployment_id: str,
+        outcome: str = "COMPLETED",
+        *,
+        cluster: str = "common-nonprod",
+        service: str = "xy-0146-qa",
+    ) -> dict[str, Any]:
+        name = {"COMPLETED": "ecs-deployment-completed.json", "FAILED": "ecs-deployment-failed.json"}.get(
+            outcome, "ecs-deployment-in-progress.json"
+        )
+        event = self._fresh(name)
+        event["resources"] = [f"arn:aws:ecs:us-east-1:123456789012:service/{cluster}/{service}"]
+        event["detail"]["deploymentId"] = deployment_id
+        return event
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
+    """moto's embedded AWS with fake credentials in us-east-1; the app's cached clients are reset."""
+    for key in list(os.environ):
+        if key.startswith("AWS_") or key.startswith("TIERLIFT_"):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    reset_deps()
+    with mock_aws():
+        yield boto3.session.Session(region_name="us-east-1")
+    reset_deps()
+
+
+class Outbox:
+    """tierlift's own events as EventBridge delivered them (a rule on the bus routes them to SQS)."""
+
+    def __init__(self, session: boto3.session.Session) -> None:
+        self.sqs = session.client("sqs")
+        self.url = self.sqs.create_queue(QueueName="tierlift-outbox")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        bus = session.client("events")
+        bus.put_rule(Name="tierlift-outbox", EventPattern=json.dumps({"source": ["tierlift"]}))
+        bus.put_targets(Rule="tierlift-outbox", Targets=[{"Id": "outbox", "Arn": arn}])
+        self.seen: list[dict[str, Any]] = []
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Events put since the last drain, in order."""
+        out: list[dict[str, Any]] = []
+        while True:
+            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10).get("Messages", [])
+            if not messages:
+                break
+            for message in messages:
+                event = json.loads(message["Body"])
+                # moto's SQS target leaves out envelope keys EventBridge always sends; fill them in.
+                event.setdefault("version", "0")
+                event.setdefault("account", "123456789012")
+                event.setdefault("region", "us-east-1")
+                event.setdefault("resources", [])
+                out.append(event)
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        self.seen.extend(out)
+        return out
+
+    def types(self) -> list[str]:
+        return [e["detail-type"] for e in self.drain()]
+
+
+@pytest.fixture
+def outbox(aws: boto3.session.Session) -> Outbox:
+    return Outbox(aws)
+
+
+@pytest.fixture
+def world(aws: boto3.session.Session) -> dict[str, Any]:
+    """Tenant xy-0146: common-nonprod/prod, the dev DB, qa and prod services, the config in SSM."""
+    return bootstrap_tenant(aws)
+
+
+@pytest.fixture
+def deps(aws: boto3.session.Session) -> Deps:
+    """The Deps every handler uses during the test (installed as the container-wide instance)."""
+    built = Deps.from_session(aws, Settings.from_env())
+    set_deps(built)
+    return built
+
+
+def take_source_snapshot(session: boto3.session.Session, version: str, tenant: str = "xy-0146") -> str:
+    """A manual snapshot of the dev DB named per the contract (moto makes it available at once)."""
+    snapshot_id = f"{tenant}-dev-{version}"
+    session.client("rds").create_db_snapshot(DBSnapshotIdentifier=snapshot_id, DBInstanceIdentifier=f"{tenant}-dev")
+    return snapshot_id
+
+
+class CallCounter:
+    """Counts AWS API calls made through botocore (all clients) with a ``before-call`` hook."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.calls.append((model.service_model.service_name, model.name))
+
+    @property
+    def mutating(self) -> list[tuple[str, str]]:
+        """Calls that change AWS state, other than putting tierlift's own events."""
+        return [(s, op) for s, op in self.calls if op.startswith(MUTATING_PREFIXES) and op != "PutEvents"]
+
+    def by_service(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for service, op in self.calls:
+            key = f"{service}:{op}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+
+@pytest.fixture
+def calls(deps: Deps) -> CallCounter:
+    """Counts every AWS call the app's clients make from now on."""
+    counter = CallCounter()
+    for adapter in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
+        adapter.meta.events.register("before-call.*.*", counter)
+    return counter
+
+
+def utc(text: str) -> datetime:
+    return datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
