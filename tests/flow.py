@@ -1,0 +1,81 @@
+"""Drive the pipeline stage by stage through the real handlers (``chalice.test.Client``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from chalice.test import Client
+
+from app import app
+from chalicelib.deps import Deps
+from chalicelib.names import Namespace, Version
+from chalicelib.state import Promotion
+from tests.conftest import Events, Outbox, take_source_snapshot
+
+
+class Pipeline:
+    def __init__(self, session: boto3.session.Session, deps: Deps, outbox: Outbox, events: Events) -> None:
+        self.session = session
+        self.deps = deps
+        self.outbox = outbox
+        self.events = events
+        self.client = Client(app)
+
+    def invoke(self, handler: str, event: dict[str, Any]) -> dict[str, Any]:
+        return self.client.lambda_.invoke(handler, event).payload
+
+    def snapshot(self, version: str) -> str:
+        return take_source_snapshot(self.session, version)
+
+    def request(self, environment: str = "qa", version: str | None = None, **extra: Any) -> dict[str, Any]:
+        event = self.events.promotion_requested(tenant="xy-0146", environment=environment, version=version, **extra)
+        return self.invoke("promotion_requested", event) | {"event": event}
+
+    def promotion(self, environment: str = "qa") -> Promotion | None:
+        return self.deps.store.get_promotion(Namespace.parse(f"xy-0146-{environment}"))
+
+    def active(self, environment: str = "qa") -> str | None:
+        version = self.deps.store.get_active(Namespace.parse(f"xy-0146-{environment}"))
+        return version.value if version else None
+
+    def stack_event(self, version: str, status: str, environment: str = "qa", reason: str = "") -> dict[str, Any]:
+        name = Namespace.parse(f"xy-0146-{environment}").stack_name(Version.parse(version))
+        return self.invoke("stack_status", self.events.stack_status(name, status, reason))
+
+    def deployment_event(
+        self, outcome: str, environment: str = "qa", deployment_id: str | None = None
+    ) -> dict[str, Any]:
+        promotion = self.promotion(environment)
+        assert deployment_id or promotion, "no promotion in flight"
+        dep_id = deployment_id or promotion.deployment_id  # type: ignore[union-attr]
+        cluster = "common-prod" if environment == "prod" else "common-nonprod"
+        event = self.events.deployment(dep_id, outcome, cluster=cluster, service=f"xy-0146-{environment}")
+        return self.invoke("deployment_state", event)
+
+    def promote(self, version: str, environment: str = "qa", outcome: str = "COMPLETED", **extra: Any) -> None:
+        """One whole promotion, every stage fed its event."""
+        self.request(environment, version, **extra)
+        self.stack_event(version, "CREATE_COMPLETE", environment)
+        self.deployment_event(outcome, environment)
+
+    def stacks(self) -> dict[str, str]:
+        cfn = self.session.client("cloudformation")
+        return {
+            s["StackName"]: s["StackStatus"]
+            for s in cfn.describe_stacks()["Stacks"]
+            if s["StackStatus"] != "DELETE_COMPLETE"
+        }
+
+    def service(self, environment: str = "qa") -> dict[str, Any]:
+        cluster = "common-prod" if environment == "prod" else "common-nonprod"
+        ecs = self.session.client("ecs")
+        return ecs.describe_services(cluster=cluster, services=[f"xy-0146-{environment}"])["services"][0]
+
+    def container_env(self, task_definition: str) -> dict[str, str]:
+        td = self.session.client("ecs").describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+        container = next(c for c in td["containerDefinitions"] if c["name"] == "app")
+        env = {e["name"]: e["value"] for e in container.get("environment", [])}
+        env.update({s["name"]: s["valueFrom"] for s in container.get("secrets", [])})
+        env["image"] = container["image"]
+        return env
