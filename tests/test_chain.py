@@ -20,9 +20,10 @@ def route(pipeline, event):
     """Deliver one event to every handler whose pattern (as deployed) matches it."""
     results = []
     for source in app.event_sources:
-        if isinstance(source, CloudWatchEventConfig):
-            if EventPattern.load(json.dumps(source.event_pattern)).matches_event(event):
-                results.append(pipeline.invoke(source.name, event))
+        if isinstance(source, CloudWatchEventConfig) and EventPattern.load(
+            json.dumps(source.event_pattern)
+        ).matches_event(event):
+            results.append(pipeline.invoke(source.name, event))
     return results
 
 
