@@ -72,3 +72,11 @@ def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
 
 
 SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
+
+
+from chalicelib.sweep import on_schedule as sweep_on_schedule  # noqa: E402  (the sweep's handler, appended)
+
+
+@app.schedule(SWEEP_SCHEDULE, name="sweep")
+def sweep(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("sweep", sweep_on_schedule, event.to_dict())

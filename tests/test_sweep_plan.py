@@ -1,0 +1,342 @@
+"""The sweep's pure planner: every safety rule, on plain data (no AWS)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.names import KIND_TAG, Namespace, Version
+from chalicelib.settings import Settings
+from chalicelib.state import Promotion, QueuedRequest
+from chalicelib.sweep_plan import (
+    DELETE_DB_RECORD,
+    DELETE_SNAPSHOT,
+    DELETE_STACK,
+    DRAIN_QUEUE,
+    RECONCILE,
+    REPORT,
+    REQUEST_PROMOTION,
+    SKIP,
+    SWEEP_REQUESTED_TAG,
+    Facts,
+    SnapshotFact,
+    StackFact,
+    counts,
+    is_final_snapshot,
+    parse_parameters,
+    plan,
+)
+
+NOW = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
+OLD = NOW - timedelta(hours=5)
+V0, V1, V2, V3 = "20261101000000", "20261110000000", "20261120000000", "20261127000000"
+QA = Namespace.parse("xy-0146-qa")
+PROD = Namespace.parse("xy-0146-prod")
+DEV = Namespace.parse("xy-0146-dev")
+ROOT = "/tierlift"
+SETTINGS = Settings()
+
+CONFIG = {
+    "tenant": "xy-0146",
+    "environments": ["dev", "qa", "prod"],
+    "source": {"environment": "dev", "db_instance": "xy-0146-dev"},
+    "automatic": ["qa"],
+    "targets": {
+        env: {
+            "cluster": "common-nonprod",
+            "service": f"xy-0146-{env}",
+            "container": "app",
+            "db": {"instance_class": "db.t3.medium", "subnet_group": "g", "security_groups": ["sg-0123456789abcdef0"]},
+        }
+        for env in ("qa", "prod")
+    },
+}
+
+
+def stack(
+    ns: Namespace, version: str, *, created: datetime = OLD, status: str = "CREATE_COMPLETE", **kw: Any
+) -> StackFact:
+    tags = kw.pop("tags", None)
+    if tags is None:
+        tags = ns.tags(Version(version))
+    return StackFact(ns.stack_name(Version(version)), status, created, tags, kw.pop("protected", False))
+
+
+def promotion(version: str, previous: str | None, stage: str = "restoring", updated: datetime = NOW) -> Promotion:
+    return Promotion(
+        id="p-1",
+        tenant="xy-0146",
+        environment="qa",
+        version=version,
+        stage=stage,
+        previous=previous,
+        deployment_id="ecs-svc/1",
+        started=updated.isoformat(),
+        updated=updated.isoformat(),
+    )
+
+
+def facts(
+    params: dict[str, str] | None = None,
+    stacks: list[StackFact] | None = None,
+    snapshots: list[SnapshotFact] | None = None,
+    *,
+    active: str | None = V2,
+    tenant_filter: str | None = None,
+) -> Facts:
+    all_params = {f"{ROOT}/xy-0146/config": json.dumps(CONFIG)}
+    if active:
+        all_params[f"{ROOT}/xy-0146/qa/active"] = active
+    all_params.update(params or {})
+    tenants, namespaces = parse_parameters(ROOT, all_params)
+    return Facts(NOW, tenants, namespaces, stacks or [], snapshots or [], frozenset(), tenant_filter)
+
+
+def kinds(result: Any, kind: str) -> list[tuple[str, str]]:
+    return [(p.target, p.reason) for p in result.items if p.kind == kind]
+
+
+# --------------------------------------------------------------------------------------------------
+# Orphans
+# --------------------------------------------------------------------------------------------------
+def test_orphan_past_grace_is_deleted_with_reason():
+    result = plan(facts(stacks=[stack(QA, V1), stack(QA, V2)]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V1)), "orphan")]
+    assert "not active (20261120000000)" in result.actions[0].detail
+
+
+def test_active_version_is_never_deleted_even_when_failed():
+    result = plan(facts(stacks=[stack(QA, V2, status="ROLLBACK_COMPLETE")]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, REPORT) == [(QA.stack_name(Version(V2)), "active_stack_unhealthy")]
+
+
+def test_active_version_in_delete_failed_is_reported_not_retried():
+    result = plan(facts(stacks=[stack(QA, V2, status="DELETE_FAILED")]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, REPORT) == [(QA.stack_name(Version(V2)), "active_stack_unhealthy")]
+
+
+def test_untagged_stack_is_never_deleted():
+    result = plan(facts(stacks=[stack(QA, V1, tags={})]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "not_tierlift")]
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        PROD.tags(Version(V1)),  # another environment's tags on a qa-named stack
+        Namespace.parse("ab-0001-qa").tags(Version(V1)),  # another tenant's
+        {**QA.tags(Version(V1)), "tierlift:managed": "false"},
+        QA.tags(Version(V0)),  # the version tag of another version
+    ],
+    ids=["other-env", "other-tenant", "unmanaged", "other-version"],
+)
+def test_stack_tagged_for_another_namespace_or_version_is_never_deleted(tags):
+    result = plan(facts(stacks=[stack(QA, V1, tags=tags)]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "not_tierlift")]
+
+
+def test_in_flight_new_and_previous_are_never_deleted():
+    params = {f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V1).to_json()}
+    result = plan(facts(params, [stack(QA, V1), stack(QA, V3), stack(QA, V0)], active=None), SETTINGS)
+    assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V0)), "orphan")]
+    assert sorted(kinds(result, SKIP)) == [
+        (QA.stack_name(Version(V1)), "in_flight"),
+        (QA.stack_name(Version(V3)), "in_flight"),
+    ]
+
+
+def test_grace_period_protects_young_stacks():
+    young = stack(QA, V1, created=NOW - timedelta(minutes=59))
+    result = plan(facts(stacks=[young]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, SKIP) == [(young.name, "grace_period")]
+    older = stack(QA, V1, created=NOW - timedelta(minutes=61))
+    assert kinds(plan(facts(stacks=[older]), SETTINGS), DELETE_STACK) == [(older.name, "orphan")]
+
+
+def test_termination_protected_stack_is_never_deleted():
+    result = plan(facts(stacks=[stack(QA, V1, protected=True)]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == []
+    assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "termination_protected")]
+    failed = stack(QA, V1, protected=True, status="DELETE_FAILED")
+    assert kinds(plan(facts(stacks=[failed]), SETTINGS), DELETE_STACK) == []
+
+
+def test_delete_failed_is_retried_at_once_but_delete_in_progress_is_left():
+    failed = stack(QA, V1, status="DELETE_FAILED", created=NOW)
+    deleting = stack(QA, V0, status="DELETE_IN_PROGRESS")
+    result = plan(facts(stacks=[failed, deleting]), SETTINGS)
+    assert kinds(result, DELETE_STACK) == [(failed.name, "delete_failed")]
+    assert kinds(result, SKIP) == [(deleting.name, "delete_in_progress")]
+
+
+def test_unreadable_namespace_state_blocks_every_deletion_there():
+    params = {f"{ROOT}/xy-0146/qa/active": "not-a-version", f"{ROOT}/xy-0146/qa/db/{V1}": "{}"}
+    result = plan(facts(params, [stack(QA, V1)], active=None), SETTINGS)
+    assert result.actions == []
+    assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "unreadable_state")]
+
+
+def test_stack_names_that_do_not_parse_are_not_the_sweeps_business():
+    other = StackFact("common-nonprod-network", "CREATE_COMPLETE", OLD, {"tierlift:managed": "true"})
+    result = plan(facts(stacks=[other]), SETTINGS)
+    assert result.items == [p for p in result.items if p.reason == "active_stack_missing"]
+
+
+def test_missing_active_stack_is_reported():
+    result = plan(facts(stacks=[]), SETTINGS)
+    assert kinds(result, REPORT) == [(QA.stack_name(Version(V2)), "active_stack_missing")]
+    assert result.actions == []
+
+
+def test_tenant_filter_limits_the_sweep():
+    other = Namespace.parse("ab-0001-qa")
+    stacks = [stack(QA, V1), stack(other, V1)]
+    only = plan(facts(stacks=stacks, tenant_filter="ab-0001"), SETTINGS)
+    assert kinds(only, DELETE_STACK) == [(other.stack_name(Version(V1)), "orphan")]
+
+
+# --------------------------------------------------------------------------------------------------
+# DB records
+# --------------------------------------------------------------------------------------------------
+def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones():
+    params = {
+        f"{ROOT}/xy-0146/qa/db/{V0}": "{}",
+        f"{ROOT}/xy-0146/qa/db/{V1}": "{}",
+        f"{ROOT}/xy-0146/qa/db/{V2}": "{}",
+        f"{ROOT}/xy-0146/qa/db/{V3}": "{}",
+        f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V2).to_json(),
+    }
+    result = plan(facts(params, [stack(QA, V1)]), SETTINGS)
+    assert kinds(result, DELETE_DB_RECORD) == [(f"xy-0146-qa/db/{V0}", "no_stack")]
+    assert (f"xy-0146-qa/db/{V3}", "in_flight") in kinds(result, SKIP)
+
+
+# --------------------------------------------------------------------------------------------------
+# Stuck promotions and the queue
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stage", "idle", "stuck"),
+    [
+        ("requested", timedelta(minutes=14), False),
+        ("requested", timedelta(minutes=16), True),
+        ("restoring", timedelta(hours=1, minutes=59), False),
+        ("restoring", timedelta(hours=2, minutes=1), True),
+        ("deploying", timedelta(minutes=61), True),
+        ("finalizing", timedelta(minutes=31), True),
+        ("failed", timedelta(minutes=31), True),
+        ("rolled_back", timedelta(minutes=29), False),
+    ],
+)
+def test_a_promotion_is_stuck_after_its_stage_timeout(stage, idle, stuck):
+    params = {f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V2, stage, NOW - idle).to_json()}
+    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == ([("p-1", f"stuck_{stage}")] if stuck else [])
+
+
+def test_orphaned_queue_slot_is_drained_only_without_a_promotion():
+    queued = QueuedRequest("q-1", "xy-0146", "qa", V3, queued_at=(NOW - timedelta(hours=1)).isoformat())
+    params = {f"{ROOT}/xy-0146/qa/queued": queued.to_json()}
+    assert kinds(plan(facts(params, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
+    params[f"{ROOT}/xy-0146/qa/promotion"] = promotion(V1, V2).to_json()
+    assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V1)]), SETTINGS), DRAIN_QUEUE) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Snapshots
+# --------------------------------------------------------------------------------------------------
+def final(ns: Namespace, version: str, age: timedelta, **tags: str) -> SnapshotFact:
+    all_tags = {**ns.tags(Version(version)), KIND_TAG: "final-snapshot", **tags}
+    return SnapshotFact(f"final-{ns}-{version}", "other-instance", "available", NOW - age, all_tags)
+
+
+def source(version: str, *, managed: bool = True, age: timedelta = timedelta(days=1)) -> SnapshotFact:
+    tags = {**DEV.tags(Version(version)), KIND_TAG: "source-snapshot"} if managed else {}
+    return SnapshotFact(DEV.snapshot_id(Version(version)), "xy-0146-dev", "available", NOW - age, tags)
+
+
+def test_final_snapshots_are_kept_for_the_retention_then_deleted():
+    expired, kept = final(QA, V0, timedelta(days=8)), final(QA, V1, timedelta(days=6))
+    result = plan(facts(stacks=[stack(QA, V2)], snapshots=[expired, kept]), SETTINGS)
+    assert kinds(result, DELETE_SNAPSHOT) == [(expired.id, "final_snapshot_expired")]
+
+
+def test_final_snapshot_without_tierlift_tags_or_of_a_held_version_is_kept():
+    untagged = final(QA, V0, timedelta(days=30), **{"tierlift:managed": "false"})
+    active = final(QA, V2, timedelta(days=30))
+    result = plan(facts(stacks=[stack(QA, V2)], snapshots=[untagged, active]), SETTINGS)
+    assert kinds(result, DELETE_SNAPSHOT) == []
+    assert sorted(kinds(result, SKIP)) == sorted([(untagged.id, "not_managed"), (active.id, "held")])
+
+
+def test_a_snapshot_of_a_db_stack_instance_counts_as_final_without_the_kind_tag():
+    snap = SnapshotFact("rds-final-x", QA.instance_id(Version(V1)), "available", OLD, QA.tags(Version(V1)))
+    assert is_final_snapshot(snap)
+    assert not is_final_snapshot(source(V1))
+
+
+def test_source_snapshots_beyond_the_newest_n_and_unheld_are_deleted():
+    versions = [f"202611{day:02d}000000" for day in range(1, 10)]  # 9 snapshots, oldest first
+    snapshots = [source(v) for v in versions]
+    snapshots[1] = source(versions[1], managed=False)  # taken by hand: never deleted
+    params = {f"{ROOT}/xy-0146/prod/active": versions[0]}  # held by prod
+    result = plan(facts(params, [stack(QA, V2), stack(PROD, versions[0])], snapshots), SETTINGS)
+    deleted = [target for target, _ in kinds(result, DELETE_SNAPSHOT)]
+    assert deleted == [DEV.snapshot_id(Version(v)) for v in reversed(versions[2:4])]
+    assert (DEV.snapshot_id(Version(versions[1])), "not_managed") in kinds(result, SKIP)
+
+
+def test_snapshot_of_another_instance_is_not_a_source_snapshot():
+    other = SnapshotFact(DEV.snapshot_id(Version(V0)), "someone-else", "available", OLD, DEV.tags(Version(V0)))
+    snapshots = [source(f"202611{d:02d}000000") for d in range(10, 20)] + [other]
+    result = plan(facts(stacks=[stack(QA, V2)], snapshots=snapshots), SETTINGS)
+    assert other.id not in [t for t, _ in kinds(result, DELETE_SNAPSHOT)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Lost snapshot events
+# --------------------------------------------------------------------------------------------------
+def test_newest_source_snapshot_never_promoted_is_requested():
+    result = plan(facts(stacks=[stack(QA, V2)], snapshots=[source(V2), source(V3)]), SETTINGS)
+    assert [(p.environment, p.version) for p in result.items if p.kind == REQUEST_PROMOTION] == [("qa", V3)]
+
+
+@pytest.mark.parametrize(
+    "evidence",
+    ["active", "in_flight", "queued", "live_stack", "deleted_stack", "tagged", "too_young"],
+)
+def test_no_request_when_something_shows_one_was_made(evidence):
+    params: dict[str, str] = {}
+    stacks = [stack(QA, V2)]
+    snap = source(V3)
+    active = V2
+    deleted: frozenset[str] = frozenset()
+    if evidence == "active":
+        active, stacks = V3, [stack(QA, V3)]
+    elif evidence == "in_flight":
+        params[f"{ROOT}/xy-0146/qa/promotion"] = promotion(V3, V2).to_json()
+    elif evidence == "queued":
+        params[f"{ROOT}/xy-0146/qa/queued"] = QueuedRequest("q", "xy-0146", "qa", None).to_json()
+    elif evidence == "live_stack":
+        stacks.append(stack(QA, V3, status="ROLLBACK_COMPLETE"))
+    elif evidence == "deleted_stack":
+        deleted = frozenset({QA.stack_name(Version(V3))})
+    elif evidence == "tagged":
+        snap = SnapshotFact(snap.id, snap.instance, snap.status, snap.created, {**snap.tags, SWEEP_REQUESTED_TAG: "qa"})
+    elif evidence == "too_young":
+        snap = source(V3, age=timedelta(minutes=5))
+    world = facts(params, stacks, [source(V2), snap], active=active)
+    world.deleted_stacks = deleted
+    assert [p for p in plan(world, SETTINGS).items if p.kind == REQUEST_PROMOTION] == []
+
+
+def test_counts_group_by_kind_and_reason():
+    result = plan(facts(stacks=[stack(QA, V1), stack(QA, V0), stack(QA, V2)]), SETTINGS)
+    assert counts(result.items, result.kept) == {"delete_stack": {"orphan": 2}, "keep": {"active": 1}}
