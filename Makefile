@@ -18,13 +18,13 @@ demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
 
 test: $(STAMP)  ## lint, template lint, then the test suite
 	$(BIN)/ruff check .
-	$(BIN)/cfn-lint templates/*.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/cfn-lint templates/*.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
@@ -35,8 +35,9 @@ serve: $(STAMP)
 vendor: $(STAMP)  ## aws-xray-sdk without its own botocore (the Lambda runtime has one)
 	rm -rf vendor && $(BIN)/pip install --quiet --no-deps --target vendor aws-xray-sdk==2.15.0
 
-package: vendor  ## the deployment package and SAM template, in ./build
-	cd . && $(BIN)/chalice package --stage $${STAGE:-dev} build
+package: vendor  ## the deployment package and SAM template, in ./build (STAGE=dev|prod)
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} build
+	@ls -l build/deployment.zip
 
 clean:
 	rm -rf $(VENV) build vendor .pytest_cache .ruff_cache
