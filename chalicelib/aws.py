@@ -21,7 +21,7 @@ from chalicelib.names import dict_to_tags, tags_to_dict
 
 logger = logging.getLogger(__name__)
 
-RETRY_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
+RETRY_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 5}, connect_timeout=5, read_timeout=30)
 PUT_EVENTS_BATCH = 10
 _RETRYABLE_PUT_EVENTS = {"InternalFailure", "ThrottlingException"}
 

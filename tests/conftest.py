@@ -194,9 +194,18 @@ class CallCounter:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
+        self.params: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, model: Any, **_: Any) -> None:
         self.calls.append((model.service_model.service_name, model.name))
+
+    def capture(self, model: Any, params: Any = None, **_: Any) -> None:
+        """``before-parameter-build`` hook: the parameters as the code passed them."""
+        self.params.append((model.name, dict(params) if isinstance(params, dict) else {}))
+
+    def last(self, operation: str) -> dict[str, Any]:
+        """The (wire) parameters of the last call of ``operation``."""
+        return next(p for op, p in reversed(self.params) if op == operation)
 
     @property
     def mutating(self) -> list[tuple[str, str]]:
@@ -217,6 +226,7 @@ def calls(deps: Deps) -> CallCounter:
     counter = CallCounter()
     for adapter in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
         adapter.meta.events.register("before-call.*.*", counter)
+        adapter.meta.events.register("before-parameter-build.*.*", counter.capture)
     return counter
 
 
