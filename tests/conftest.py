@@ -29,8 +29,9 @@ moto_patches.apply()
 
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # the AMI catalogue costs ~0.15 s a test
 
-SHARED_EVENTS = Path(__file__).resolve().parents[2] / "shared" / "events"
 LOCAL_EVENTS = Path(__file__).resolve().parent / "events"
+_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "events"
+SHARED_EVENTS = _BESIDE if _BESIDE.is_dir() else LOCAL_EVENTS
 MUTATING_PREFIXES = (
     "Create",
     "Delete",
