@@ -7,7 +7,7 @@ applied once, idempotently, by :func:`apply`.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 _applied = False
 
@@ -37,3 +37,343 @@ def apply() -> None:
 
     DBInstance.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
     _applied = True
+
+
+# --------------------------------------------------------------------------------------------------
+# Gap fixes for the local cloud: restore from snapshot, DeletionPolicy: Snapshot, failed creates that
+# roll back, ECS deployments and the circuit-breaker setting, and hooks for the emulator.
+# --------------------------------------------------------------------------------------------------
+FINAL_SNAPSHOT_KIND = "final-snapshot"
+_gaps_applied = False
+
+
+class RestoreFailed(Exception):
+    """A DB instance of a template cannot be created (missing snapshot, injected fault)."""
+
+    def __init__(self, logical_id: str, reason: str) -> None:
+        super().__init__(reason)
+        self.logical_id = logical_id
+        self.reason = reason
+
+
+class Observer(Protocol):
+    """What the local cloud's emulator is told, in the moto request thread that caused it."""
+
+    def stack_failure(self, stack_name: str) -> str | None:
+        """A reason when the creation of that stack must fail (fault injection), else None."""
+
+    def on_snapshot(self, snapshot: Any) -> None:
+        """A DB snapshot was just created (manual, automated or a stack's final snapshot)."""
+
+    def on_stack_created(self, stack: Any, failure: str | None) -> None:
+        """A stack's resources exist (or failed: ``failure``); the observer drives its status on."""
+
+    def on_stack_delete(self, stack: Any) -> bool:
+        """DeleteStack was called; True when the observer deletes it later (DELETE_IN_PROGRESS now)."""
+
+    def on_deployment(self, service: Any, deployment: dict[str, Any]) -> None:
+        """A new ECS deployment started (service created or its task definition changed)."""
+
+
+observer: Observer | None = None
+
+
+def set_observer(new: Observer | None) -> None:
+    """Install (or remove) the emulator that makes moto's synchronous changes asynchronous."""
+    global observer
+    observer = new
+
+
+def _tags_list_to_dict(tags: Any) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in tags or [] if isinstance(t, dict) and "Key" in t and "Value" in t}
+
+
+def _dict_to_tags_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in tags.items()]
+
+
+def _stack_name(stack_id: str | None) -> str:
+    return (stack_id or "").split(":stack/", 1)[-1].split("/", 1)[0]
+
+
+def is_unhealthy_image(image: str) -> bool:
+    """The local rule: an image whose tag is ``unhealthy`` (or starts ``unhealthy-``) never gets healthy."""
+    name = image.rsplit("/", 1)[-1]
+    if "@" in name or ":" not in name:
+        return False
+    tag = name.rsplit(":", 1)[1]
+    return tag == "unhealthy" or tag.startswith("unhealthy-")
+
+
+def finish_stack_delete(backend: Any, stack: Any) -> None:
+    """What moto's DeleteStack does at once, run when the emulated DELETE_IN_PROGRESS ends."""
+    if stack.stack_id not in backend.stacks:
+        return
+    backend.stacks.pop(stack.stack_id)
+    export_names = [export.name for export in stack.exports]
+    stack.delete()
+    backend.deleted_stacks[stack.stack_id] = stack
+    for name in export_names:
+        backend.exports.pop(name, None)
+
+
+def roll_back_stack(stack: Any) -> None:
+    """Delete what a failed create made (no final snapshots: nothing finished creating)."""
+    stack.resource_map._tierlift_rollback = True
+    try:
+        stack.resource_map.delete()
+    finally:
+        stack.resource_map._tierlift_rollback = False
+
+
+def apply_gap_fixes() -> None:
+    """Close the moto gaps the local cloud needs (see docs/local-cloud.md). Safe to call more than once.
+
+    Without an :class:`Observer` everything stays synchronous, as in moto: a stack whose instance
+    cannot be restored ends in ROLLBACK_COMPLETE at once, deployments stay IN_PROGRESS.
+    """
+    global _gaps_applied
+    if _gaps_applied:
+        return
+    from moto.cloudformation.models import CloudFormationBackend, Stack
+    from moto.cloudformation.parsing import ResourceMap
+    from moto.core.utils import utcnow
+    from moto.ecs.models import EC2ContainerServiceBackend
+    from moto.ecs.responses import EC2ContainerServiceResponse
+    from moto.moto_api._internal import mock_random
+    from moto.rds.models import DBInstance, RDSBackend, rds_backends
+
+    # 1. AWS::RDS::DBInstance with DBSnapshotIdentifier restores from that snapshot. --------------
+    template_create = DBInstance.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+    def create_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        properties = dict(cloudformation_json.get("Properties", {}))
+        snapshot_id = properties.get("DBSnapshotIdentifier")
+        logical_id = str(kwargs.get("LogicalId", "DBInstance"))
+        injected = observer.stack_failure(_stack_name(kwargs.get("StackId"))) if observer else None
+        if injected:
+            raise RestoreFailed(logical_id, injected)
+        if not snapshot_id:
+            return template_create(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        backend = rds_backends[account_id][region_name]
+        snapshot = backend.database_snapshots.get(str(snapshot_id).lower())
+        if snapshot is None:
+            raise RestoreFailed(logical_id, f"DBSnapshot {snapshot_id} not found (Service: Rds, Status Code: 404)")
+        if snapshot.status != "available":
+            raise RestoreFailed(logical_id, f"DBSnapshot {snapshot_id} is {snapshot.status}, not available")
+        # Tags: the snapshot's (as RDS copies them on restore), then the template's on top.
+        tags = {k: v for k, v in _tags_list_to_dict(snapshot.tags).items() if not k.startswith("aws:")}
+        tags.update(_tags_list_to_dict(properties.get("Tags")))
+        subnet_group = properties.get("DBSubnetGroupName")
+        overrides = {
+            "db_instance_identifier": resource_name.replace("_", "-"),
+            "db_instance_class": properties.get("DBInstanceClass"),
+            "db_subnet_group_name": getattr(subnet_group, "name", subnet_group),
+            "vpc_security_group_ids": properties.get("VPCSecurityGroups") or properties.get("VpcSecurityGroupIds"),
+            "publicly_accessible": properties.get("PubliclyAccessible"),
+            "copy_tags_to_snapshot": properties.get("CopyTagsToSnapshot"),
+            "multi_az": properties.get("MultiAZ"),
+            "tags": _dict_to_tags_list(tags),
+        }
+        return backend.restore_db_instance_from_db_snapshot(snapshot.db_snapshot_identifier, overrides)
+
+    DBInstance.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+    # apply()'s template fixes wrap whatever is installed: wrap them around the restore.
+    global _applied
+    _applied = False
+    apply()
+
+    # 2. DeletionPolicy: Snapshot leaves a final snapshot when the stack is deleted. -------------
+    resource_map_delete = ResourceMap.delete
+
+    def delete(self: Any) -> None:
+        if not getattr(self, "_tierlift_rollback", False):
+            for logical_id, resource_json in (self._resource_json_map or {}).items():
+                if resource_json.get("DeletionPolicy") != "Snapshot":
+                    continue
+                if resource_json.get("Type") != "AWS::RDS::DBInstance":
+                    continue
+                instance = self._parsed_resources.get(logical_id)
+                if instance is None or isinstance(instance, str):
+                    continue
+                backend = rds_backends[self._account_id][self._region_name]
+                if instance.db_instance_identifier not in backend.databases:
+                    continue
+                stamp = utcnow().strftime("%Y%m%d%H%M%S")
+                tags = _tags_list_to_dict(instance.tags)
+                tags["tierlift:kind"] = FINAL_SNAPSHOT_KIND
+                name = f"{instance.db_instance_identifier}-final-{stamp}"
+                if name not in backend.database_snapshots:
+                    backend.create_db_snapshot(instance.db_instance_identifier, name, tags=_dict_to_tags_list(tags))
+        resource_map_delete(self)
+
+    ResourceMap.delete = delete  # type: ignore[method-assign]
+
+    # 3. A resource that cannot be created fails the stack, which rolls back. --------------------
+    create_resources = Stack.create_resources
+
+    def stack_create_resources(self: Any) -> None:
+        failure: str | None = None
+        try:
+            create_resources(self)
+        except RestoreFailed as exc:
+            failure = exc.reason
+            # Mark the resource as absent so later lookups do not try to create it again.
+            self.resource_map._parsed_resources[exc.logical_id] = None
+            self._tierlift_failed_resource = exc.logical_id
+            self.status = "CREATE_IN_PROGRESS"
+        self._tierlift_failure = failure
+        if observer is not None:
+            observer.on_stack_created(self, failure)
+            return
+        if failure is not None:
+            self._add_stack_event("CREATE_FAILED" if self.disable_rollback else "ROLLBACK_IN_PROGRESS", failure)
+            if self.disable_rollback:
+                self.status = "CREATE_FAILED"
+                return
+            roll_back_stack(self)
+            self.status = "ROLLBACK_COMPLETE"
+            self._add_stack_event("ROLLBACK_COMPLETE")
+
+    Stack.create_resources = stack_create_resources  # type: ignore[method-assign]
+
+    outputs_property = Stack.outputs
+
+    def stack_outputs(self: Any) -> Any:
+        # CloudFormation shows outputs only once the stack is created.
+        if str(self.status).startswith(("CREATE_IN_PROGRESS", "CREATE_FAILED", "ROLLBACK")):
+            return None
+        return outputs_property.fget(self)  # type: ignore[attr-defined]
+
+    Stack.outputs = property(stack_outputs)  # type: ignore[method-assign,assignment]
+
+    delete_stack = CloudFormationBackend.delete_stack
+
+    def backend_delete_stack(self: Any, name_or_stack_id: str) -> None:
+        stack = next(
+            (s for s in self.stacks.values() if name_or_stack_id in (s.name, s.stack_id)),
+            None,
+        )
+        if stack is None:
+            return delete_stack(self, name_or_stack_id)
+        if stack.status == "DELETE_IN_PROGRESS":
+            return None
+        if observer is not None and observer.on_stack_delete(stack):
+            stack._add_stack_event("DELETE_IN_PROGRESS", resource_status_reason="User Initiated")
+            stack.status = "DELETE_IN_PROGRESS"
+            return None
+        return delete_stack(self, stack.stack_id)
+
+    CloudFormationBackend.delete_stack = backend_delete_stack  # type: ignore[method-assign]
+
+    # 4. Snapshots: tell the observer (which makes them "creating" first). -----------------------
+    create_db_snapshot = RDSBackend.create_db_snapshot
+
+    def backend_create_db_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:
+        snapshot = create_db_snapshot(self, *args, **kwargs)
+        if observer is not None:
+            observer.on_snapshot(snapshot)
+        return snapshot
+
+    RDSBackend.create_db_snapshot = backend_create_db_snapshot  # type: ignore[method-assign]
+
+    # 5. ECS: keep deploymentConfiguration on create; a new task definition starts a new deployment.
+    response_create_service = EC2ContainerServiceResponse.create_service
+
+    def create_service_response(self: Any) -> Any:
+        result = response_create_service(self)
+        config = self._get_param("deploymentConfiguration")
+        cluster = str(self._get_param("cluster", "default")).split("/")[-1]
+        service = self.ecs_backend.services.get(f"{cluster}:{self._get_param('serviceName')}")
+        if service is not None:
+            service.deployment_configuration = config or {
+                "deploymentCircuitBreaker": {"enable": False, "rollback": False},
+                "maximumPercent": 200,
+                "minimumHealthyPercent": 100,
+            }
+            if observer is not None and service.deployments:
+                observer.on_deployment(service, service.deployments[0])
+        return result
+
+    EC2ContainerServiceResponse.create_service = create_service_response  # type: ignore[method-assign]
+
+    update_service = EC2ContainerServiceBackend.update_service
+
+    def backend_update_service(self: Any, service_properties: dict[str, Any]) -> Any:
+        cluster = str(service_properties.get("cluster", "default")).split("/")[-1]
+        name = str(service_properties.get("service", "")).split("/")[-1]
+        force = bool(service_properties.get("force_new_deployment"))
+        before = self.services.get(f"{cluster}:{name}")
+        old_td = before.task_definition if before is not None else None
+        service = update_service(self, service_properties)
+        new_td = service.task_definition
+        if service.deployment_controller.get("type", "ECS") != "ECS" or (new_td == old_td and not force):
+            return service
+        if force and new_td == old_td:
+            # moto already gave the primary deployment a new id: treat it as a new deployment.
+            deployment = service.deployments[0]
+        else:
+            now = utcnow()
+            for old in service.deployments:
+                if old.get("status") == "PRIMARY":
+                    old["status"] = "ACTIVE"
+                    old["updatedAt"] = now
+            deployment_id = f"ecs-svc/{mock_random.randint(10**18, 10**19 - 1)}"
+            deployment = {
+                "id": deployment_id,
+                "status": "PRIMARY",
+                "taskDefinition": new_td,
+                "desiredCount": service.desired_count,
+                "pendingCount": service.desired_count,
+                "runningCount": 0,
+                "failedTasks": 0,
+                "createdAt": now,
+                "updatedAt": now,
+                "launchType": service.launch_type,
+                "platformVersion": service.platform_version,
+                "platformFamily": "EC2" if service.launch_type == "EC2" else "FARGATE",
+                "networkConfiguration": service.network_configuration or None,
+                "rolloutState": "IN_PROGRESS",
+                "rolloutStateReason": f"ECS deployment {deployment_id} in progress.",
+            }
+            service.deployments.insert(0, deployment)
+        if observer is not None:
+            observer.on_deployment(service, deployment)
+        return service
+
+    EC2ContainerServiceBackend.update_service = backend_update_service  # type: ignore[method-assign]
+
+    # 6. EventBridge: a schedule rule has no pattern; moto treats that as "match every event". -----
+    from moto.events.models import Rule
+
+    send_to_targets = Rule.send_to_targets
+
+    def rule_send_to_targets(self: Any, original_event: Any, transform_input: bool = True) -> None:
+        if self.scheduled_expression and not getattr(self.event_pattern, "_pattern", None):
+            return  # only the schedule itself fires this rule
+        send_to_targets(self, original_event, transform_input)
+
+    Rule.send_to_targets = rule_send_to_targets  # type: ignore[method-assign]
+
+    # 7. RDS DescribeAccountAttributes (not implemented: the server answered with an HTML 404). ----
+    from moto.core.responses import ActionResult
+    from moto.rds.responses import RDSResponse
+
+    def describe_account_attributes(self: Any) -> Any:
+        backend = self.backend
+        manual = [s for s in backend.database_snapshots.values() if s.snapshot_type == "manual"]
+        storage = sum(int(getattr(d, "allocated_storage", 0) or 0) for d in backend.databases.values())
+        quotas = [
+            ("DBInstances", len(backend.databases), 40),
+            ("ManualSnapshots", len(manual), 100),
+            ("AllocatedStorage", storage * 1024**3, 100000 * 1024**3),
+            ("DBSubnetGroups", len(backend.subnet_groups), 50),
+        ]
+        return ActionResult(
+            {"AccountQuotas": [{"AccountQuotaName": n, "Used": used, "Max": most} for n, used, most in quotas]}
+        )
+
+    RDSResponse.describe_account_attributes = describe_account_attributes  # type: ignore[attr-defined]
+    _gaps_applied = True

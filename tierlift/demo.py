@@ -1,0 +1,352 @@
+"""``python -m tierlift demo``: the whole pipeline on the local cloud, with its invariants checked.
+
+The story: bootstrap the common namespace and tenant xy-0146; a dev snapshot promotes itself to qa;
+an operator promotes to prod with put-events; a second snapshot reaches qa, and its promotion to prod
+with an unhealthy image is rolled back while prod's old DB keeps serving; then (once the sweep exists)
+a scheduled sweep removes a planted orphan DB stack. Prints the timeline and a status table, then
+checks the contract's invariants and exits non-zero if any fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from tierlift.local import LocalCloud
+from tierlift.status import render_table, tenant_status
+from tierlift.world import bootstrap_tenant
+
+TENANT = "xy-0146"
+UNHEALTHY_IMAGE = "public.ecr.aws/nginx/nginx:unhealthy"
+CONTRACT_TAGS = (
+    "tierlift:managed",
+    "tierlift:tenant",
+    "tierlift:environment",
+    "tierlift:version",
+    "Customer",
+    "Project",
+    "Environment",
+)
+
+
+@dataclass
+class Checks:
+    """Invariant checks: each is printed; any failure makes the demo exit non-zero."""
+
+    results: list[tuple[bool, str]] = field(default_factory=list)
+
+    def check(self, ok: bool, what: str) -> bool:
+        self.results.append((bool(ok), what))
+        return bool(ok)
+
+    @property
+    def failed(self) -> list[str]:
+        return [what for ok, what in self.results if not ok]
+
+    def render(self) -> str:
+        return "\n".join(f"  {'ok  ' if ok else 'FAIL'}  {what}" for ok, what in self.results)
+
+
+class Demo:
+    def __init__(self, cloud: LocalCloud, timeout: float) -> None:
+        self.cloud = cloud
+        self.timeout = timeout
+        self.session = boto3.session.Session(region_name=cloud.region)
+        self.events = self.session.client("events")
+        self.ssm = self.session.client("ssm")
+        self.cfn = self.session.client("cloudformation")
+        self.rds = self.session.client("rds")
+        self.ecs = self.session.client("ecs")
+        self.checks = Checks()
+        self.config: dict[str, Any] = {}
+
+    # helpers ------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.cloud.timeline.add("note", f"== {text}")
+
+    def put(self, detail_type: str, **detail: Any) -> None:
+        response = self.events.put_events(
+            Entries=[{"Source": "tierlift", "DetailType": detail_type, "Detail": json.dumps(detail)}]
+        )
+        if response.get("FailedEntryCount"):
+            raise RuntimeError(f"put-events failed: {response['Entries']}")
+
+    def outcome(self, environment: str, after: int) -> dict[str, Any] | None:
+        """The first terminal tierlift event of ``environment`` recorded after entry ``after``."""
+        terminal = {"Promotion Completed", "Promotion Failed", "Promotion Rolled Back", "Promotion Rejected"}
+        for entry in self.cloud.timeline.snapshot()[after:]:
+            event = entry.event
+            if entry.kind != "event" or not event or event.get("source") != "tierlift":
+                continue
+            if event.get("detail-type") in terminal and event["detail"].get("environment") == environment:
+                return event
+        return None
+
+    def wait_outcome(self, environment: str, after: int) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            event = self.outcome(environment, after)
+            if event:
+                found.append(event)
+            return bool(event)
+
+        self.cloud.wait(done, self.timeout, f"the outcome of a promotion to {environment}")
+        self.cloud.settle(self.timeout)
+        return found[0]
+
+    def active(self, environment: str) -> str | None:
+        try:
+            return str(self.ssm.get_parameter(Name=f"/tierlift/{TENANT}/{environment}/active")["Parameter"]["Value"])
+        except ClientError:
+            return None
+
+    def stack(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.cfn.describe_stacks(StackName=name)["Stacks"][0])
+        except ClientError:
+            return None
+
+    def service(self, environment: str) -> dict[str, Any]:
+        target = self.config["targets"][environment]
+        return dict(self.ecs.describe_services(cluster=target["cluster"], services=[target["service"]])["services"][0])
+
+    def task_env(self, task_definition: str) -> tuple[str, dict[str, str]]:
+        task = self.ecs.describe_task_definition(taskDefinition=task_definition)["taskDefinition"]
+        container = next(c for c in task["containerDefinitions"] if c["name"] == "app")
+        return container["image"], {e["name"]: e["value"] for e in container.get("environment", [])}
+
+    def next_second(self) -> None:
+        """Versions are UTC seconds: make sure two snapshot requests never share one."""
+        time.sleep(1.05 - (time.time() % 1.0))
+
+    # the story ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        self.say("bootstrap: common-nonprod, common-prod, tenant xy-0146 (dev DB, qa and prod services)")
+        self.config = bootstrap_tenant(self.session, TENANT)
+        self.cloud.settle(self.timeout)
+
+        self.say("a dev snapshot is requested; when it completes, qa is promoted automatically")
+        mark = len(self.cloud.timeline.snapshot())
+        self.put("Snapshot Requested", tenant=TENANT, requested_by="demo")
+        qa1 = self.wait_outcome("qa", mark)
+        v1 = qa1["detail"]["version"]
+        self.checks.check(qa1["detail-type"] == "Promotion Completed", f"qa: automatic promotion of {v1} completed")
+
+        self.say("an operator promotes qa's version to prod with put-events")
+        mark = len(self.cloud.timeline.snapshot())
+        self.put("Promotion Requested", tenant=TENANT, environment="prod", requested_by="demo-operator")
+        prod1 = self.wait_outcome("prod", mark)
+        self.checks.check(
+            prod1["detail-type"] == "Promotion Completed" and prod1["detail"]["version"] == v1,
+            f"prod: manual promotion of {v1} completed",
+        )
+
+        self.say("a second dev snapshot reaches qa automatically")
+        self.next_second()
+        mark = len(self.cloud.timeline.snapshot())
+        self.put("Snapshot Requested", tenant=TENANT, requested_by="demo")
+        qa2 = self.wait_outcome("qa", mark)
+        v2 = qa2["detail"]["version"]
+        self.checks.check(
+            qa2["detail-type"] == "Promotion Completed" and v2 != v1, f"qa: automatic promotion of {v2} completed"
+        )
+
+        self.say(f"promoting {v2} to prod with an unhealthy image: the circuit breaker rolls it back")
+        prod_td_before = self.service("prod")["taskDefinition"]
+        mark = len(self.cloud.timeline.snapshot())
+        self.put(
+            "Promotion Requested",
+            tenant=TENANT,
+            environment="prod",
+            version=v2,
+            image=UNHEALTHY_IMAGE,
+            requested_by="demo",
+        )
+        prod2 = self.wait_outcome("prod", mark)
+        self.checks.check(prod2["detail-type"] == "Promotion Rolled Back", f"prod: promotion of {v2} rolled back")
+        self.check_rollback(v1, v2, prod_td_before)
+        self.sweep_step(v1)
+
+    def check_rollback(self, v1: str, v2: str, td_before: str) -> None:
+        service = self.service("prod")
+        image, env = self.task_env(service["taskDefinition"])
+        self.checks.check(self.active("prod") == v1, f"prod: active is still {v1}")
+        self.checks.check(
+            service["taskDefinition"] == td_before, "prod: service is back on its previous task definition"
+        )
+        self.checks.check(
+            env.get("TIERLIFT_VERSION") == v1 and "unhealthy" not in image,
+            f"prod: running tasks use DB {v1} and a healthy image",
+        )
+        old = self.stack(f"{TENANT}-prod-db-{v1}")
+        self.checks.check(bool(old) and old["StackStatus"] == "CREATE_COMPLETE", f"prod: DB stack of {v1} kept serving")
+        self.checks.check(
+            self.stack(f"{TENANT}-prod-db-{v2}") is None, f"prod: the failed version's stack {v2} is gone"
+        )
+
+    def sweep_step(self, v1: str) -> None:
+        if "sweep" not in self.cloud.schedules:
+            self.say("sweep step skipped: app.py has no `sweep` schedule yet (chalicelib.sweep pending)")
+            return
+        self.say(f"an orphan DB stack for qa version {v1} is planted; the scheduled sweep removes it")
+        name = f"{TENANT}-qa-db-{v1}"
+        target = self.config["targets"]["qa"]
+        tags = {
+            "tierlift:managed": "true",
+            "tierlift:tenant": TENANT,
+            "tierlift:environment": "qa",
+            "tierlift:version": v1,
+            "tierlift:promotion": "planted-orphan",
+            "tierlift:kind": "db-stack",
+            "Customer": "xy",
+            "Project": "0146",
+            "Environment": "qa",
+        }
+        params = {
+            "Tenant": TENANT,
+            "Environment": "qa",
+            "Customer": "xy",
+            "Project": "0146",
+            "Version": v1,
+            "SnapshotIdentifier": f"{TENANT}-dev-{v1}",
+            "InstanceIdentifier": f"{TENANT}-qa-{v1}",
+            "InstanceClass": target["db"]["instance_class"],
+            "SubnetGroup": target["db"]["subnet_group"],
+            "SecurityGroups": ",".join(target["db"]["security_groups"]),
+        }
+        template = (Path(__file__).resolve().parents[1] / "chalicelib" / "templates" / "database.yaml").read_text()
+        self.cfn.create_stack(
+            StackName=name,
+            TemplateBody=template,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+            Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
+        )
+        self.cloud.settle(self.timeout)
+        self.checks.check(self.stack(name) is not None, f"orphan {name} planted")
+        mark = len(self.cloud.timeline.snapshot())
+        self.cloud.fire_schedule("sweep")
+        self.cloud.wait(lambda: self.stack(name) is None, self.timeout, f"the sweep to delete {name}")
+        self.cloud.settle(self.timeout)
+        swept = [
+            e.event
+            for e in self.cloud.timeline.snapshot()[mark:]
+            if e.event and e.event.get("detail-type") == "Stack Swept"
+        ]
+        self.checks.check(self.stack(name) is None, f"sweep deleted the orphan {name}")
+        self.checks.check(bool(swept), "sweep put a Stack Swept event")
+
+    # invariants -----------------------------------------------------------------------------------
+    def invariants(self) -> None:
+        c = self.checks
+        c.check(
+            not self.cloud.dead_letters, f"no handler invocation was dead-lettered ({len(self.cloud.dead_letters)})"
+        )
+        live = [s for s in self.cfn.describe_stacks()["Stacks"] if s["StackStatus"] != "DELETE_COMPLETE"]
+        for env in ("qa", "prod"):
+            ns = f"{TENANT}-{env}"
+            active = self.active(env)
+            c.check(active is not None, f"{ns}: has an active version ({active})")
+            try:
+                self.ssm.get_parameter(Name=f"/tierlift/{TENANT}/{env}/promotion")
+                locked = True
+            except ClientError:
+                locked = False
+            c.check(not locked, f"{ns}: no promotion left in flight (lock released)")
+            stacks = [s["StackName"] for s in live if s["StackName"].startswith(f"{ns}-db-")]
+            c.check(stacks == [f"{ns}-db-{active}"], f"{ns}: exactly one DB stack, the active one ({stacks})")
+            stack = self.stack(f"{ns}-db-{active}")
+            tags = {t["Key"]: t["Value"] for t in (stack or {}).get("Tags", [])}
+            c.check(all(k in tags for k in CONTRACT_TAGS), f"{ns}: the active stack carries the contract's tags")
+            db = json.loads(self.ssm.get_parameter(Name=f"/tierlift/{TENANT}/{env}/db/{active}")["Parameter"]["Value"])
+            instance = self.rds.describe_db_instances(DBInstanceIdentifier=db["instance"])["DBInstances"][0]
+            itags = {t["Key"]: t["Value"] for t in instance.get("TagList", [])}
+            c.check(
+                instance["Engine"] == "mysql"
+                and instance["EngineVersion"] == "8.0.39"
+                and instance["AllocatedStorage"] == 20
+                and instance.get("DBName") == "app",
+                f"{ns}: DB {db['instance']} restored from the snapshot (mysql 8.0.39, 20 GiB, database app)",
+            )
+            c.check(
+                all(k in itags for k in CONTRACT_TAGS) and itags["tierlift:environment"] == env,
+                f"{ns}: the DB instance carries the contract's tags",
+            )
+            service = self.service(env)
+            _image, task_env = self.task_env(service["taskDefinition"])
+            deployments = service.get("deployments", [])
+            c.check(
+                len(deployments) == 1 and deployments[0].get("rolloutState") == "COMPLETED",
+                f"{ns}: the service's one deployment is COMPLETED",
+            )
+            c.check(
+                task_env.get("TIERLIFT_VERSION") == active and task_env.get("DB_HOST") == db["endpoint"],
+                f"{ns}: the service's tasks point at the active DB ({db['endpoint']})",
+            )
+        finals = [
+            s
+            for s in self.rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"]
+            if "-final-" in s["DBSnapshotIdentifier"]
+        ]
+        kinds = {t["Value"] for s in finals for t in s.get("TagList", []) if t["Key"] == "tierlift:kind"}
+        c.check(
+            bool(finals) and kinds == {"final-snapshot"} and all(s["Status"] == "available" for s in finals),
+            f"deleted DB stacks left final snapshots ({len(finals)}), tagged tierlift:kind=final-snapshot",
+        )
+
+
+def run_demo(speed: float = 600.0, timeout: float = 60.0, verbose: bool = False) -> int:
+    """Run the story; print the timeline, the status table and the checks; 0 when all checks pass."""
+    started = time.monotonic()
+    log = Path(tempfile.gettempdir()) / "tierlift-local" / f"demo-handlers-{os.getpid()}.log"
+    cloud = LocalCloud(
+        port=0,
+        speed=speed,
+        schedules=False,
+        echo=verbose,
+        handler_log=log,
+        environment={"TIERLIFT_GRACE_SECONDS": "0"},
+    )
+    print(f"tierlift demo: local cloud at speed x{speed:g} (handler logs: {log})", flush=True)
+    demo: Demo | None = None
+    error: str | None = None
+    with cloud:
+        demo = Demo(cloud, timeout)
+        try:
+            demo.run()
+        except (TimeoutError, ClientError, RuntimeError, KeyError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        try:
+            cloud.settle(timeout)
+        except TimeoutError as exc:
+            error = error or str(exc)
+        print()
+        print(cloud.timeline.render())
+        print()
+        try:
+            print(render_table(tenant_status(demo.session, TENANT)))
+            demo.invariants()
+        except (ClientError, LookupError, KeyError, StopIteration) as exc:
+            error = error or f"{type(exc).__name__}: {exc}"
+    assert demo is not None
+    if error:
+        demo.checks.check(False, f"the story ran to its end ({error})")
+    print()
+    print("invariants:")
+    print(demo.checks.render())
+    elapsed = time.monotonic() - started
+    failed = demo.checks.failed
+    print()
+    print(
+        f"demo {'FAILED' if failed else 'passed'}: {len(demo.checks.results) - len(failed)}/{len(demo.checks.results)} "
+        f"checks in {elapsed:.1f}s, {cloud.invocations} handler invocations"
+    )
+    return 1 if failed else 0

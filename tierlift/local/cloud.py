@@ -1,0 +1,510 @@
+"""The local cloud: moto's server on loopback, the emulator, and delivery to the Chalice handlers.
+
+One process holds it all. The handlers are the Chalice app's own functions, called as Lambda calls
+them (``handler(event, context)``, the event an EventBridge envelope), with ``AWS_ENDPOINT_URL``
+pointing their plain boto3 clients at the server. Routing is EventBridge's: one rule per
+``app.event_sources`` entry, matched by moto, targeting an SQS queue that stands for the Lambda's
+async event queue; delivery reads those queues.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import io
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+
+from tierlift import moto_patches
+from tierlift.local import awsevents
+from tierlift.local.emulator import Durations, Emulator
+from tierlift.local.faults import FAULTS_PARAMETER, CallCounter, Faults
+from tierlift.local.timeline import Timeline
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ACCOUNT = "123456789012"
+PREFIX = "tierlift-local"
+DLQ = f"{PREFIX}-dlq"
+TIMELINE_QUEUE = f"{PREFIX}-timeline"
+RETRY_DELAYS = (60.0, 120.0)  # Lambda's async retries: after 1 and 2 minutes, then the dead-letter queue
+_CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
+_RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
+_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def schedule_period(expression: str) -> float | None:
+    """Seconds between firings of ``rate(...)``; None for ``cron(...)`` (fired only on demand)."""
+    match = _RATE.match(expression.strip())
+    return float(match.group(1)) * _UNITS[match.group(2)] if match else None
+
+
+def chalice_environment(stage: str = "dev", config: Path = REPO_ROOT / ".chalice" / "config.json") -> dict[str, str]:
+    """The Lambda environment variables of ``.chalice/config.json`` (top level, then the stage)."""
+    if not config.exists():
+        return {}
+    data = json.loads(config.read_text())
+    env = dict(data.get("environment_variables", {}))
+    env.update(data.get("stages", {}).get(stage, {}).get("environment_variables", {}))
+    return {k: str(v) for k, v in env.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# The server: moto's WSGI app behind one lock (so the emulator never races a request) and throttling
+# --------------------------------------------------------------------------------------------------
+class CloudApp:
+    """WSGI middleware around moto: serialises requests with the emulator, injects throttling."""
+
+    def __init__(self, app: Any, lock: threading.RLock, faults: Callable[[], Faults]) -> None:
+        self.app = app
+        self.lock = lock
+        self.faults = faults
+
+    @staticmethod
+    def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
+        """(service, operation, json protocol) of a request; the body is buffered and put back."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        match = _CREDENTIAL.search(auth)
+        service = match.group(1) if match else ""
+        target = environ.get("HTTP_X_AMZ_TARGET")
+        if target:
+            return service, target.rsplit(".", 1)[-1], True
+        operation = (parse_qs(environ.get("QUERY_STRING", "")).get("Action") or [""])[0]
+        if not operation and "x-www-form-urlencoded" in environ.get("CONTENT_TYPE", ""):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            body = environ["wsgi.input"].read(length) if length else b""
+            environ["wsgi.input"] = io.BytesIO(body)
+            operation = (parse_qs(body.decode("utf-8", "replace")).get("Action") or [""])[0]
+        return service, operation, False
+
+    @staticmethod
+    def _throttled(start_response: Callable[..., Any], json_protocol: bool) -> list[bytes]:
+        request_id = str(uuid.uuid4())
+        if json_protocol:
+            body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded"}).encode()
+            headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-RequestId", request_id)]
+        else:
+            body = (
+                "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>"
+                f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+            ).encode()
+            headers = [("Content-Type", "text/xml"), ("x-amzn-RequestId", request_id)]
+        start_response("400 Bad Request", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        service, operation, json_protocol = self._operation(environ)
+        if operation and self.faults().should_throttle(service, operation):
+            return self._throttled(start_response, json_protocol)
+        if operation == "ReceiveMessage":
+            # Long polls must not hold the lock; SQS's own state is thread-safe enough for them.
+            return self.app(environ, start_response)  # type: ignore[no-any-return]
+        with self.lock:
+            return list(self.app(environ, start_response))
+
+
+@dataclass(order=True)
+class Invocation:
+    due: float
+    seq: int
+    handler: str = field(compare=False)
+    event: dict[str, Any] = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+
+
+@dataclass
+class LambdaContext:
+    """What Lambda passes as ``context`` (the fields Chalice and the handlers may read)."""
+
+    function_name: str
+    aws_request_id: str
+    memory_limit_in_mb: int = 256
+    timeout_seconds: int = 120
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:tierlift-dev-{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
+
+
+@dataclass
+class Schedule:
+    name: str
+    expression: str
+    rule_arn: str
+    queue: str
+    period: float | None
+    next_due: float | None = None
+
+
+class LocalCloud:
+    """moto server + emulator + EventBridge routing to the Chalice handlers, in this process.
+
+    Never use it in a process that also uses moto's ``mock_aws``: tests run it in a subprocess.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = 4566,
+        host: str = "127.0.0.1",
+        speed: float = 600.0,
+        region: str = "us-east-1",
+        faults: Faults | None = None,
+        schedules: bool = True,
+        echo: bool = False,
+        durations: Durations | None = None,
+        handler_log: Path | None = None,
+        environment: dict[str, str] | None = None,
+    ) -> None:
+        self.host, self.port, self.speed, self.region = host, port, float(speed), region
+        self.lock = threading.RLock()
+        self._faults = faults or Faults()
+        self.schedules_enabled = schedules
+        self.timeline = Timeline(echo=echo)
+        self.emulator = Emulator(self.lock, self._emit, speed=speed, durations=durations, faults=self.faults)
+        self.counter = CallCounter()
+        self.handler_log = handler_log
+        self.extra_environment = environment or {}
+        self.handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
+        self.queues: dict[str, str] = {}  # queue name -> handler name
+        self.schedules: dict[str, Schedule] = {}
+        self.dead_letters: list[dict[str, Any]] = []
+        self.invocations = 0
+        self._pending: list[Invocation] = []
+        self._seq = 0
+        self._busy = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server: Any = None
+        self._faults_checked = 0.0
+
+    # lifecycle --------------------------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def faults(self) -> Faults:
+        return self._faults
+
+    def set_faults(self, faults: Faults) -> None:
+        self._faults = faults
+
+    def start(self) -> LocalCloud:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+        from werkzeug.serving import make_server
+
+        moto_patches.apply_gap_fixes()
+        moto_patches.set_observer(self.emulator)
+        app = CloudApp(DomainDispatcherApplication(create_backend_app), self.lock, self.faults)
+        self._server = make_server(self.host, self.port, app, threaded=True)
+        self.port = int(self._server.server_port)
+        self._spawn(self._server.serve_forever, "tierlift-moto-server")
+        self._configure_environment()
+        self._load_handlers()
+        self._route()
+        self.emulator.start()
+        self._spawn(self._deliver_forever, "tierlift-delivery")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.emulator.stop()
+        moto_patches.set_observer(None)
+        if self._server is not None:
+            self._server.shutdown()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> LocalCloud:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _configure_environment(self) -> None:
+        """The Lambda's environment, pointed at this server through botocore's own AWS_ENDPOINT_URL."""
+        for key, value in chalice_environment().items():
+            os.environ.setdefault(key, value)
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.endpoint,
+                "AWS_ACCESS_KEY_ID": os.environ.get("TIERLIFT_LOCAL_ACCESS_KEY", "testing"),
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": self.region,
+                "AWS_REGION": self.region,
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.update(self.extra_environment)
+
+    def _load_handlers(self) -> None:
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        module = importlib.import_module("app")
+        # The app logs JSON lines to stdout; keep the timeline readable by sending them to a file.
+        if self.handler_log is not None:
+            self.handler_log.parent.mkdir(parents=True, exist_ok=True)
+            stream = self.handler_log.open("a", encoding="utf-8")
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr):
+                    handler.setStream(stream)
+        from chalicelib.deps import Deps, reset_deps, set_deps
+
+        self.app = module.app
+        self.handlers = dict(module.app.handler_map)
+        reset_deps()
+        session = boto3.session.Session(region_name=self.region)
+        # Counts each invocation's AWS calls (the crash fault); otherwise the Lambda's own Deps.
+        session._session.register("before-call", self.counter)  # type: ignore[attr-defined]
+        set_deps(Deps.from_session(session))
+
+    def client(self, service: str) -> Any:
+        return boto3.session.Session(region_name=self.region).client(service, endpoint_url=self.endpoint)
+
+    # routing ------------------------------------------------------------------------------------
+    def _queue_arn(self, name: str) -> str:
+        return f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
+
+    def _route(self) -> None:
+        """One EventBridge rule per registered handler, from ``app.event_sources`` (the only source)."""
+        from chalice.app import CloudWatchEventConfig, ScheduledEventConfig
+
+        sqs, events = self.client("sqs"), self.client("events")
+        for name in (DLQ, TIMELINE_QUEUE):
+            sqs.create_queue(QueueName=name)
+        events.put_rule(Name=TIMELINE_QUEUE, EventPattern=json.dumps({"version": ["0"]}))
+        events.put_targets(Rule=TIMELINE_QUEUE, Targets=[{"Id": "timeline", "Arn": self._queue_arn(TIMELINE_QUEUE)}])
+        for source in self.app.event_sources:
+            if not isinstance(source, CloudWatchEventConfig | ScheduledEventConfig):
+                continue
+            rule, queue = f"{PREFIX}-{source.name}", f"{PREFIX}-{source.name}"
+            sqs.create_queue(QueueName=queue)
+            self.queues[queue] = source.name
+            if isinstance(source, CloudWatchEventConfig):
+                events.put_rule(Name=rule, EventPattern=json.dumps(source.event_pattern))
+            else:
+                expression = source.schedule_expression
+                text = expression if isinstance(expression, str) else expression.to_string()
+                arn = events.put_rule(Name=rule, ScheduleExpression=text)["RuleArn"]
+                period = schedule_period(text)
+                due = time.monotonic() + period / self.speed if period else None
+                self.schedules[source.name] = Schedule(source.name, text, arn, queue, period, due)
+            events.put_targets(Rule=rule, Targets=[{"Id": source.name, "Arn": self._queue_arn(queue)}])
+
+    # emitting AWS's events ---------------------------------------------------------------------
+    def _emit(self, entry: dict[str, Any], account: str, region: str) -> None:
+        """Put one AWS event into moto's EventBridge (called by the emulator under the lock)."""
+        from moto.events.models import events_backends
+
+        if self.faults().should_drop(entry):
+            event = {
+                "source": entry["Source"],
+                "detail-type": entry["DetailType"],
+                "detail": json.loads(entry["Detail"]),
+                "resources": entry["Resources"],
+            }
+            self.timeline.event(event, kind="dropped").what += "  [DROPPED]"
+            return
+        events_backends[account][region].put_events([entry])
+
+    def fire_schedule(self, name: str) -> None:
+        """Deliver ``name``'s Scheduled Event now, as EventBridge does when its rule fires."""
+        from moto.sqs.models import sqs_backends
+
+        schedule = self.schedules[name]
+        event = awsevents.scheduled(schedule.rule_arn, awsevents.now(), str(uuid.uuid4()), self.region)
+        with self.lock:
+            sqs_backends[ACCOUNT][self.region].send_message(schedule.queue, json.dumps(event))
+        self.timeline.event(event)
+
+    # delivery -----------------------------------------------------------------------------------
+    def _receive(self, queue: str) -> list[dict[str, Any]]:
+        from moto.sqs.models import sqs_backends
+
+        backend = sqs_backends[ACCOUNT][self.region]
+        out: list[dict[str, Any]] = []
+        with self.lock:
+            while True:
+                messages = backend.receive_message(queue, 10, 0, 30)
+                if not messages:
+                    return out
+                for message in messages:
+                    event = json.loads(message.body)
+                    event.pop("ingestion-time", None)
+                    # moto's SQS target leaves out envelope keys EventBridge always sends.
+                    event.setdefault("version", "0")
+                    event.setdefault("account", ACCOUNT)
+                    event.setdefault("region", self.region)
+                    event.setdefault("resources", [])
+                    out.append(event)
+                    backend.delete_message(queue, message.receipt_handle)
+
+    def _push(self, handler: str, event: dict[str, Any], delay: float, attempt: int = 0) -> None:
+        self._seq += 1
+        self._pending.append(Invocation(time.monotonic() + delay, self._seq, handler, event, attempt))
+        self._pending.sort()
+
+    def _refresh_faults(self) -> None:
+        if time.monotonic() - self._faults_checked < 0.25:
+            return
+        self._faults_checked = time.monotonic()
+        from moto.ssm.models import ssm_backends
+
+        with self.lock:
+            try:
+                parameter = ssm_backends[ACCOUNT][self.region].get_parameter(FAULTS_PARAMETER)
+            except Exception:
+                return
+            text = parameter.value if parameter is not None else ""
+        if text and text != self._faults.source_text:
+            try:
+                self._faults = Faults.parse(text)
+            except ValueError as exc:
+                logger.error("ignoring %s: %s", FAULTS_PARAMETER, exc)
+                self._faults.source_text = text
+                return
+            self.timeline.add("note", "local: faults changed", detail=text[:120])
+
+    def _deliver_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                worked = self._tick()
+            except Exception:
+                logger.exception("delivery tick failed")
+                worked = False
+            if not worked:
+                self._stop.wait(0.02)
+
+    def _tick(self) -> bool:
+        self._refresh_faults()
+        now = time.monotonic()
+        for schedule in self.schedules.values():
+            if self.schedules_enabled and schedule.period and schedule.next_due and now >= schedule.next_due:
+                schedule.next_due = now + schedule.period / self.speed
+                self.fire_schedule(schedule.name)
+        for event in self._receive(TIMELINE_QUEUE):
+            self.timeline.event(event)
+        faults = self.faults()
+        for queue, handler in self.queues.items():
+            for event in self._receive(queue):
+                self._push(handler, event, faults.delay_for() / self.speed)
+                if faults.should_duplicate():
+                    self._push(handler, copy.deepcopy(event), faults.delay_for() / self.speed)
+                    self.timeline.add("note", f"local: duplicate delivery to {handler}", detail=event.get("id", ""))
+        ready = [inv for inv in self._pending if inv.due <= time.monotonic()]
+        if not ready:
+            return False
+        self._pending = [inv for inv in self._pending if inv not in ready]
+        faults.shuffle(ready)
+        self._busy = True
+        try:
+            for invocation in ready:
+                self._invoke(invocation)
+        finally:
+            self._busy = False
+        for event in self._receive(TIMELINE_QUEUE):
+            self.timeline.event(event)
+        return True
+
+    def _invoke(self, invocation: Invocation) -> None:
+        name = invocation.handler
+        context = LambdaContext(name, str(uuid.uuid4()))
+        self.counter.start(name, self.faults().crash_after(name))
+        self.invocations += 1
+        try:
+            result = self.handlers[name](copy.deepcopy(invocation.event), context)
+        except Exception as exc:
+            calls = self.counter.stop()
+            logger.exception("handler %s failed (attempt %d)", name, invocation.attempt + 1)
+            error = f"{type(exc).__name__}: {exc}"
+            if invocation.attempt < len(RETRY_DELAYS):
+                delay = RETRY_DELAYS[invocation.attempt]
+                self.timeline.add(
+                    "retry",
+                    f"λ {name}: error, retry in {delay:.0f}s",
+                    "error",
+                    "-",
+                    f"attempt {invocation.attempt + 1}/3 after {calls} AWS call(s): {error}"[:160],
+                )
+                self._push(name, invocation.event, delay / self.speed, invocation.attempt + 1)
+            else:
+                self._dead_letter(invocation, error)
+            return
+        self.counter.stop()
+        result = result if isinstance(result, dict) else {}
+        self.timeline.add(
+            "handler",
+            f"λ {name}",
+            str(result.get("action", "done")),
+            str(result.get("namespace") or "-"),
+            str(result.get("reason", ""))[:160],
+        )
+
+    def _dead_letter(self, invocation: Invocation, error: str) -> None:
+        from moto.sqs.models import sqs_backends
+
+        record = {
+            "handler": invocation.handler,
+            "attempts": invocation.attempt + 1,
+            "error": error,
+            "event": invocation.event,
+        }
+        self.dead_letters.append(record)
+        with self.lock:
+            sqs_backends[ACCOUNT][self.region].send_message(DLQ, json.dumps(record, default=str))
+        self.timeline.add("dead-letter", f"λ {invocation.handler}: dead-lettered", "dead-letter", "-", error[:160])
+
+    # waiting ------------------------------------------------------------------------------------
+    def quiet(self) -> bool:
+        """Nothing in flight: no timers, no deliveries pending or running, no queued events."""
+        from moto.sqs.models import sqs_backends
+
+        if self._busy or self._pending or not self.emulator.idle():
+            return False
+        with self.lock:
+            backend = sqs_backends[ACCOUNT][self.region]
+            return all(not backend.get_queue(q).messages for q in [*self.queues, TIMELINE_QUEUE])
+
+    def wait(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+        """Wait until ``predicate()`` holds; raise TimeoutError naming ``what`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.02)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def settle(self, timeout: float = 30.0) -> None:
+        """Wait until the cloud is quiet twice in a row (nothing left to emulate or deliver)."""
+        deadline = time.monotonic() + timeout
+        streak = 0
+        while time.monotonic() < deadline:
+            streak = streak + 1 if self.quiet() else 0
+            if streak >= 3:
+                return
+            time.sleep(0.03)
+        raise TimeoutError(f"the local cloud did not settle within {timeout:.0f}s")
