@@ -9,7 +9,9 @@ from typing import Any
 from chalicelib.deps import Deps, get_deps
 from chalicelib.observability import traced
 
-logger = logging.getLogger("tierlift")
+# Not "tierlift": Chalice(app_name="tierlift") owns that logger (propagate off, level ERROR), which
+# would swallow every handler's outcome record.
+logger = logging.getLogger(__name__)
 
 
 def run(name: str, use_case: Callable[[Deps, Any], Any], event: Any) -> dict[str, Any]:

@@ -387,7 +387,7 @@ def _plan_stacks(facts: Facts, settings: Settings, out: Plan) -> None:
                 version,
             )
             continue
-        detail = f"orphan: not active ({active or 'none'}), not in flight, {stack.status}, created {_hours(age)} ago"
+        detail = f"not active ({active or 'none'}), not in flight, {stack.status}, created {_hours(age)} ago"
         out.add(DELETE_STACK, "orphan", detail, stack.name, ns, version)
     for state in facts.namespaces.values():
         if state.active is None or state.problems or not _in_scope(facts, state.ns.tenant.name):
