@@ -19,7 +19,7 @@ demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
 test: $(STAMP)  ## lint, template lint, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/cfn-lint chalicelib/templates/*.yaml
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
