@@ -327,7 +327,7 @@ class LocalCloud:
                 "detail": json.loads(entry["Detail"]),
                 "resources": entry["Resources"],
             }
-            self.timeline.event(event, kind="dropped").what += "  [DROPPED]"
+            self.timeline.event(event, kind="dropped")
             return
         events_backends[account][region].put_events([entry])
 
@@ -383,6 +383,7 @@ class LocalCloud:
         if text and text != self._faults.source_text:
             try:
                 self._faults = Faults.parse(text)
+                self._faults.source_text = text
             except ValueError as exc:
                 logger.error("ignoring %s: %s", FAULTS_PARAMETER, exc)
                 self._faults.source_text = text

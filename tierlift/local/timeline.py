@@ -101,6 +101,8 @@ class Timeline:
 
     def event(self, event: dict[str, Any], kind: str = "event") -> Entry:
         what, stage, ns, detail = describe_event(event)
+        if kind != "event":
+            what = f"[{kind.upper()}] {what}"
         return self.add(kind, what, stage, ns, detail, event=event)
 
     def snapshot(self) -> list[Entry]:

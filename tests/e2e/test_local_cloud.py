@@ -1,0 +1,256 @@
+"""The used-by flows end to end, through ``python -m tierlift local serve`` (a subprocess).
+
+Nothing here feeds events by hand: snapshots, stacks and deployments are made through the AWS APIs
+(by the test or by the handlers) and the local cloud emits AWS's events and routes them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.conftest import REPO, Cloud, Outbox, clean_env
+from tierlift.world import bootstrap_tenant
+
+UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
+
+
+def snapshot(cloud: Cloud, tenant: str, version: str) -> str:
+    """An operator's manual snapshot of the source DB, named per the contract."""
+    name = f"{tenant}-dev-{version}"
+    cloud.session.client("rds").create_db_snapshot(DBSnapshotIdentifier=name, DBInstanceIdentifier=f"{tenant}-dev")
+    return name
+
+
+def task_env(cloud: Cloud, service: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    ecs = cloud.session.client("ecs")
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    container = next(c for c in task["containerDefinitions"] if c["name"] == "app")
+    return container["image"], {e["name"]: e["value"] for e in container.get("environment", [])}
+
+
+def service(cloud: Cloud, config: dict[str, Any], env: str) -> dict[str, Any]:
+    target = config["targets"][env]
+    ecs = cloud.session.client("ecs")
+    return dict(ecs.describe_services(cluster=target["cluster"], services=[target["service"]])["services"][0])
+
+
+def stack_status(cloud: Cloud, name: str) -> str | None:
+    cfn = cloud.session.client("cloudformation")
+    try:
+        return str(cfn.describe_stacks(StackName=name)["Stacks"][0]["StackStatus"])
+    except cfn.exceptions.ClientError:
+        return None
+
+
+def settled(cloud: Cloud, tenant: str, env: str, version: str) -> bool:
+    """``active`` is ``version`` and no promotion is in flight."""
+    active = cloud.param(f"/tierlift/{tenant}/{env}/active")
+    return active == version and cloud.param(f"/tierlift/{tenant}/{env}/promotion") is None
+
+
+def test_snapshot_goes_creating_then_available_with_aws_events(cloud: Cloud) -> None:
+    tenant = "aa-0001"
+    bootstrap_tenant(cloud.session, tenant, automatic=())
+    outbox_rule = Outbox(cloud, tenant)  # tierlift events only; RDS events checked via their effect below
+    rds = cloud.session.client("rds")
+    name = snapshot(cloud, tenant, "20261127200000")
+    assert rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "creating"
+    cloud.wait(
+        lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "available",
+        "the snapshot to become available",
+    )
+    # automatic is empty: the 0042 event reaches snapshot_created, which requests no promotion.
+    assert outbox_rule.types() == []
+
+
+def test_automatic_promotion_when_a_dev_snapshot_completes(cloud: Cloud) -> None:
+    tenant, version = "ab-0001", "20261127200000"
+    config = bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    snapshot(cloud, tenant, version)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa")
+    cloud.wait(lambda: outbox.first("Promotion Completed", "qa"), "Promotion Completed")
+    assert outbox.types("qa") == [
+        "Promotion Requested",
+        "Promotion Started",
+        "Database Ready",
+        "Service Deploying",
+        "Promotion Completed",
+    ]
+    # The DB really is restored from the dev snapshot, not moto's defaults.
+    db = json.loads(cloud.param(f"/tierlift/{tenant}/qa/db/{version}") or "{}")
+    rds = cloud.session.client("rds")
+    instance = rds.describe_db_instances(DBInstanceIdentifier=db["instance"])["DBInstances"][0]
+    assert (instance["Engine"], instance["EngineVersion"], instance["AllocatedStorage"], instance["DBName"]) == (
+        "mysql",
+        "8.0.39",
+        20,
+        "app",
+    )
+    assert instance["DBInstanceStatus"] == "available"
+    tags = {t["Key"]: t["Value"] for t in instance["TagList"]}
+    assert tags["tierlift:environment"] == "qa" and tags["tierlift:version"] == version
+    # The service runs the new task definition, its one deployment COMPLETED.
+    svc = service(cloud, config, "qa")
+    _, env = task_env(cloud, svc)
+    assert env["TIERLIFT_VERSION"] == version and env["DB_HOST"] == db["endpoint"]
+    assert [d["rolloutState"] for d in svc["deployments"]] == ["COMPLETED"]
+
+
+def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) -> None:
+    tenant, version = "ac-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    snapshot(cloud, tenant, version)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa")
+    entries = tmp_path / "entries.json"
+    detail = {"tenant": tenant, "environment": "prod", "requested_by": "e2e-cli"}
+    entries.write_text(
+        json.dumps([{"Source": "tierlift", "DetailType": "Promotion Requested", "Detail": json.dumps(detail)}])
+    )
+    result = subprocess.run(
+        [
+            str(REPO / ".venv" / "bin" / "aws"),
+            "--endpoint-url",
+            cloud.endpoint,
+            "events",
+            "put-events",
+            "--entries",
+            f"file://{entries}",
+            "--output",
+            "json",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["FailedEntryCount"] == 0
+    cloud.wait(lambda: settled(cloud, tenant, "prod", version), "the manual promotion to prod")
+    completed = cloud.wait(lambda: outbox.first("Promotion Completed", "prod"), "Promotion Completed for prod")
+    assert completed["detail"]["version"] == version
+    requested = outbox.first("Promotion Requested", "prod")
+    assert requested is not None and requested["detail"]["requested_by"] == "e2e-cli"
+    assert stack_status(cloud, f"{tenant}-prod-db-{version}") == "CREATE_COMPLETE"
+
+
+def test_unhealthy_image_is_rolled_back_and_the_old_db_keeps_serving(cloud: Cloud) -> None:
+    tenant, v1, v2 = "ad-0001", "20261127200000", "20261127210000"
+    config = bootstrap_tenant(cloud.session, tenant, automatic=())
+    outbox = Outbox(cloud, tenant)
+    snapshot(cloud, tenant, v1)
+    snapshot(cloud, tenant, v2)
+    cloud.wait(
+        lambda: all(
+            s["Status"] == "available"
+            for s in cloud.session.client("rds").describe_db_snapshots(
+                DBInstanceIdentifier=f"{tenant}-dev", SnapshotType="manual"
+            )["DBSnapshots"]
+        ),
+        "the snapshots",
+    )
+    cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=v1)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", v1), "qa to run v1")
+    good = service(cloud, config, "qa")
+    cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=v2, image=UNHEALTHY)
+    rolled = cloud.wait(lambda: outbox.first("Promotion Rolled Back", "qa"), "the rollback")
+    assert rolled["detail"]["version"] == v2
+    assert "circuit breaker" in rolled["detail"]["reason"]
+    cloud.wait(lambda: cloud.param(f"/tierlift/{tenant}/qa/promotion") is None, "the lock to be released")
+    assert cloud.param(f"/tierlift/{tenant}/qa/active") == v1
+    cloud.wait(lambda: stack_status(cloud, f"{tenant}-qa-db-{v2}") is None, "the failed version's stack to go")
+    assert stack_status(cloud, f"{tenant}-qa-db-{v1}") == "CREATE_COMPLETE"
+    # ECS's circuit breaker rolled the service back to the previous task definition (a new deployment).
+    svc = cloud.wait(
+        lambda: (
+            (s := service(cloud, config, "qa"))["deployments"][0]["rolloutState"] == "COMPLETED"
+            and len(s["deployments"]) == 1
+            and s
+        ),
+        "the rollback deployment to complete",
+    )
+    assert svc["taskDefinition"] == good["taskDefinition"]
+    assert svc["deployments"][0]["id"] != good["deployments"][0]["id"]
+    image, env = task_env(cloud, svc)
+    assert "unhealthy" not in image and env["TIERLIFT_VERSION"] == v1
+
+
+def test_faults_duplicates_crashes_and_throttling_still_promote_once(cloud: Cloud) -> None:
+    tenant, version = "ae-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    cloud.set_faults(
+        {
+            "seed": 3,
+            "duplicate": 1.0,
+            "crash": [{"handler": "stack_status", "after_calls": 3, "times": 1}],
+            "throttle": [{"operation": "cloudformation:DescribeStacks", "count": 2}],
+        }
+    )
+    try:
+        snapshot(cloud, tenant, version)
+        cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the promotion despite the faults")
+        cloud.wait(lambda: outbox.first("Promotion Completed", "qa"), "Promotion Completed")
+    finally:
+        cloud.set_faults({})
+    types = outbox.types("qa")
+    assert types.count("Promotion Completed") == 1, types
+    assert types.count("Promotion Started") == 1, types
+    assert "Promotion Failed" not in types and "Promotion Rolled Back" not in types
+    assert "injected crash of stack_status" in cloud.log.read_text()
+
+
+def test_dropped_rds_event_and_dead_letters(cloud: Cloud) -> None:
+    tenant, version = "af-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    cloud.set_faults({"drop": {"source": "aws.rds", "event_ids": ["RDS-EVENT-0042"], "count": 1}})
+    try:
+        name = snapshot(cloud, tenant, version)
+        rds = cloud.session.client("rds")
+        cloud.wait(
+            lambda: rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Status"] == "available",
+            "the snapshot",
+        )
+        cloud.wait(
+            lambda: "RDS-EVENT-0042" in cloud.log.read_text() and "[DROPPED]" in cloud.log.read_text(),
+            "the drop to be recorded",
+        )
+        assert outbox.types() == []  # the event was lost: nothing promoted (the sweep's job to notice)
+        # A handler that always crashes is retried twice, then parked in the visible dead-letter queue.
+        cloud.set_faults({"crash": [{"handler": "promotion_requested", "after_calls": 0, "times": 3}]})
+        cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=version, requested_by="e2e-dlq")
+        sqs = cloud.sqs
+        url = sqs.get_queue_url(QueueName="tierlift-local-dlq")["QueueUrl"]
+
+        def parked() -> list[dict[str, Any]]:
+            messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
+                "Messages", []
+            )
+            return [json.loads(m["Body"]) for m in messages if "e2e-dlq" in m["Body"]]
+
+        records = cloud.wait(parked, "the dead letter")
+        assert records[0]["handler"] == "promotion_requested" and records[0]["attempts"] == 3
+        assert "InjectedCrash" in records[0]["error"]
+        assert cloud.param(f"/tierlift/{tenant}/qa/promotion") is None
+    finally:
+        cloud.set_faults({})
+
+
+def test_demo_exits_zero(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "python"), "-m", "tierlift", "demo", "--speed", "3000", "--timeout", "30"],
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "demo passed" in result.stdout
