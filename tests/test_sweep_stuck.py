@@ -1,0 +1,289 @@
+"""Stuck promotions: the sweep reaches the same end state as the lost (or redelivered) event would.
+
+Each case is run twice from the same start, once through the event handler and once through the
+sweep, and both must end in the same recorded state, AWS state and tierlift events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+from moto.cloudformation.models import cloudformation_backends
+from moto.ecs.models import ecs_backends
+
+from chalicelib import promotion as promo
+from chalicelib.deps import Deps
+from chalicelib.names import Namespace, Version
+from chalicelib.state import Promotion
+from chalicelib.sweep import deployment_outcome, run_sweep
+from tests.conftest import take_source_snapshot
+from tests.test_sweep import later
+
+V1, V2 = "20261120000000", "20261127200000"
+QA = Namespace.parse("xy-0146-qa")
+ACCOUNT, REGION = "123456789012", "us-east-1"
+
+
+def request(deps: Deps, events: Any, version: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+    event = event or events.promotion_requested(tenant="xy-0146", environment="qa", version=version)
+    promo.on_promotion_requested(deps, event)
+    return event
+
+
+def stack_event(deps: Deps, events: Any, version: str, status: str) -> None:
+    promo.on_stack_status(deps, events.stack_status(QA.stack_name(Version(version)), status))
+
+
+def deployment_event(deps: Deps, events: Any, outcome: str) -> None:
+    record = deps.store.get_promotion(QA)
+    assert record is not None and record.deployment_id
+    promo.on_deployment_state(deps, events.deployment(record.deployment_id, outcome))
+
+
+def set_stack_status(version: str, status: str) -> None:
+    backend = cloudformation_backends[ACCOUNT][REGION]
+    next(s for s in backend.stacks.values() if s.name == QA.stack_name(Version(version))).status = status
+
+
+def set_rollout(state: str) -> None:
+    service = ecs_backends[ACCOUNT][REGION].services["common-nonprod:xy-0146-qa"]
+    service.deployments[0]["rolloutState"] = state
+
+
+def save_stage(deps: Deps, stage: str, reason: str | None = None) -> None:
+    """What a crash leaves behind: the terminal step recorded, the rest not done."""
+    record = deps.store.get_promotion(QA)
+    assert record is not None
+    record.stage, record.reason = stage, reason
+    deps.store.save_promotion(record)
+
+
+def end_state(deps: Deps, aws: boto3.session.Session, outbox: Any) -> dict[str, Any]:
+    record = deps.store.get_promotion(QA)
+    service = deps.services.describe_service("common-nonprod", "xy-0146-qa")
+    assert service is not None
+    task_definition, _ = deps.services.describe_task_definition(service["taskDefinition"])
+    env = {e["name"]: e["value"] for e in task_definition["containerDefinitions"][0].get("environment", [])}
+    stacks = aws.client("cloudformation").describe_stacks()["Stacks"]
+    return {
+        "stage": record.stage if record else None,
+        "active": str(deps.store.get_active(QA)),
+        "stacks": sorted(s["StackName"] for s in stacks if s["StackName"].startswith("xy-0146-qa-db-")),
+        "service_version": env.get("TIERLIFT_VERSION"),
+        "events": [e["detail-type"] for e in outbox.drain()],
+    }
+
+
+@pytest.fixture
+def v1_running(world: dict[str, Any], deps: Deps, aws: boto3.session.Session, outbox: Any, events: Any) -> None:
+    """qa runs V1, promoted through the event handlers."""
+    take_source_snapshot(aws, V1)
+    request(deps, events, V1)
+    stack_event(deps, events, V1, "CREATE_COMPLETE")
+    deployment_event(deps, events, "COMPLETED")
+    assert deps.store.get_promotion(QA) is None and deps.store.get_active(QA) == Version(V1)
+    take_source_snapshot(aws, V2)
+    outbox.drain()
+
+
+Setup = Callable[[Deps, Any], dict[str, Any] | None]
+Deliver = Callable[[Deps, Any, dict[str, Any] | None], None]
+
+
+def _restoring(deps: Deps, events: Any) -> dict[str, Any]:
+    return request(deps, events, V2)
+
+
+def _deploying(deps: Deps, events: Any) -> None:
+    request(deps, events, V2)
+    stack_event(deps, events, V2, "CREATE_COMPLETE")
+
+
+STACK_V1, STACK_V2 = QA.stack_name(Version(V1)), QA.stack_name(Version(V2))
+DEPLOYING = {
+    "stage": "deploying",
+    "active": V2,
+    "stacks": [STACK_V1, STACK_V2],
+    "service_version": V2,
+    "events": ["Database Ready", "Service Deploying"],
+}
+FAILED = {"stage": None, "active": V1, "stacks": [STACK_V1], "service_version": V1, "events": ["Promotion Failed"]}
+COMPLETED = {
+    "stage": None,
+    "active": V2,
+    "stacks": [STACK_V2],
+    "service_version": V2,
+    "events": ["Promotion Completed"],
+}
+ROLLED_BACK = {
+    "stage": None,
+    "active": V1,
+    "stacks": [STACK_V1],
+    "service_version": V1,
+    "events": ["Promotion Rolled Back"],
+}
+
+
+def case_stack_complete_event_lost(deps: Deps, events: Any) -> Deliver:
+    _restoring(deps, events)
+    return lambda d, e, _: stack_event(d, e, V2, "CREATE_COMPLETE")
+
+
+def case_stack_failed_event_lost(deps: Deps, events: Any) -> Deliver:
+    _restoring(deps, events)
+    set_stack_status(V2, "ROLLBACK_COMPLETE")
+    return lambda d, e, _: stack_event(d, e, V2, "ROLLBACK_COMPLETE")
+
+
+def case_deployment_completed_event_lost(deps: Deps, events: Any) -> Deliver:
+    _deploying(deps, events)
+    set_rollout("COMPLETED")  # moto leaves every rollout IN_PROGRESS
+    return lambda d, e, _: deployment_event(d, e, "COMPLETED")
+
+
+def case_deployment_failed_event_lost(deps: Deps, events: Any) -> Deliver:
+    _deploying(deps, events)
+    set_rollout("FAILED")
+    return lambda d, e, _: deployment_event(d, e, "FAILED")
+
+
+def case_crash_while_finalizing(deps: Deps, events: Any) -> Deliver:
+    _deploying(deps, events)
+    set_rollout("COMPLETED")
+    save_stage(deps, "finalizing")
+    return lambda d, e, _: deployment_event(d, e, "COMPLETED")  # the redelivered event
+
+
+def case_crash_while_failing(deps: Deps, events: Any) -> Deliver:
+    _restoring(deps, events)
+    set_stack_status(V2, "ROLLBACK_COMPLETE")
+    save_stage(deps, "failed", "database stack ROLLBACK_COMPLETE")
+    return lambda d, e, _: stack_event(d, e, V2, "ROLLBACK_COMPLETE")
+
+
+def case_crash_while_rolling_back(deps: Deps, events: Any) -> Deliver:
+    _deploying(deps, events)
+    set_rollout("FAILED")
+    save_stage(deps, "rolled_back", "service deployment failed")
+    return lambda d, e, _: deployment_event(d, e, "FAILED")
+
+
+def case_crash_after_taking_the_lock(deps: Deps, events: Any) -> Deliver:
+    """The request took the lock and crashed before creating the stack; the event is redelivered."""
+    event = events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    deps.store.create_promotion(
+        Promotion(
+            id=event["id"],
+            tenant="xy-0146",
+            environment="qa",
+            version=V2,
+            stage="requested",
+            previous=V1,
+            started=deps.clock().isoformat(timespec="seconds"),
+            updated=deps.clock().isoformat(timespec="seconds"),
+        )
+    )
+
+    def deliver(d: Deps, e: Any, _: Any) -> None:
+        request(d, e, V2, event)
+        stack_event(d, e, V2, "CREATE_COMPLETE")  # moto finishes at once; AWS would send this next
+
+    return deliver
+
+
+CASES = [
+    (case_stack_complete_event_lost, DEPLOYING),
+    (case_stack_failed_event_lost, FAILED),
+    (case_deployment_completed_event_lost, COMPLETED),
+    (case_deployment_failed_event_lost, ROLLED_BACK),
+    (case_crash_while_finalizing, COMPLETED),
+    (case_crash_while_failing, FAILED),
+    (case_crash_while_rolling_back, ROLLED_BACK),
+    (
+        case_crash_after_taking_the_lock,
+        {**DEPLOYING, "events": ["Promotion Started", "Database Ready", "Service Deploying"]},
+    ),
+]
+
+
+@pytest.mark.parametrize("path", ["event", "sweep"])
+@pytest.mark.parametrize(("case", "expected"), CASES, ids=[c[0].__name__[5:] for c in CASES])
+def test_stuck_promotion_reaches_the_event_paths_end_state(v1_running, deps, aws, outbox, events, case, expected, path):
+    deliver = case(deps, events)
+    outbox.drain()
+    if path == "event":
+        deliver(deps, events, None)
+    else:
+        later(deps, hours=3)
+        result = run_sweep(deps)
+        [entry] = result.by_kind("reconcile")
+        assert entry.status == "done", entry.outcome
+        assert result.errors == []
+    assert end_state(deps, aws, outbox) == expected
+
+
+def test_promotion_within_its_timeout_is_left_alone(v1_running, deps, aws, outbox, events, calls):
+    _restoring(deps, events)
+    outbox.drain()
+    later(deps, minutes=110)  # restoring times out after 2 h
+    result = run_sweep(deps)
+    assert result.by_kind("reconcile") == []
+    assert deps.store.get_promotion(QA).stage == "restoring"
+
+
+def test_stack_still_creating_waits(v1_running, deps, aws, outbox, events):
+    _restoring(deps, events)
+    set_stack_status(V2, "CREATE_IN_PROGRESS")
+    later(deps, hours=3)
+    [entry] = run_sweep(deps).by_kind("reconcile")
+    assert entry.status == "waiting" and "CREATE_IN_PROGRESS" in entry.outcome
+    assert deps.store.get_promotion(QA).stage == "restoring"
+
+
+def test_deployment_in_progress_waits(v1_running, deps, aws, outbox, events):
+    _deploying(deps, events)
+    set_rollout("IN_PROGRESS")
+    later(deps, hours=3)
+    [entry] = run_sweep(deps).by_kind("reconcile")
+    assert entry.status == "waiting"
+    assert deps.store.get_promotion(QA).stage == "deploying"
+
+
+def test_dry_run_says_what_reconciling_would_do_and_does_nothing(v1_running, deps, aws, outbox, events, calls):
+    _restoring(deps, events)
+    outbox.drain()
+    calls.calls.clear()
+    later(deps, hours=3)
+    [entry] = run_sweep(deps, dry_run=True).by_kind("reconcile")
+    assert entry.status == "planned" and entry.outcome == "would apply stack status CREATE_COMPLETE"
+    assert calls.mutating == [] and outbox.drain() == []
+    assert deps.store.get_promotion(QA).stage == "restoring"
+
+
+def _record(**changes: Any) -> Promotion:
+    record = Promotion("p", "xy-0146", "qa", V2, "deploying", V1, task_definition="td:2", deployment_id="ecs-svc/2")
+    for key, value in changes.items():
+        setattr(record, key, value)
+    return record
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        (None, "FAILED"),
+        ({"taskDefinition": "td:2", "deployments": [{"id": "ecs-svc/2", "rolloutState": "COMPLETED"}]}, "COMPLETED"),
+        ({"taskDefinition": "td:1", "deployments": [{"id": "ecs-svc/2", "rolloutState": "FAILED"}]}, "FAILED"),
+        (
+            {"taskDefinition": "td:2", "deployments": [{"id": "ecs-svc/2", "rolloutState": "IN_PROGRESS"}]},
+            "IN_PROGRESS",
+        ),
+        ({"taskDefinition": "td:2", "deployments": [{"id": "ecs-svc/3", "rolloutState": "COMPLETED"}]}, "COMPLETED"),
+        ({"taskDefinition": "td:1", "deployments": [{"id": "ecs-svc/4", "rolloutState": "COMPLETED"}]}, "FAILED"),
+    ],
+    ids=["service-gone", "completed", "failed", "in-progress", "gone-new-td-runs", "gone-old-td-runs"],
+)
+def test_deployment_outcome_from_the_service(service, expected):
+    assert deployment_outcome(service, _record())[0] == expected
