@@ -245,8 +245,45 @@ class Demo:
         self.checks.check(bool(swept), "sweep put a Stack Swept event")
 
     # invariants -----------------------------------------------------------------------------------
+    def event_contract(self) -> None:
+        """Every output event carries the contract's four keys; each promotion's events come in order."""
+        outputs = {
+            "Promotion Queued",
+            "Promotion Started",
+            "Database Ready",
+            "Service Deploying",
+            "Promotion Completed",
+            "Promotion Failed",
+            "Promotion Rolled Back",
+            "Promotion Rejected",
+            "Stack Swept",
+        }
+        seen = [e for e in self.cloud.timeline.events(source="tierlift") if e.get("detail-type") in outputs]
+        keys = ("tenant", "environment", "promotion_id", "version")
+        missing = [e["detail-type"] for e in seen if not all(k in e.get("detail", {}) for k in keys)]
+        self.checks.check(
+            bool(seen) and not missing, f"all {len(seen)} output events hold tenant, environment, promotion_id, version"
+        )
+        by_promotion: dict[str, list[str]] = {}
+        for event in seen:
+            if event["detail-type"] != "Stack Swept":
+                by_promotion.setdefault(str(event["detail"].get("promotion_id")), []).append(event["detail-type"])
+        ends = {"Promotion Completed", "Promotion Rolled Back", "Promotion Failed"}
+        out_of_order = [
+            pid
+            for pid, types in by_promotion.items()
+            if types[:3] != ["Promotion Started", "Database Ready", "Service Deploying"]
+            or len(types) != 4
+            or types[3] not in ends
+        ]
+        self.checks.check(
+            len(by_promotion) == 4 and not out_of_order,
+            f"each of the {len(by_promotion)} promotions went Started -> Database Ready -> Service Deploying -> an end",
+        )
+
     def invariants(self) -> None:
         c = self.checks
+        self.event_contract()
         c.check(
             not self.cloud.dead_letters, f"no handler invocation was dead-lettered ({len(self.cloud.dead_letters)})"
         )

@@ -245,6 +245,8 @@ def apply_gap_fixes() -> None:
         # CloudFormation shows outputs only once the stack is created.
         if str(self.status).startswith(("CREATE_IN_PROGRESS", "CREATE_FAILED", "ROLLBACK")):
             return None
+        if getattr(self, "_tierlift_failure", None):
+            return None  # a failed create (now being deleted) has nothing to resolve its outputs from
         return outputs_property.fget(self)  # type: ignore[attr-defined]
 
     Stack.outputs = property(stack_outputs)  # type: ignore[method-assign,assignment]

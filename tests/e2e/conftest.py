@@ -132,10 +132,9 @@ class Outbox:
         )
 
 
-@pytest.fixture(scope="session")
-def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def start_serve(log: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], Cloud]:
+    """``python -m tierlift local serve`` on a free port, its output in ``log``; returns once it routes."""
     port = free_port()
-    log = tmp_path_factory.mktemp("local-cloud") / "serve.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [
@@ -146,37 +145,49 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                 "serve",
                 "--port",
                 str(port),
-                "--speed",
-                SPEED,
-                "--no-schedules",
                 "--handler-log",
-                str(log.with_name("handlers.log")),
+                str(log.with_suffix(".handlers.log")),
+                *extra,
             ],
             cwd=REPO,
-            env=clean_env(TIERLIFT_GRACE_SECONDS="0"),
+            env=clean_env(**(env or {})),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    endpoint = f"http://127.0.0.1:{port}"
-    running = Cloud(endpoint, log)
+    running = Cloud(f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + 60
     try:
-        deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"local serve exited with {process.returncode}:\n{running.tail()}")
             try:
                 rules = running.events.list_rules(NamePrefix="tierlift-local-")["Rules"]
                 if any(r["Name"] == "tierlift-local-deployment_state" for r in rules):
-                    break
+                    return process, running
             except (EndpointConnectionError, ClientError):
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError(f"local serve did not come up:\n{running.tail()}")
             time.sleep(0.1)
+    except BaseException:
+        stop_serve(process)
+        raise
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """The shared local cloud: fast, schedules only on demand, no grace period for the sweep."""
+    log = tmp_path_factory.mktemp("local-cloud") / "serve.log"
+    process, running = start_serve(log, "--speed", SPEED, "--no-schedules", env={"TIERLIFT_GRACE_SECONDS": "0"})
+    try:
         yield running
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_serve(process)

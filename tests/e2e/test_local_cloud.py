@@ -254,3 +254,121 @@ def test_demo_exits_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "demo passed" in result.stdout
+
+
+def test_injected_stack_failure_rolls_back_and_fails_the_promotion(cloud: Cloud) -> None:
+    tenant, version = "ag-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    cloud.set_faults({"fail_stacks": [f"{tenant}-qa-db-*"]})
+    try:
+        snapshot(cloud, tenant, version)
+        failed = cloud.wait(lambda: outbox.first("Promotion Failed", "qa"), "Promotion Failed")
+    finally:
+        cloud.set_faults({})
+    assert "ROLLBACK_COMPLETE" in failed["detail"]["reason"]
+    assert cloud.param(f"/tierlift/{tenant}/qa/active") is None
+    cloud.wait(lambda: stack_status(cloud, f"{tenant}-qa-db-{version}") is None, "the failed stack to be deleted")
+    cloud.wait(lambda: cloud.param(f"/tierlift/{tenant}/qa/promotion") is None, "the lock to be released")
+    text = cloud.log.read_text()
+    assert f"{tenant}-qa-db-{version} The following resource(s) failed to create: [DBInstance]" in text
+    assert "DBInstance CREATE_FAILED" in text
+
+
+def test_stack_with_a_missing_snapshot_goes_create_in_progress_then_rollback_complete(cloud: Cloud) -> None:
+    tenant = "ah-0001"
+    config = bootstrap_tenant(cloud.session, tenant)
+    cfn = cloud.session.client("cloudformation")
+    db = config["targets"]["qa"]["db"]
+    name = f"{tenant}-qa-db-20261127200000"
+    params = {
+        "Tenant": tenant,
+        "Environment": "qa",
+        "Customer": "ah",
+        "Project": "0001",
+        "Version": "20261127200000",
+        "SnapshotIdentifier": f"{tenant}-dev-20261127200000",  # never taken
+        "InstanceIdentifier": f"{tenant}-qa-20261127200000",
+        "InstanceClass": db["instance_class"],
+        "SubnetGroup": db["subnet_group"],
+        "SecurityGroups": db["security_groups"][0],
+    }
+    template = (REPO / "chalicelib" / "templates" / "database.yaml").read_text()
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=template,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )
+    first = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    assert first["StackStatus"] == "CREATE_IN_PROGRESS" and not first.get("Outputs")
+    cloud.wait(lambda: stack_status(cloud, name) == "ROLLBACK_COMPLETE", "ROLLBACK_COMPLETE")
+    statuses = [e["ResourceStatus"] for e in cfn.describe_stack_events(StackName=name)["StackEvents"]]
+    assert "ROLLBACK_IN_PROGRESS" in statuses and "CREATE_COMPLETE" not in statuses
+    rds = cloud.session.client("rds")
+    assert not [
+        i for i in rds.describe_db_instances()["DBInstances"] if i["DBInstanceIdentifier"].startswith(tenant + "-qa")
+    ]
+    cfn.delete_stack(StackName=name)
+    assert stack_status(cloud, name) == "DELETE_IN_PROGRESS"
+    cloud.wait(lambda: stack_status(cloud, name) is None, "the deletion")
+
+
+def test_throttling_is_absorbed_by_botocore_retries(cloud: Cloud) -> None:
+    tenant, version = "ai-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    cloud.set_faults(
+        {
+            "throttle": [{"operation": "ssm:GetParameter", "count": 3}, {"operation": "ecs:UpdateService", "count": 2}],
+            "delay": 60,
+            "reorder": True,
+            "seed": 11,
+        }
+    )
+    try:
+        snapshot(cloud, tenant, version)
+        cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the promotion despite throttling")
+    finally:
+        cloud.set_faults({})
+    text = cloud.log.read_text()
+    assert text.count("[THROTTLED] ssm:GetParameter") == 3
+    assert text.count("[THROTTLED] ecs:UpdateService") == 2
+
+
+def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
+    tenant, version = "aj-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant, automatic=())
+    snapshot(cloud, tenant, version)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint],
+            cwd=REPO,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    cloud.wait(
+        lambda: (
+            cloud.session.client("rds").describe_db_snapshots(DBSnapshotIdentifier=f"{tenant}-dev-{version}")[
+                "DBSnapshots"
+            ][0]["Status"]
+            == "available"
+        ),
+        "the snapshot",
+    )
+    promoted = cli("promote", tenant, "qa", "--requested-by", "e2e-operator")
+    assert promoted.returncode == 0, promoted.stderr
+    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the CLI's promotion")
+    status = cli("status", tenant, "--output", "json")
+    assert status.returncode == 0, status.stderr
+    rows = {r["environment"]: r for r in json.loads(status.stdout)}
+    assert rows["qa"]["active"] == version and rows["qa"]["stack"] == "CREATE_COMPLETE"
+    assert rows["qa"]["version_in_task"] == version and rows["prod"]["active"] == "-"
+    sweep = cli("sweep", tenant, "--dry-run", "--output", "json")
+    assert sweep.returncode == 0, sweep.stderr
+    assert json.loads(sweep.stdout)["dry_run"] is True
+    bad = cli("promote", tenant, "Not-An-Env")
+    assert bad.returncode == 2 and "environment" in bad.stderr

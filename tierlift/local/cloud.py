@@ -69,10 +69,17 @@ def chalice_environment(stage: str = "dev", config: Path = REPO_ROOT / ".chalice
 class CloudApp:
     """WSGI middleware around moto: serialises requests with the emulator, injects throttling."""
 
-    def __init__(self, app: Any, lock: threading.RLock, faults: Callable[[], Faults]) -> None:
+    def __init__(
+        self,
+        app: Any,
+        lock: threading.RLock,
+        faults: Callable[[], Faults],
+        on_throttle: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.app = app
         self.lock = lock
         self.faults = faults
+        self.on_throttle = on_throttle
 
     @staticmethod
     def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
@@ -109,6 +116,8 @@ class CloudApp:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         service, operation, json_protocol = self._operation(environ)
         if operation and self.faults().should_throttle(service, operation):
+            if self.on_throttle is not None:
+                self.on_throttle(service, operation)
             return self._throttled(start_response, json_protocol)
         if operation == "ReceiveMessage":
             # Long polls must not hold the lock; SQS's own state is thread-safe enough for them.
@@ -213,7 +222,12 @@ class LocalCloud:
 
         moto_patches.apply_gap_fixes()
         moto_patches.set_observer(self.emulator)
-        app = CloudApp(DomainDispatcherApplication(create_backend_app), self.lock, self.faults)
+        app = CloudApp(
+            DomainDispatcherApplication(create_backend_app),
+            self.lock,
+            self.faults,
+            lambda service, op: self.timeline.add("note", f"[THROTTLED] {service}:{op}", detail="ThrottlingException"),
+        )
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = int(self._server.server_port)
         self._spawn(self._server.serve_forever, "tierlift-moto-server")

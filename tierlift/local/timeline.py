@@ -41,7 +41,9 @@ class Entry:
     event: dict[str, Any] | None = field(default=None, repr=False)
 
     def line(self) -> str:
-        return f"{self.at:8.2f}s  {self.what[:44]:<44}  {self.stage[:20]:<20}  {self.namespace:<14}  {self.detail}"
+        if self.what.startswith("=="):
+            return f"{self.at:8.2f}s  {self.what}"
+        return f"{self.at:8.2f}s  {self.what[:48]:<48}  {self.stage[:18]:<18}  {self.namespace:<14}  {self.detail}"
 
 
 def describe_event(event: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -57,8 +59,17 @@ def describe_event(event: dict[str, Any]) -> tuple[str, str, str, str]:
         return f"tierlift: {detail_type}", STAGES.get(detail_type, "-"), ns, text
     if source == "aws.rds":
         ident = detail.get("SourceIdentifier", "")
+        message = str(detail.get("Message", ""))
+        if message.startswith("Restored from snapshot "):
+            snapshot = message.rsplit(" ", 1)[-1]
+            return (
+                f"aws.rds: {detail.get('EventID', '')} Restored from snapshot",
+                "-",
+                namespace_of(ident),
+                (f"{ident} <- {snapshot}"),
+            )
         return (
-            f"aws.rds: {detail.get('EventID', '')} {detail.get('Message', '')}"[:44],
+            f"aws.rds: {detail.get('EventID', '')} {detail.get('Message', '')}",
             "-",
             namespace_of(ident),
             ident,
@@ -123,7 +134,7 @@ class Timeline:
 
     @staticmethod
     def header() -> str:
-        return f"{'time':>9}  {'event':<44}  {'stage':<20}  {'namespace':<14}  detail"
+        return f"{'time':>9}  {'event':<48}  {'stage':<18}  {'namespace':<14}  detail"
 
     def render(self, since: int = 0) -> str:
         lines = [self.header()] + [e.line() for e in self.snapshot()[since:]]
