@@ -163,8 +163,13 @@ def apply_gap_fixes() -> None:
             raise RestoreFailed(logical_id, f"DBSnapshot {snapshot_id} not found (Service: Rds, Status Code: 404)")
         if snapshot.status != "available":
             raise RestoreFailed(logical_id, f"DBSnapshot {snapshot_id} is {snapshot.status}, not available")
-        # Tags: the snapshot's (as RDS copies them on restore), then the template's on top.
-        tags = {k: v for k, v in _tags_list_to_dict(snapshot.tags).items() if not k.startswith("aws:")}
+        # Tags: the snapshot's (as RDS copies them on restore), then the template's on top. A
+        # ``tierlift:kind`` describes the snapshot itself, not what is restored from it.
+        tags = {
+            k: v
+            for k, v in _tags_list_to_dict(snapshot.tags).items()
+            if not k.startswith("aws:") and k != "tierlift:kind"
+        }
         tags.update(_tags_list_to_dict(properties.get("Tags")))
         subnet_group = properties.get("DBSubnetGroupName")
         overrides = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,7 @@ def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) ->
     )
     result = subprocess.run(
         [
-            str(REPO / ".venv" / "bin" / "aws"),
+            str(Path(sys.executable).parent / "aws"),
             "--endpoint-url",
             cloud.endpoint,
             "events",
@@ -244,7 +245,7 @@ def test_dropped_rds_event_and_dead_letters(cloud: Cloud) -> None:
 
 def test_demo_exits_zero(tmp_path: Path) -> None:
     result = subprocess.run(
-        [str(REPO / ".venv" / "bin" / "python"), "-m", "tierlift", "demo", "--speed", "3000", "--timeout", "30"],
+        [sys.executable, "-m", "tierlift", "demo", "--speed", "3000", "--timeout", "30"],
         cwd=REPO,
         env=clean_env(),
         capture_output=True,
@@ -341,7 +342,7 @@ def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(REPO / ".venv" / "bin" / "python"), "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint],
+            [sys.executable, "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint],
             cwd=REPO,
             env=clean_env(),
             capture_output=True,
