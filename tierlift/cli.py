@@ -190,14 +190,27 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 # parser -------------------------------------------------------------------------------------------
-def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint-url", help="AWS endpoint (default: botocore's AWS_ENDPOINT_URL or AWS)")
-    common.add_argument("--profile", help="AWS profile")
-    common.add_argument("--region", default=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"), help="AWS region")
-    common.add_argument("--output", choices=("table", "json"), default="table")
+def _common(top_level: bool) -> argparse.ArgumentParser:
+    """The common flags; on subcommands they default to 'not given' so they never undo the top level's."""
 
-    top = argparse.ArgumentParser(prog="python -m tierlift", description=__doc__, parents=[common])
+    def default(value: Any) -> Any:
+        return value if top_level else argparse.SUPPRESS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--endpoint-url", default=default(None), help="AWS endpoint (default: botocore's AWS_ENDPOINT_URL or AWS)"
+    )
+    common.add_argument("--profile", default=default(None), help="AWS profile")
+    common.add_argument(
+        "--region", default=default(os.environ.get("AWS_DEFAULT_REGION", "us-east-1")), help="AWS region"
+    )
+    common.add_argument("--output", choices=("table", "json"), default=default("table"))
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _common(top_level=False)
+    top = argparse.ArgumentParser(prog="python -m tierlift", description=__doc__, parents=[_common(top_level=True)])
     sub = top.add_subparsers(dest="command", required=True)
 
     local = sub.add_parser("local", help="the local cloud", parents=[common])
@@ -257,4 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
     args = parser().parse_args(argv)
-    return int(args.func(args))
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        return int(args.func(args))
+    except (BotoCoreError, ClientError) as exc:
+        print(f"tierlift: {exc}", file=sys.stderr)
+        return 1
