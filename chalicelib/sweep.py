@@ -26,7 +26,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import events as ev
 from chalicelib import promotion as promo
-from chalicelib.aws import OutboundEvent
+from chalicelib.aws import OutboundEvent, PutEventsFailed
 from chalicelib.config import InvalidConfig
 from chalicelib.decisions import CREATE_FAILED_STATES, CREATE_OK, CREATE_PENDING_STATES
 from chalicelib.deps import Deps
@@ -38,7 +38,9 @@ from chalicelib.sweep_plan import (
     DELETE_STACK,
     DRAIN_QUEUE,
     RECONCILE,
+    REPORT,
     REQUEST_PROMOTION,
+    SKIP,
     SWEEP_REQUESTED_TAG,
     Facts,
     Plan,
@@ -94,6 +96,8 @@ class SweepResult:
     headroom: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Wall time of each phase: gather (bulk reads), plan (pure), act (observe, reconcile, delete).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def by_kind(self, kind: str, status: str | None = None) -> list[Entry]:
         return [e for e in self.entries if e.item.kind == kind and (status is None or e.status == status)]
@@ -117,6 +121,7 @@ class SweepResult:
             "tenant": self.tenant,
             "started": self.started,
             "seconds": round(self.seconds, 3),
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "namespaces": self.namespaces,
             "stacks": self.stacks,
             "snapshots": self.snapshots,
@@ -159,12 +164,14 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     if lost_snapshot_requests(facts, deps.settings, frozenset()):
         # Only when a snapshot looks unpromoted: recently deleted stacks prove a request was made.
         facts.deleted_stacks = deleted_stack_names(deps)
+    gathered = time.monotonic()
     the_plan = plan(facts, deps.settings)
+    planned = time.monotonic()
     result.namespaces = len(facts.namespaces)
     result.stacks = len(facts.stacks)
     result.snapshots = len(facts.snapshots)
     result.kept = dict(the_plan.kept)
-    result.entries = [Entry(item) for item in _ordered(the_plan)]
+    result.entries = [Entry(item, _initial_status(item)) for item in _ordered(the_plan)]
     result.headroom = headroom(deps)
     for entry in result.entries:
         if entry.item.kind == RECONCILE:
@@ -173,8 +180,14 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
             _safely(result, entry, lambda e: _execute(deps, result, facts, e))
     if not dry_run:
         _put_events(deps, result)
-    result.seconds = time.monotonic() - started
+    done = time.monotonic()
+    result.seconds = done - started
+    result.timings = {"gather": gathered - started, "plan": planned - gathered, "act": done - planned}
     return result
+
+
+def _initial_status(item: Planned) -> str:
+    return {SKIP: "skipped", REPORT: "reported"}.get(item.kind, "planned")
 
 
 def _ordered(the_plan: Plan) -> list[Planned]:
@@ -186,7 +199,17 @@ def _safely(result: SweepResult, entry: Entry, step: Any) -> None:
     """Run one action; an AWS error fails that action only, never the rest of the sweep."""
     try:
         step(entry)
-    except (ClientError, BotoCoreError, InvalidName, InvalidConfig, UnknownTenant, KeyError, ValueError) as exc:
+    except (
+        ClientError,
+        BotoCoreError,
+        PutEventsFailed,
+        promo.PromotionError,
+        InvalidName,
+        InvalidConfig,
+        UnknownTenant,
+        KeyError,
+        ValueError,
+    ) as exc:
         entry.status = "error"
         entry.outcome = f"{type(exc).__name__}: {exc}"[:500]
         result.errors.append(f"{entry.item.kind} {entry.item.target}: {entry.outcome}")
@@ -311,6 +334,20 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
     if source_snapshot_of(snapshot, facts.tenants) is None:
         raise ValueError(f"{snapshot.id} is no longer a source snapshot")
     environment = entry.item.environment or ""
+    # Put first, tag after: a failed put leaves no tag, so the next sweep asks again.
+    deps.bus.put(
+        [
+            OutboundEvent(
+                detail_type=ev.PROMOTION_REQUESTED,
+                detail={
+                    "tenant": entry.item.tenant,
+                    "environment": environment,
+                    "version": entry.item.version,
+                    "requested_by": f"tierlift:sweep/{snapshot.id}",
+                },
+            )
+        ]
+    )
     if snapshot.arn:
         deps.rds.client.add_tags_to_resource(
             ResourceName=snapshot.arn,
@@ -320,7 +357,7 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
 
 
 def _put_events(deps: Deps, result: SweepResult) -> None:
-    """``Stack Swept`` for each stack delete and ``Promotion Requested`` for lost snapshots, batched."""
+    """``Stack Swept`` for each stack the sweep deleted, batched (10 per ``PutEvents``)."""
     out: list[OutboundEvent] = []
     for entry in result.entries:
         item = entry.item
@@ -338,22 +375,10 @@ def _put_events(deps: Deps, result: SweepResult) -> None:
                     stack=item.target,
                 )
             )
-        elif item.kind == REQUEST_PROMOTION:
-            out.append(
-                OutboundEvent(
-                    detail_type=ev.PROMOTION_REQUESTED,
-                    detail={
-                        "tenant": item.tenant,
-                        "environment": item.environment,
-                        "version": item.version,
-                        "requested_by": f"tierlift:sweep/{item.target}",
-                    },
-                )
-            )
     if out:
         try:
             deps.bus.put(out)
-        except (ClientError, BotoCoreError, RuntimeError) as exc:
+        except (ClientError, BotoCoreError, PutEventsFailed) as exc:
             result.errors.append(f"put events: {exc}"[:500])
             logger.exception("sweep could not put its events")
 

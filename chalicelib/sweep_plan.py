@@ -494,10 +494,13 @@ def _plan_snapshots(facts: Facts, settings: Settings, out: Plan) -> None:
         found = source_snapshot_of(snapshot, facts.tenants)
         if found is not None and _in_scope(facts, found[0].tenant.name):
             sources.setdefault(found[0].tenant.name, []).append((found[1], snapshot))
+    by_tenant: dict[str, list[NamespaceState]] = {}
+    for state in facts.namespaces.values():
+        by_tenant.setdefault(state.ns.tenant.name, []).append(state)
     for tenant, snapshots in sources.items():
         config = facts.tenants[tenant].config
         assert config is not None
-        states = [s for s in facts.namespaces.values() if s.ns.tenant == config.tenant]
+        states = by_tenant.get(tenant, [])
         if any(s.problems for s in states):
             out.add(SKIP, "unreadable_state", f"an environment of {tenant} has unreadable state", tenant, config.source)
             continue
