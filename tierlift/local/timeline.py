@@ -43,7 +43,7 @@ class Entry:
     def line(self) -> str:
         if self.what.startswith("=="):
             return f"{self.at:8.2f}s  {self.what}"
-        return f"{self.at:8.2f}s  {self.what[:48]:<48}  {self.stage[:18]:<18}  {self.namespace:<14}  {self.detail}"
+        return f"{self.at:8.2f}s  {self.what[:52]:<52}  {self.stage[:18]:<18}  {self.namespace:<14}  {self.detail}"
 
 
 def describe_event(event: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -134,7 +134,7 @@ class Timeline:
 
     @staticmethod
     def header() -> str:
-        return f"{'time':>9}  {'event':<48}  {'stage':<18}  {'namespace':<14}  detail"
+        return f"{'time':>9}  {'event':<52}  {'stage':<18}  {'namespace':<14}  detail"
 
     def render(self, since: int = 0) -> str:
         lines = [self.header()] + [e.line() for e in self.snapshot()[since:]]
