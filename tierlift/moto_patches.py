@@ -6,6 +6,7 @@ applied once, idempotently, by :func:`apply`.
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -45,6 +46,7 @@ def apply() -> None:
 # --------------------------------------------------------------------------------------------------
 FINAL_SNAPSHOT_KIND = "final-snapshot"
 _gaps_applied = False
+_create_options = threading.local()
 
 
 class RestoreFailed(Exception):
@@ -220,6 +222,10 @@ def apply_gap_fixes() -> None:
     create_resources = Stack.create_resources
 
     def stack_create_resources(self: Any) -> None:
+        options = getattr(_create_options, "value", None) or {}
+        self._tierlift_token = options.get("token", "")
+        if options.get("disable_rollback"):
+            self.disable_rollback = True
         failure: str | None = None
         try:
             create_resources(self)
@@ -243,6 +249,25 @@ def apply_gap_fixes() -> None:
             self._add_stack_event("ROLLBACK_COMPLETE")
 
     Stack.create_resources = stack_create_resources  # type: ignore[method-assign]
+
+    # CreateStack's ClientRequestToken (carried by every event of the operation) and OnFailure.
+    from moto.cloudformation.responses import CloudFormationResponse
+
+    response_create_stack = CloudFormationResponse.create_stack
+
+    def create_stack_response(self: Any) -> Any:
+        on_failure = self._get_param("OnFailure")
+        disable = str(self._get_param("DisableRollback", "false")).lower() == "true"
+        _create_options.value = {
+            "token": self._get_param("ClientRequestToken") or "",
+            "disable_rollback": on_failure == "DO_NOTHING" or (disable and on_failure is None),
+        }
+        try:
+            return response_create_stack(self)
+        finally:
+            _create_options.value = None
+
+    CloudFormationResponse.create_stack = create_stack_response  # type: ignore[method-assign]
 
     outputs_property = Stack.outputs
 

@@ -95,12 +95,12 @@ class Cloud:
 class Outbox:
     """tierlift's events for one tenant, through a rule of our own on the local cloud's bus."""
 
-    def __init__(self, cloud: Cloud, tenant: str) -> None:
-        name = f"e2e-outbox-{tenant}"
+    def __init__(self, cloud: Cloud, tenant: str, pattern: dict[str, Any] | None = None, suffix: str = "") -> None:
+        name = f"e2e-outbox-{tenant}{suffix}"
         self.sqs = cloud.sqs
         self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        pattern = {"source": ["tierlift"], "detail": {"tenant": [tenant]}}
+        pattern = pattern or {"source": ["tierlift"], "detail": {"tenant": [tenant]}}
         cloud.events.put_rule(Name=name, EventPattern=json.dumps(pattern))
         cloud.events.put_targets(Rule=name, Targets=[{"Id": "outbox", "Arn": arn}])
         self.seen: list[dict[str, Any]] = []

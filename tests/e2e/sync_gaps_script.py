@@ -76,6 +76,15 @@ with mock_aws():
     ]
     assert any("xy-0146-dev-20261127210000 not found" in r for r in reasons), reasons
     cfn.delete_stack(StackName="xy-0146-qa-db-20261127210000")
+    cfn.create_stack(
+        StackName="xy-0146-qa-db-20261127210000",
+        TemplateBody=TEMPLATE,
+        Parameters=params(config, "20261127210000", "xy-0146-dev-20261127210000"),
+        OnFailure="DO_NOTHING",
+    )
+    kept = cfn.describe_stacks(StackName="xy-0146-qa-db-20261127210000")["Stacks"][0]
+    assert kept["StackStatus"] == "CREATE_FAILED", kept["StackStatus"]
+    cfn.delete_stack(StackName="xy-0146-qa-db-20261127210000")
 
     # DeletionPolicy: Snapshot leaves a tagged final snapshot.
     cfn.delete_stack(StackName="xy-0146-qa-db-20261127200000")

@@ -71,9 +71,19 @@ def test_automatic_promotion_when_a_dev_snapshot_completes(cloud: Cloud) -> None
     tenant, version = "ab-0001", "20261127200000"
     config = bootstrap_tenant(cloud.session, tenant)
     outbox = Outbox(cloud, tenant)
+    stack_events = Outbox(
+        cloud,
+        tenant,
+        {"source": ["aws.cloudformation"], "detail": {"stack-id": [{"wildcard": f"*:stack/{tenant}-qa-db-*"}]}},
+        "-cfn",
+    )
     snapshot(cloud, tenant, version)
     cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa")
-    cloud.wait(lambda: outbox.first("Promotion Completed", "qa"), "Promotion Completed")
+    completed = cloud.wait(lambda: outbox.first("Promotion Completed", "qa"), "Promotion Completed")
+    # CloudFormation's events, in order, carrying CreateStack's ClientRequestToken (the promotion id).
+    cfn_events = stack_events.drain()
+    assert [e["detail"]["status-details"]["status"] for e in cfn_events] == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE"]
+    assert {e["detail"]["client-request-token"] for e in cfn_events} == {completed["detail"]["promotion_id"]}
     assert outbox.types("qa") == [
         "Promotion Requested",
         "Promotion Started",
@@ -312,6 +322,14 @@ def test_stack_with_a_missing_snapshot_goes_create_in_progress_then_rollback_com
     cfn.delete_stack(StackName=name)
     assert stack_status(cloud, name) == "DELETE_IN_PROGRESS"
     cloud.wait(lambda: stack_status(cloud, name) is None, "the deletion")
+    # With rollback disabled the stack stops at CREATE_FAILED.
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=template,
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+        OnFailure="DO_NOTHING",
+    )
+    cloud.wait(lambda: stack_status(cloud, name) == "CREATE_FAILED", "CREATE_FAILED")
 
 
 def test_throttling_is_absorbed_by_botocore_retries(cloud: Cloud) -> None:

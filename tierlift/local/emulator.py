@@ -150,9 +150,13 @@ class Emulator:
 
         return [r for r in stack.resource_map._parsed_resources.values() if isinstance(r, DBInstance)]
 
-    def _stack_event(self, stack: Any, status: str, reason: str = "") -> None:
+    def _stack_event(self, stack: Any, status: str, reason: str = "", token: str | None = None) -> None:
+        if token is None:
+            token = getattr(stack, "_tierlift_token", "") if status.startswith(("CREATE", "ROLLBACK")) else ""
         self._put(
-            awsevents.stack_status(stack.stack_id, status, reason, awsevents.now()), stack.account_id, stack.region_name
+            awsevents.stack_status(stack.stack_id, status, reason, awsevents.now(), token or ""),
+            stack.account_id,
+            stack.region_name,
         )
 
     def on_stack_created(self, stack: Any, failure: str | None) -> None:
