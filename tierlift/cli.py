@@ -79,9 +79,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(speed=args.speed, timeout=args.timeout, verbose=args.verbose)
 
 
+def _local(args: argparse.Namespace) -> None:
+    """``local`` commands talk to the local cloud only: default to its address, never to AWS."""
+    if not args.endpoint_url:
+        args.endpoint_url = os.environ.get("AWS_ENDPOINT_URL") or "http://127.0.0.1:4566"
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from tierlift.world import bootstrap_tenant
+
+    _local(args)
+    config = bootstrap_tenant(_session(args), args.tenant, automatic=tuple(args.automatic))
+    table = (
+        f"bootstrapped common-nonprod, common-prod and tenant {args.tenant} at {args.endpoint_url}\n"
+        f"  source DB {config['source']['db_instance']}; services "
+        + ", ".join(f"{t['cluster']}/{t['service']}" for t in config["targets"].values())
+        + f"; automatic: {', '.join(config['automatic']) or '-'}"
+    )
+    _print(args, config, table)
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from tierlift.local.cloud import DLQ
 
+    _local(args)
     sqs = _session(args).client("sqs")
     url = sqs.get_queue_url(QueueName=DLQ)["QueueUrl"]
     records = []
@@ -227,6 +249,12 @@ def parser() -> argparse.ArgumentParser:
         help="where the handlers' JSON logs go ('' for stdout)",
     )
     serve.set_defaults(func=cmd_serve)
+    bootstrap = local_sub.add_parser(
+        "bootstrap", help="create common-nonprod/prod and a tenant (dev DB, services, config)", parents=[common]
+    )
+    bootstrap.add_argument("--tenant", default="xy-0146")
+    bootstrap.add_argument("--automatic", nargs="*", default=["qa"], help="environments promoted automatically")
+    bootstrap.set_defaults(func=cmd_bootstrap)
     dlq = local_sub.add_parser("dlq", help="the dead-lettered handler invocations", parents=[common])
     dlq.set_defaults(func=cmd_dlq)
 

@@ -259,9 +259,22 @@ class LocalCloud:
         self._threads.append(thread)
 
     def _configure_environment(self) -> None:
-        """The Lambda's environment, pointed at this server through botocore's own AWS_ENDPOINT_URL."""
+        """The Lambda's environment, pointed at this server through botocore's own AWS_ENDPOINT_URL.
+
+        The pipeline's own durations (the sweep's grace period, the stage timeouts) are divided by the
+        speed too, unless set in the environment, so that they keep their proportion to AWS's.
+        """
+        from chalicelib.settings import DEFAULT_STAGE_TIMEOUTS
+
+        given = set(os.environ) | set(self.extra_environment)
         for key, value in chalice_environment().items():
             os.environ.setdefault(key, value)
+        scaled = {"TIERLIFT_GRACE_SECONDS": 3600} | {
+            f"TIERLIFT_TIMEOUT_{stage.upper()}": seconds for stage, seconds in DEFAULT_STAGE_TIMEOUTS.items()
+        }
+        for key, default in scaled.items():
+            if key not in given:
+                os.environ[key] = str(max(1, round(float(os.environ.get(key, default)) / self.speed)))
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
