@@ -355,8 +355,6 @@ def test_throttling_is_absorbed_by_botocore_retries(cloud: Cloud) -> None:
 
 def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
     tenant, version = "aj-0001", "20261127200000"
-    bootstrap_tenant(cloud.session, tenant, automatic=())
-    snapshot(cloud, tenant, version)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -369,6 +367,10 @@ def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
             check=False,
         )
 
+    booted = cli("local", "bootstrap", "--tenant", tenant, "--automatic", "--output", "json")
+    assert booted.returncode == 0, booted.stderr
+    assert json.loads(booted.stdout)["automatic"] == []
+    snapshot(cloud, tenant, version)
     cloud.wait(
         lambda: (
             cloud.session.client("rds").describe_db_snapshots(DBSnapshotIdentifier=f"{tenant}-dev-{version}")[
