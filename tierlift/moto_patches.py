@@ -67,6 +67,12 @@ class Observer(Protocol):
     def on_snapshot(self, snapshot: Any) -> None:
         """A DB snapshot was just created (manual, automated or a stack's final snapshot)."""
 
+    def on_snapshot_deleted(self, snapshot: Any) -> None:
+        """A DB snapshot was deleted."""
+
+    def on_instance_deleted(self, instance: Any) -> None:
+        """A DB instance was deleted (directly or by its stack)."""
+
     def on_stack_created(self, stack: Any, failure: str | None) -> None:
         """A stack's resources exist (or failed: ``failure``); the observer drives its status on."""
 
@@ -310,6 +316,26 @@ def apply_gap_fixes() -> None:
         return snapshot
 
     RDSBackend.create_db_snapshot = backend_create_db_snapshot  # type: ignore[method-assign]
+
+    delete_db_snapshot = RDSBackend.delete_db_snapshot
+
+    def backend_delete_db_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:
+        snapshot = delete_db_snapshot(self, *args, **kwargs)
+        if observer is not None:
+            observer.on_snapshot_deleted(snapshot)
+        return snapshot
+
+    RDSBackend.delete_db_snapshot = backend_delete_db_snapshot  # type: ignore[method-assign]
+
+    delete_db_instance = RDSBackend.delete_db_instance
+
+    def backend_delete_db_instance(self: Any, *args: Any, **kwargs: Any) -> Any:
+        instance = delete_db_instance(self, *args, **kwargs)
+        if observer is not None:
+            observer.on_instance_deleted(instance)
+        return instance
+
+    RDSBackend.delete_db_instance = backend_delete_db_instance  # type: ignore[method-assign]
 
     # 5. ECS: keep deploymentConfiguration on create; a new task definition starts a new deployment.
     response_create_service = EC2ContainerServiceResponse.create_service

@@ -77,6 +77,13 @@ CASES = [
             WHEN,
         ),
     ),
+    (
+        "rds-instance-deleted.json",
+        awsevents.rds_instance(
+            "RDS-EVENT-0003", "xy-0146-qa-20261120093000", "DB instance deleted", "deletion", "us-east-1", WHEN
+        ),
+    ),
+    ("rds-snapshot-deleted.json", awsevents.rds_snapshot("RDS-EVENT-0041", "rds:my-db-snapshot", "us-east-1", WHEN)),
     ("cfn-stack-create-in-progress.json", awsevents.stack_status(STACK, "CREATE_IN_PROGRESS", "User Initiated", WHEN)),
     ("cfn-stack-create-complete.json", awsevents.stack_status(STACK, "CREATE_COMPLETE", "", WHEN)),
     ("cfn-stack-rollback-complete.json", awsevents.stack_status(STACK, "ROLLBACK_COMPLETE", "", WHEN)),

@@ -15,10 +15,12 @@ ACCOUNT = "123456789012"
 
 RDS_SNAPSHOT_MESSAGES = {
     "RDS-EVENT-0040": "Creating manual snapshot",
+    "RDS-EVENT-0041": "Deleted manual snapshot",
     "RDS-EVENT-0042": "Manual snapshot created",
     "RDS-EVENT-0090": "Creating automated snapshot",
     "RDS-EVENT-0091": "Automated snapshot created",
 }
+RDS_SNAPSHOT_CATEGORIES = {"RDS-EVENT-0041": "deletion"}
 
 
 def now() -> datetime:
@@ -45,13 +47,13 @@ def entry(
 def rds_snapshot(
     event_id: str, snapshot_id: str, region: str, when: datetime, account: str = ACCOUNT
 ) -> dict[str, Any]:
-    """``RDS DB Snapshot Event`` (0040/0042 manual, 0090/0091 automated)."""
+    """``RDS DB Snapshot Event`` (0040/0042 manual, 0090/0091 automated, 0041 manual deleted)."""
     arn = f"arn:aws:rds:{region}:{account}:snapshot:{snapshot_id}"
     return entry(
         "aws.rds",
         "RDS DB Snapshot Event",
         {
-            "EventCategories": ["creation"],
+            "EventCategories": [RDS_SNAPSHOT_CATEGORIES.get(event_id, "creation")],
             "SourceType": "SNAPSHOT",
             "SourceArn": arn,
             "Date": _ms(when),

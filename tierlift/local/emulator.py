@@ -132,6 +132,32 @@ class Emulator:
         self.after(0, begin)
         self.after(self.durations.snapshot, finish)
 
+    def on_snapshot_deleted(self, snapshot: Any) -> None:
+        if snapshot is None or snapshot.snapshot_type != "manual":
+            return
+        account, region = snapshot.backend.account_id, snapshot.backend.region_name
+        name = snapshot.db_snapshot_identifier
+        self.after(
+            0,
+            lambda: self._put(
+                awsevents.rds_snapshot("RDS-EVENT-0041", name, region, awsevents.now(), account), account, region
+            ),
+        )
+
+    def on_instance_deleted(self, instance: Any) -> None:
+        account, region = instance.backend.account_id, instance.backend.region_name
+        name = instance.db_instance_identifier
+        self.after(
+            0,
+            lambda: self._put(
+                awsevents.rds_instance(
+                    "RDS-EVENT-0003", name, "DB instance deleted", "deletion", region, awsevents.now(), account
+                ),
+                account,
+                region,
+            ),
+        )
+
     # CloudFormation stacks --------------------------------------------------------------------
     def stack_failure(self, stack_name: str) -> str | None:
         return self.faults().stack_failure(stack_name)
