@@ -188,7 +188,14 @@ class LocalCloud:
         self._faults = faults or Faults()
         self.schedules_enabled = schedules
         self.timeline = Timeline(echo=echo)
-        self.emulator = Emulator(self.lock, self._emit, speed=speed, durations=durations, faults=self.faults)
+        self.emulator = Emulator(
+            self.lock,
+            self._emit,
+            speed=speed,
+            durations=durations,
+            faults=self.faults,
+            on_error=lambda error: self.timeline.add("note", "[EMULATOR ERROR]", detail=error[:200]),
+        )
         self.counter = CallCounter()
         self.handler_log = handler_log
         self.extra_environment = environment or {}
@@ -421,8 +428,9 @@ class LocalCloud:
         while not self._stop.is_set():
             try:
                 worked = self._tick()
-            except Exception:
+            except Exception as exc:
                 logger.exception("delivery tick failed")
+                self.timeline.add("note", "[DELIVERY ERROR]", detail=f"{type(exc).__name__}: {exc}"[:200])
                 worked = False
             if not worked:
                 self._stop.wait(0.02)

@@ -53,7 +53,9 @@ class Emulator:
         speed: float = 600.0,
         durations: Durations | None = None,
         faults: Callable[[], Faults] = Faults,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_error = on_error
         self.lock = lock
         self.emit = emit
         self.speed = max(float(speed), 0.001)
@@ -104,8 +106,10 @@ class Emulator:
             try:
                 with self.lock:
                     step()
-            except Exception:  # an emulation bug must not kill the cloud
+            except Exception as exc:  # an emulation bug must not kill the cloud
                 logger.exception("emulator step failed")
+                if self.on_error is not None:
+                    self.on_error(f"{type(exc).__name__}: {exc}")
 
     def _put(self, entry: dict[str, Any], account: str, region: str) -> None:
         self.emit(entry, account, region)
