@@ -76,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from tierlift.demo import run_demo
 
-    return run_demo(speed=args.speed, timeout=args.timeout, verbose=args.verbose)
+    return run_demo(speed=args.speed, timeout=args.timeout, quiet=args.quiet)
 
 
 def _local(args: argparse.Namespace) -> None:
@@ -261,7 +261,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole pipeline on the local cloud, invariants checked", parents=[common])
     demo.add_argument("--speed", type=float, default=600.0)
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds each step may take")
-    demo.add_argument("--verbose", action="store_true", help="print the timeline live")
+    demo.add_argument("--quiet", action="store_true", help="only the status table and the checks, no timeline")
     demo.set_defaults(func=cmd_demo)
 
     tenant = sub.add_parser("tenant", help="tenant configs", parents=[common])

@@ -340,20 +340,24 @@ class Demo:
         )
 
 
-def run_demo(speed: float = 600.0, timeout: float = 60.0, verbose: bool = False) -> int:
-    """Run the story; print the timeline, the status table and the checks; 0 when all checks pass."""
+def run_demo(speed: float = 600.0, timeout: float = 60.0, quiet: bool = False) -> int:
+    """Run the story; print the timeline (live), the status table and the checks; 0 when all pass."""
     started = time.monotonic()
     log = Path(tempfile.gettempdir()) / "tierlift-local" / f"demo-handlers-{os.getpid()}.log"
     cloud = LocalCloud(
         port=0,
         speed=speed,
         schedules=False,
-        echo=verbose,
+        echo=False,
         handler_log=log,
         environment={"TIERLIFT_GRACE_SECONDS": "0"},
     )
     print(f"tierlift demo: local cloud at speed x{speed:g} (handler logs: {log})", flush=True)
     print(f"times are wall-clock seconds since the cloud started; one second is {speed / 60:g} AWS minutes", flush=True)
+    if not quiet:
+        print()
+        print(cloud.timeline.header(), flush=True)
+        cloud.timeline.echo = True
     demo: Demo | None = None
     error: str | None = None
     with cloud:
@@ -366,8 +370,7 @@ def run_demo(speed: float = 600.0, timeout: float = 60.0, verbose: bool = False)
             cloud.settle(timeout)
         except TimeoutError as exc:
             error = error or str(exc)
-        print()
-        print(cloud.timeline.render())
+        cloud.timeline.echo = False
         print()
         try:
             print(render_table(tenant_status(demo.session, TENANT)))
