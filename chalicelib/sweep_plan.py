@@ -343,6 +343,11 @@ def _plan_stacks(facts: Facts, settings: Settings, out: Plan) -> None:
                 version,
             )
             continue
+        problem = tenant_problem(facts, ns.tenant.name)
+        if problem:
+            # No (readable) config: a wrong SSM root or a half-removed tenant must not look like orphans.
+            out.add(SKIP, "unknown_tenant", problem, stack.name, ns, version)
+            continue
         if version == active:
             if stack.status not in HEALTHY_ACTIVE:
                 out.add(
@@ -425,9 +430,25 @@ def _plan_db_records(facts: Facts, out: Plan) -> None:
                 )
 
 
+def tenant_problem(facts: Facts, tenant: str) -> str | None:
+    """Why the sweep may not delete anything of ``tenant`` (no readable config), or None."""
+    state = facts.tenants.get(tenant)
+    if state is None or (state.config is None and state.problem is None):
+        return f"tenant {tenant} has no config in SSM"
+    if state.config is None:
+        return f"tenant {tenant}'s config is invalid: {state.problem}"
+    return None
+
+
 def _plan_promotions(facts: Facts, settings: Settings, out: Plan) -> None:
+    for tenant in facts.tenants.values():
+        if tenant.problem and _in_scope(facts, tenant.tenant.name):
+            out.add(REPORT, "invalid_config", tenant.problem, f"{tenant.tenant}/config")
     for state in facts.namespaces.values():
-        if not _in_scope(facts, state.ns.tenant.name) or state.problems:
+        if not _in_scope(facts, state.ns.tenant.name):
+            continue
+        if state.problems:
+            out.add(REPORT, "unreadable_state", "; ".join(state.problems), state.ns.name, state.ns)
             continue
         promotion = state.promotion
         if promotion is not None:
@@ -539,8 +560,11 @@ def _plan_final_snapshot(facts: Facts, snapshot: SnapshotFact, retention: int, o
     if not _in_scope(facts, ns.tenant.name):
         return
     state = facts.namespaces.get(ns.name) or NamespaceState(ns)
+    problem = tenant_problem(facts, ns.tenant.name)
     if state.problems:
         out.add(SKIP, "unreadable_state", "; ".join(state.problems), snapshot.id, ns, version.value)
+    elif problem:
+        out.add(SKIP, "unknown_tenant", problem, snapshot.id, ns, version.value)
     elif version.value in state.held:
         out.add(SKIP, "held", "final snapshot of a version the environment still holds", snapshot.id, ns, version.value)
     elif snapshot.created is None or snapshot.status != "available":

@@ -342,7 +342,7 @@ def test_orphaned_queue_slot_starts_its_promotion(qa_active, deps, aws, outbox):
 # --------------------------------------------------------------------------------------------------
 # Headroom, result, handler, cost
 # --------------------------------------------------------------------------------------------------
-def test_headroom_is_unknown_under_moto_and_reported_when_rds_publishes_it(world, deps, monkeypatch):
+def test_headroom_is_unknown_under_moto_and_reported_when_rds_publishes_it(deps, monkeypatch):
     unknown = headroom(deps)
     assert unknown["status"] == "unknown" and "not implemented" in unknown["reason"]
     quotas = {
@@ -388,7 +388,7 @@ def test_nothing_to_do_costs_few_calls_and_changes_nothing(world, deps, aws, cal
     assert len(calls.calls) <= 4, calls.by_service()
 
 
-def test_result_is_json_serialisable_and_capped_in_the_log(qa_active, deps, aws):
+def test_result_is_json_serialisable_and_capped_in_the_log():
     result = SweepResult("r", False, None, "now")
     for i in range(150):
         result.entries.append(Entry(Planned("skip", "grace_period", "young", f"s{i}")))

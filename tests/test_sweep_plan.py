@@ -182,6 +182,24 @@ def test_unreadable_namespace_state_blocks_every_deletion_there():
     result = plan(facts(params, [stack(QA, V1)], active=None), SETTINGS)
     assert result.actions == []
     assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "unreadable_state")]
+    assert kinds(result, REPORT) == [("xy-0146-qa", "unreadable_state")]
+
+
+@pytest.mark.parametrize("config", [None, "{not json"], ids=["no-config", "invalid-config"])
+def test_nothing_is_deleted_for_a_tenant_without_a_readable_config(config):
+    world = facts(stacks=[stack(QA, V1)], snapshots=[final(QA, V0, timedelta(days=30))])
+    if config is None:
+        del world.tenants["xy-0146"]
+    else:
+        world.tenants, world.namespaces = parse_parameters(ROOT, {f"{ROOT}/xy-0146/config": config})
+    result = plan(world, SETTINGS)
+    assert result.actions == []
+    assert set(kinds(result, SKIP)) == {
+        (QA.stack_name(Version(V1)), "unknown_tenant"),
+        (f"final-{QA}-{V0}", "unknown_tenant"),
+    }
+    if config is not None:
+        assert kinds(result, REPORT) == [("xy-0146/config", "invalid_config")]
 
 
 def test_stack_names_that_do_not_parse_are_not_the_sweeps_business():
@@ -199,7 +217,8 @@ def test_missing_active_stack_is_reported():
 def test_tenant_filter_limits_the_sweep():
     other = Namespace.parse("ab-0001-qa")
     stacks = [stack(QA, V1), stack(other, V1)]
-    only = plan(facts(stacks=stacks, tenant_filter="ab-0001"), SETTINGS)
+    config = {f"{ROOT}/ab-0001/config": json.dumps({**CONFIG, "tenant": "ab-0001"})}
+    only = plan(facts(config, stacks=stacks, tenant_filter="ab-0001"), SETTINGS)
     assert kinds(only, DELETE_STACK) == [(other.stack_name(Version(V1)), "orphan")]
 
 
