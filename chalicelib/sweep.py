@@ -177,7 +177,7 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
         if entry.item.kind == RECONCILE:
             _safely(result, entry, lambda e: _reconcile(deps, e, dry_run=dry_run))
         elif not dry_run and entry.item.kind in ORDER:
-            _safely(result, entry, lambda e: _execute(deps, result, facts, e))
+            _safely(result, entry, lambda e: _execute(deps, facts, e))
     if not dry_run:
         _put_events(deps, result)
     done = time.monotonic()
@@ -280,7 +280,7 @@ def _ns(entry: Entry) -> Namespace:
     return ns
 
 
-def _execute(deps: Deps, result: SweepResult, facts: Facts, entry: Entry) -> None:
+def _execute(deps: Deps, facts: Facts, entry: Entry) -> None:
     kind = entry.item.kind
     if kind == DELETE_STACK:
         _delete_stack(deps, entry)
@@ -330,9 +330,9 @@ def _delete_snapshot(deps: Deps, facts: Facts, entry: Entry) -> None:
 
 
 def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
-    snapshot = next(s for s in facts.snapshots if s.id == entry.item.target)
-    if source_snapshot_of(snapshot, facts.tenants) is None:
-        raise ValueError(f"{snapshot.id} is no longer a source snapshot")
+    snapshot = next((s for s in facts.snapshots if s.id == entry.item.target), None)
+    if snapshot is None or source_snapshot_of(snapshot, facts.tenants) is None:
+        raise ValueError(f"{entry.item.target} is not a source snapshot")
     environment = entry.item.environment or ""
     # Put first, tag after: a failed put leaves no tag, so the next sweep asks again.
     deps.bus.put(
@@ -349,10 +349,11 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
         ]
     )
     if snapshot.arn:
+        value = snapshot_tag_value(snapshot.tags, environment)
         deps.rds.client.add_tags_to_resource(
-            ResourceName=snapshot.arn,
-            Tags=[{"Key": SWEEP_REQUESTED_TAG, "Value": snapshot_tag_value(snapshot.tags, environment)}],
+            ResourceName=snapshot.arn, Tags=[{"Key": SWEEP_REQUESTED_TAG, "Value": value}]
         )
+        snapshot.tags[SWEEP_REQUESTED_TAG] = value  # the next environment's request adds to it
     _settle(entry, True, "Promotion Requested put")
 
 

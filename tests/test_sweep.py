@@ -315,6 +315,20 @@ def test_lost_snapshot_event_gets_its_promotion_requested_once(qa_active, deps, 
     assert [e for e in outbox.drain() if e["detail-type"] == "Promotion Requested"] == []
 
 
+def test_lost_snapshot_event_for_two_automatic_environments_tags_both(world, deps, aws, outbox):
+    config = deps.store.get_config(QA.tenant).raw
+    deps.store._ssm.put_parameter(
+        Name="/tierlift/xy-0146/config", Value=json.dumps({**config, "automatic": ["qa", "prod"]}), Overwrite=True
+    )
+    snapshot = take_source_snapshot(aws, V3)
+    later(deps, hours=1)
+    run_sweep(deps)
+    requested = [e["detail"]["environment"] for e in outbox.drain() if e["detail-type"] == "Promotion Requested"]
+    assert sorted(requested) == ["prod", "qa"]
+    tags = {t["Key"]: t["Value"] for t in deps.rds.describe_snapshot(snapshot)["TagList"]}
+    assert tags[SWEEP_REQUESTED_TAG] == "prod qa"
+
+
 def test_snapshot_whose_promotion_ran_and_failed_is_not_requested_again(qa_active, deps, aws, outbox, events):
     take_source_snapshot(aws, V3)
     promo.on_promotion_requested(deps, events.promotion_requested(tenant="xy-0146", environment="qa", version=V3))
