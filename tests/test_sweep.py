@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from chalice.test import Client
 from moto.cloudformation.models import cloudformation_backends
 
@@ -408,3 +409,20 @@ def test_result_is_json_serialisable_and_capped_in_the_log():
         result.entries.append(Entry(Planned("skip", "grace_period", "young", f"s{i}")))
     assert len(result.as_log()["actions"]) == 100 and result.as_log()["actions_total"] == 150
     assert json.loads(json.dumps(result.as_dict()))["counts"] == {"skip": {"grace_period": 150}}
+
+
+def test_one_failing_action_does_not_stop_the_others(qa_active, deps, aws, outbox, monkeypatch):
+    orphan = make_stack(deps, aws, QA, V1)
+    expired = final_snapshot(aws, QA, V0)
+
+    def refuse(snapshot_id: str) -> bool:
+        raise ClientError({"Error": {"Code": "InvalidDBSnapshotState", "Message": "busy"}}, "DeleteDBSnapshot")
+
+    monkeypatch.setattr(deps.rds, "delete_snapshot", refuse)
+    later(deps, days=8)
+    result = run_sweep(deps)
+    assert orphan not in stack_names(aws)
+    assert expired in snapshot_ids(deps)
+    assert result.status_counts == {"done": 1, "error": 1}
+    assert len(result.errors) == 1 and "InvalidDBSnapshotState" in result.errors[0]
+    assert len(swept(outbox)) == 1
