@@ -16,13 +16,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
 	$(BIN)/python -m tierlift demo
 
-test: $(STAMP)  ## lint, template lint, then the test suite
+test: $(STAMP)  ## lint, types, template lint, then the test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/cfn-lint chalicelib/templates/*.yaml
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint chalicelib/templates/*.yaml
 

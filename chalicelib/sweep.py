@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from chalicelib import events as ev
 from chalicelib import promotion as promo
@@ -255,7 +256,8 @@ def headroom(deps: Deps) -> dict[str, Any]:
         quotas = deps.rds.client.describe_account_attributes().get("AccountQuotas", [])
     except NotImplementedError as exc:
         return {"status": "unknown", "reason": f"not implemented by this endpoint: {exc}"[:300]}
-    except (ClientError, BotoCoreError) as exc:
+    except (ClientError, BotoCoreError, ResponseParserError) as exc:
+        # ResponseParserError (an endpoint answering with HTML) is not a BotoCoreError subclass.
         return {"status": "unknown", "reason": f"{type(exc).__name__}: {exc}"[:300]}
     out: dict[str, Any] = {"status": "ok"}
     for quota in quotas:
@@ -293,8 +295,8 @@ def _execute(deps: Deps, facts: Facts, entry: Entry) -> None:
     elif kind == DELETE_SNAPSHOT:
         _delete_snapshot(deps, facts, entry)
     elif kind == DRAIN_QUEUE:
-        outcome = promo.drain_queue(deps, _ns(entry))
-        _settle(entry, outcome is not None, outcome.action if outcome else "queue already empty or busy")
+        drained = promo.drain_queue(deps, _ns(entry))
+        _settle(entry, drained is not None, drained.action if drained else "queue already empty or busy")
     elif kind == REQUEST_PROMOTION:
         _request_promotion(deps, facts, entry)
 

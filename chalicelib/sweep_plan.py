@@ -176,11 +176,11 @@ def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, Tenan
         except InvalidName:
             continue
         if parts[1:] == ["config"]:
-            state = tenants.setdefault(tenant.name, TenantState(tenant))
+            owner = tenants.setdefault(tenant.name, TenantState(tenant))
             try:
-                state.config = parse_config(tenant, value)
+                owner.config = parse_config(tenant, value)
             except InvalidConfig as exc:
-                state.problem = str(exc)
+                owner.problem = str(exc)
             continue
         if len(parts) < 3:
             continue
@@ -207,8 +207,8 @@ def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, Tenan
     for tenant_state in list(tenants.values()):
         for env in tenant_state.config.environments if tenant_state.config else ():
             ns_state(tenant_state.tenant.namespace(env))
-    for state in namespaces.values():
-        tenants.setdefault(state.ns.tenant.name, TenantState(state.ns.tenant))
+    for ns_entry in namespaces.values():
+        tenants.setdefault(ns_entry.ns.tenant.name, TenantState(ns_entry.ns.tenant))
     return tenants, namespaces
 
 

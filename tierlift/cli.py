@@ -106,7 +106,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     _local(args)
     sqs = _session(args).client("sqs")
     url = sqs.get_queue_url(QueueName=DLQ)["QueueUrl"]
-    records = []
+    records: list[dict[str, Any]] = []
     while True:
         messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=1).get("Messages", [])
         if not messages:

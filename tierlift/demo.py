@@ -188,7 +188,9 @@ class Demo:
             f"prod: running tasks use DB {v1} and a healthy image",
         )
         old = self.stack(f"{TENANT}-prod-db-{v1}")
-        self.checks.check(bool(old) and old["StackStatus"] == "CREATE_COMPLETE", f"prod: DB stack of {v1} kept serving")
+        self.checks.check(
+            old is not None and old["StackStatus"] == "CREATE_COMPLETE", f"prod: DB stack of {v1} kept serving"
+        )
         self.checks.check(
             self.stack(f"{TENANT}-prod-db-{v2}") is None, f"prod: the failed version's stack {v2} is gone"
         )

@@ -67,7 +67,9 @@ def tenant_status(session: boto3.session.Session, tenant: str, ssm_root: str = "
                     task["containerDefinitions"][0],
                 )
                 env_vars = {e["name"]: e["value"] for e in container.get("environment", [])}
-                primary = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+                primary: dict[str, Any] = next(
+                    (d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {}
+                )
                 row["service"] = f"{target['service']}:{task['revision']}"
                 row["image"] = container.get("image", "-")
                 row["version_in_task"] = env_vars.get("TIERLIFT_VERSION", "-")

@@ -194,7 +194,7 @@ class LocalCloud:
             speed=speed,
             durations=durations,
             faults=self.faults,
-            on_error=lambda error: self.timeline.add("note", "[EMULATOR ERROR]", detail=error[:200]),
+            on_error=self._emulator_error,
         )
         self.counter = CallCounter()
         self.handler_log = handler_log
@@ -211,6 +211,12 @@ class LocalCloud:
         self._threads: list[threading.Thread] = []
         self._server: Any = None
         self._faults_checked = 0.0
+
+    def _emulator_error(self, error: str) -> None:
+        self.timeline.add("note", "[EMULATOR ERROR]", detail=error[:200])
+
+    def _throttled(self, service: str, operation: str) -> None:
+        self.timeline.add("note", f"[THROTTLED] {service}:{operation}", detail="ThrottlingException")
 
     # lifecycle --------------------------------------------------------------------------------
     @property
@@ -233,7 +239,7 @@ class LocalCloud:
             DomainDispatcherApplication(create_backend_app),
             self.lock,
             self.faults,
-            lambda service, op: self.timeline.add("note", f"[THROTTLED] {service}:{op}", detail="ThrottlingException"),
+            self._throttled,
         )
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = int(self._server.server_port)
@@ -395,7 +401,8 @@ class LocalCloud:
                     event.setdefault("region", self.region)
                     event.setdefault("resources", [])
                     out.append(event)
-                    backend.delete_message(queue, message.receipt_handle)
+                    if message.receipt_handle is not None:
+                        backend.delete_message(queue, message.receipt_handle)
 
     def _push(self, handler: str, event: dict[str, Any], delay: float, attempt: int = 0) -> None:
         self._seq += 1
