@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import events as ev
-from chalicelib.aws import Stacks, error_code
+from chalicelib.aws import OutboundEvent, Stacks, error_code
 from chalicelib.config import InvalidConfig, Target, TenantConfig
 from chalicelib.decisions import Action, decide_deployment, decide_request, decide_stack, resume_stage
 from chalicelib.deps import Deps
@@ -301,19 +301,20 @@ def request_promotion(deps: Deps, request: ev.PromotionRequest, raw: Any, *, fro
     return _create_stack(deps, config, promotion)
 
 
-def _supersede(deps: Deps, ns: Namespace, old: QueuedRequest, by: str) -> None:
-    deps.bus.put(
-        [
-            ev.outbound(
-                ev.PROMOTION_REJECTED,
-                tenant=old.tenant,
-                environment=old.environment,
-                promotion_id=old.id,
-                version=old.version,
-                reason=f"superseded by {by}",
-            )
-        ]
+def _request_event(request: QueuedRequest, detail_type: str, reason: str) -> OutboundEvent:
+    """An event about a request that is not (yet) a promotion: queued, or rejected as superseded."""
+    return ev.outbound(
+        detail_type,
+        tenant=request.tenant,
+        environment=request.environment,
+        promotion_id=request.id,
+        version=request.version,
+        reason=reason,
     )
+
+
+def _supersede(deps: Deps, ns: Namespace, old: QueuedRequest, by: str) -> None:
+    deps.bus.put([_request_event(old, ev.PROMOTION_REJECTED, f"superseded by {by}")])
     deps.store.delete_queued(ns, old.id)
 
 
@@ -328,27 +329,9 @@ def _queue(deps: Deps, ns: Namespace, request: ev.PromotionRequest, old: QueuedR
         queued_at=_now(deps),
     )
     deps.store.put_queued(ns, entry)
-    out = [
-        ev.outbound(
-            ev.PROMOTION_QUEUED,
-            tenant=entry.tenant,
-            environment=entry.environment,
-            promotion_id=entry.id,
-            version=entry.version,
-            reason=why,
-        )
-    ]
+    out = [_request_event(entry, ev.PROMOTION_QUEUED, why)]
     if old is not None and old.id != request.id:
-        out.append(
-            ev.outbound(
-                ev.PROMOTION_REJECTED,
-                tenant=old.tenant,
-                environment=old.environment,
-                promotion_id=old.id,
-                version=old.version,
-                reason=f"superseded by {request.id}",
-            )
-        )
+        out.append(_request_event(old, ev.PROMOTION_REJECTED, f"superseded by {request.id}"))
     deps.bus.put(out)
     # The promotion in flight may have ended between our read and the write: start the queue ourselves.
     if deps.store.get_promotion(ns) is None:

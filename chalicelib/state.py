@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
 
 from botocore.exceptions import ClientError
 
@@ -19,8 +19,21 @@ logger = logging.getLogger(__name__)
 STAGES = ("requested", "restoring", "deploying", "finalizing", "completed", "failed", "rolled_back")
 
 
+class _JsonRecord:
+    """A dataclass stored as one JSON parameter; unknown keys are dropped when read back."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
 @dataclass
-class Promotion:
+class Promotion(_JsonRecord):
     """The promotion in flight for one namespace; stored at ``/<root>/<tenant>/<env>/promotion``."""
 
     id: str
@@ -50,18 +63,9 @@ class Promotion:
     def previous_version(self) -> Version | None:
         return Version.parse(self.previous) if self.previous else None
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> Promotion:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 @dataclass
-class QueuedRequest:
+class QueuedRequest(_JsonRecord):
     """A ``Promotion Requested`` waiting for a busy environment (``/…/<env>/queued``)."""
 
     id: str
@@ -72,18 +76,9 @@ class QueuedRequest:
     requested_by: str = "unknown"
     queued_at: str = ""
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> QueuedRequest:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
 
 @dataclass
-class DbRecord:
+class DbRecord(_JsonRecord):
     """Connection facts of one version's DB (``/…/<env>/db/<version>``)."""
 
     stack: str
@@ -94,12 +89,6 @@ class DbRecord:
     version: str
     secret_arn: str | None = None
     database: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data.pop("extra")
-        return json.dumps(data, sort_keys=True)
 
 
 class UnknownTenant(LookupError):
