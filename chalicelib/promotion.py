@@ -27,7 +27,7 @@ from chalicelib.names import (
     Version,
     Versioned,
 )
-from chalicelib.state import DbRecord, Promotion, QueuedRequest, UnknownTenant
+from chalicelib.state import DbRecord, Promotion, QueuedRequest, Recorded, UnknownTenant
 
 logger = logging.getLogger(__name__)
 
@@ -251,9 +251,10 @@ def on_promotion_requested(deps: Deps, event: Any) -> Outcome:
 def request_promotion(deps: Deps, request: ev.PromotionRequest, raw: Any, *, from_queue: bool = False) -> Outcome:
     ns = request.tenant.namespace(request.environment)
     try:
-        config = deps.store.get_config(request.tenant)
+        recorded = deps.store.recorded(ns)
+        config = recorded.config()
         config.target(request.environment)
-        in_flight = deps.store.get_promotion(ns)
+        in_flight = recorded.promotion
         if in_flight is not None and in_flight.id == request.id:
             version = in_flight.version_
         else:
@@ -261,10 +262,10 @@ def request_promotion(deps: Deps, request: ev.PromotionRequest, raw: Any, *, fro
             problem = check_source_snapshot(deps, config, version)
             if problem:
                 raise PromotionError(problem)
-        active = deps.store.get_active(ns)
+        active = recorded.active
     except (UnknownTenant, InvalidConfig, PromotionError, InvalidName) as exc:
         return reject(deps, raw, str(exc))
-    queued = deps.store.get_queued(ns)
+    queued = recorded.queued
     decision = decide_request(
         request_id=request.id,
         version=version.value,
@@ -423,8 +424,8 @@ def on_stack_status(deps: Deps, event: Any) -> Outcome:
 def apply_stack_status(deps: Deps, stack: Versioned, status: str, reason: str = "") -> Outcome:
     """Act on a DB stack's status, from an event or observed by the sweep."""
     ns, version = stack.namespace, stack.version
-    promotion = deps.store.get_promotion(ns)
-    active = deps.store.get_active(ns)
+    recorded = deps.store.recorded(ns)
+    promotion, active = recorded.promotion, recorded.active
     decision = decide_stack(
         promotion=promotion, stack_version=version.value, status=status, active=active.value if active else None
     )
@@ -440,7 +441,7 @@ def apply_stack_status(deps: Deps, stack: Versioned, status: str, reason: str = 
     if decision.action is Action.DEPLOY:
         if live is None or live_status != "CREATE_COMPLETE":
             return _ignore(f"stale: stack {stack.stack_name} is {live_status}", ns.name, promotion.id)
-        return deploy(deps, promotion, live)
+        return deploy(deps, promotion, live, recorded)
     if decision.action is Action.FAIL:
         if live_status == "CREATE_COMPLETE":
             return _ignore(f"stale: stack {stack.stack_name} is CREATE_COMPLETE", ns.name, promotion.id)
@@ -547,11 +548,15 @@ def create_service_spec(target: Target, ns: Namespace, task_definition: str, tag
     return spec
 
 
-def deploy(deps: Deps, promotion: Promotion, stack: dict[str, Any]) -> Outcome:
-    """The DB stack is up: record its facts, make it active, roll the service onto it."""
+def deploy(deps: Deps, promotion: Promotion, stack: dict[str, Any], recorded: Recorded | None = None) -> Outcome:
+    """The DB stack is up: record its facts, make it active, roll the service onto it.
+
+    ``recorded`` is the namespace's state as the caller read it in this invocation (saves the reads).
+    """
     ns, version = promotion.namespace, promotion.version_
+    recorded = recorded or deps.store.recorded(ns)
     try:
-        config = deps.store.get_config(ns.tenant)
+        config = recorded.config()
         target = config.target(ns.environment)
         outputs = Stacks.outputs(stack)
         db = DbRecord(
@@ -581,7 +586,7 @@ def deploy(deps: Deps, promotion: Promotion, stack: dict[str, Any]) -> Outcome:
     except (KeyError, ValueError, UnknownTenant, InvalidConfig, PromotionError) as exc:
         return fail(deps, promotion, f"cannot deploy: {exc}")
     deps.store.put_db(ns, version, db)
-    deps.store.set_active(ns, version)
+    deps.store.set_active(ns, version, was=recorded.active)
     if promotion.task_definition is None:
         tags = ns.tags(version, **{PROMOTION_TAG: promotion.id, KIND_TAG: "task-definition"})
         arn = deps.services.register_task_definition(spec, tags)
@@ -636,20 +641,22 @@ def on_deployment_state(deps: Deps, event: Any) -> Outcome:
         return _ignore(f"{ev.safe(deployment.event_name)} needs no action")
     try:
         ns = Namespace.parse(deployment.service)
-        config = deps.store.get_config(ns.tenant)
+        recorded = deps.store.recorded(ns)
+        config = recorded.config()
     except (InvalidName, UnknownTenant, InvalidConfig) as exc:
         return _ignore(f"service {ev.safe(deployment.service)}: {exc}")
     target = config.target_for_service(deployment.cluster, deployment.service)
     if target is None or target.environment != ns.environment:
         return _ignore(f"service {deployment.cluster}/{deployment.service} is not a target of {ns.tenant}")
-    return apply_deployment_outcome(
-        deps, ns, deployment.deployment_id, outcomes[deployment.event_name], deployment.reason
-    )
+    outcome = outcomes[deployment.event_name]
+    return apply_deployment_outcome(deps, ns, deployment.deployment_id, outcome, deployment.reason, recorded)
 
 
-def apply_deployment_outcome(deps: Deps, ns: Namespace, deployment_id: str, outcome: str, reason: str = "") -> Outcome:
-    """Act on a deployment's outcome, from an event or observed by the sweep."""
-    promotion = deps.store.get_promotion(ns)
+def apply_deployment_outcome(
+    deps: Deps, ns: Namespace, deployment_id: str, outcome: str, reason: str = "", recorded: Recorded | None = None
+) -> Outcome:
+    """Act on a deployment's outcome, from an event or observed by the sweep (which passes no ``recorded``)."""
+    promotion = (recorded or deps.store.recorded(ns)).promotion
     decision = decide_deployment(promotion=promotion, deployment_id=deployment_id, outcome=outcome)
     if decision.action is Action.FINISH and promotion is not None:
         return finish(deps, promotion)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Self
+from enum import Enum
+from typing import Any, Final, Self
 
 from botocore.exceptions import ClientError
 
@@ -15,6 +16,14 @@ from chalicelib.config import InvalidConfig, TenantConfig, parse_config
 from chalicelib.names import InvalidName, Namespace, Tenant, Version
 
 logger = logging.getLogger(__name__)
+
+
+class _Unread(Enum):
+    TOKEN = 0
+
+
+UNREAD: Final = _Unread.TOKEN
+"""Marks an argument the caller has not read (see :meth:`StateStore.set_active`)."""
 
 STAGES = ("requested", "restoring", "deploying", "finalizing", "completed", "failed", "rolled_back")
 
@@ -95,6 +104,24 @@ class UnknownTenant(LookupError):
     """No config parameter for that tenant."""
 
 
+@dataclass
+class Recorded:
+    """A namespace's recorded state, read in one ``GetParameters`` call (see :meth:`StateStore.recorded`)."""
+
+    namespace: Namespace
+    config_text: str | None
+    config_path: str
+    active: Version | None
+    promotion: Promotion | None
+    queued: QueuedRequest | None
+
+    def config(self) -> TenantConfig:
+        """The tenant config; raises :class:`UnknownTenant` or :class:`InvalidConfig`."""
+        if self.config_text is None:
+            raise UnknownTenant(f"tenant {self.namespace.tenant} has no config at {self.config_path}")
+        return parse_config(self.namespace.tenant, self.config_text)
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -162,6 +189,23 @@ class StateStore:
                 values[param["Name"]] = param["Value"]
         return values
 
+    def recorded(self, ns: Namespace) -> Recorded:
+        """Config, ``active``, the promotion record and the queue slot of ``ns`` in one call."""
+        names = [self.config_path(ns.tenant), self.active_path(ns), self.promotion_path(ns), self.queued_path(ns)]
+        found = self._ssm.get_parameters(Names=names).get("Parameters", [])
+        values = {p["Name"]: str(p["Value"]) for p in found}
+        active = values.get(names[1])
+        promotion = values.get(names[2])
+        queued = values.get(names[3])
+        return Recorded(
+            namespace=ns,
+            config_text=values.get(names[0]),
+            config_path=names[0],
+            active=Version.parse(active) if active is not None else None,
+            promotion=Promotion.from_json(promotion) if promotion else None,
+            queued=QueuedRequest.from_json(queued) if queued else None,
+        )
+
     # tenant config ----------------------------------------------------
     def get_config(self, tenant: Tenant) -> TenantConfig:
         text = self._get(self.config_path(tenant))
@@ -183,12 +227,16 @@ class StateStore:
             logger.error("active parameter %s holds %r, not a version", self.active_path(ns), text)
             raise
 
-    def set_active(self, ns: Namespace, version: Version | None) -> None:
-        """Set ``active`` (no write when it already holds ``version``, so the history stays a promotion log)."""
+    def set_active(self, ns: Namespace, version: Version | None, *, was: Version | _Unread | None = UNREAD) -> None:
+        """Set ``active`` (no write when it already holds ``version``, so the history stays a promotion log).
+
+        ``was`` is the value the caller read earlier in this invocation; without it, it is read here.
+        """
         if version is None:
             self._delete(self.active_path(ns))
             return
-        if self._get(self.active_path(ns)) == version.value:
+        known = self.get_active(ns) if was is UNREAD else was
+        if known == version:
             return
         self._put(self.active_path(ns), version.value)
 
@@ -246,6 +294,7 @@ __all__ = [
     "InvalidConfig",
     "Promotion",
     "QueuedRequest",
+    "Recorded",
     "StateStore",
     "UnknownTenant",
 ]

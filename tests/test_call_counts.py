@@ -10,14 +10,14 @@ EXPECTED = {
     "snapshot_requested": {"ssm:GetParameter": 1, "rds:CreateDBSnapshot": 1},
     "snapshot_created": {"ssm:GetParameter": 1, "rds:DescribeDBSnapshots": 1, "events:PutEvents": 1},
     "promotion_requested": {
-        "ssm:GetParameter": 4,
+        "ssm:GetParameters": 1,
         "rds:DescribeDBSnapshots": 1,
         "ssm:PutParameter": 2,
         "cloudformation:CreateStack": 1,
         "events:PutEvents": 1,
     },
     "create_complete": {
-        "ssm:GetParameter": 4,
+        "ssm:GetParameters": 1,
         "cloudformation:DescribeStacks": 1,
         "ecs:DescribeServices": 1,
         "ecs:DescribeTaskDefinition": 1,
@@ -27,7 +27,8 @@ EXPECTED = {
         "events:PutEvents": 1,
     },
     "deployment_completed": {
-        "ssm:GetParameter": 6,
+        "ssm:GetParameters": 1,
+        "ssm:GetParameter": 4,
         "ssm:PutParameter": 1,
         "cloudformation:DescribeStacks": 1,
         "cloudformation:DeleteStack": 1,
@@ -35,7 +36,8 @@ EXPECTED = {
         "ssm:DeleteParameter": 1,
     },
     "deployment_failed": {
-        "ssm:GetParameter": 8,
+        "ssm:GetParameters": 1,
+        "ssm:GetParameter": 6,
         "ssm:PutParameter": 2,
         "ecs:DescribeServices": 1,
         "ecs:UpdateService": 1,
