@@ -192,6 +192,15 @@ class DeploymentEvent:
         )
 
 
+def promotion_requested(*, tenant: str, environment: str, version: str | None, requested_by: str) -> OutboundEvent:
+    """A ``Promotion Requested`` input event, as the pipeline itself puts it (automatic promotion, sweep)."""
+    return OutboundEvent(
+        detail_type=PROMOTION_REQUESTED,
+        detail={"tenant": tenant, "environment": environment, "version": version, "requested_by": requested_by},
+        source=SOURCE,
+    )
+
+
 def outbound(
     detail_type: str,
     *,

@@ -170,14 +170,11 @@ def on_snapshot_created(deps: Deps, event: Any) -> Outcome:
     if reason:
         return _ignore(reason)
     requests = [
-        ev.OutboundEvent(
-            detail_type=ev.PROMOTION_REQUESTED,
-            detail={
-                "tenant": config.tenant.name,
-                "environment": env,
-                "version": snapshot.version.value,
-                "requested_by": f"tierlift:snapshot/{snapshot.snapshot_id}",
-            },
+        ev.promotion_requested(
+            tenant=config.tenant.name,
+            environment=env,
+            version=snapshot.version.value,
+            requested_by=f"tierlift:snapshot/{snapshot.snapshot_id}",
         )
         for env in config.automatic
     ]

@@ -339,14 +339,11 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
     # Put first, tag after: a failed put leaves no tag, so the next sweep asks again.
     deps.bus.put(
         [
-            OutboundEvent(
-                detail_type=ev.PROMOTION_REQUESTED,
-                detail={
-                    "tenant": entry.item.tenant,
-                    "environment": environment,
-                    "version": entry.item.version,
-                    "requested_by": f"tierlift:sweep/{snapshot.id}",
-                },
+            ev.promotion_requested(
+                tenant=entry.item.tenant or "",
+                environment=environment,
+                version=entry.item.version,
+                requested_by=f"tierlift:sweep/{snapshot.id}",
             )
         ]
     )
