@@ -15,10 +15,12 @@ from chalice.app import CloudWatchEvent
 
 from chalicelib import observability, promotion
 from chalicelib.entry import run
+from chalicelib.sweep import on_schedule as sweep_on_schedule
 
 app = Chalice(app_name="tierlift")
 observability.setup()
 
+SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
 DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"]
 
 
@@ -69,12 +71,6 @@ def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
 )
 def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
     return run("deployment_state", promotion.on_deployment_state, event.to_dict())
-
-
-SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
-
-
-from chalicelib.sweep import on_schedule as sweep_on_schedule  # noqa: E402  (the sweep's handler, appended)
 
 
 @app.schedule(SWEEP_SCHEDULE, name="sweep")

@@ -75,13 +75,14 @@ def _now(deps: Deps) -> str:
     return deps.clock().isoformat(timespec="seconds")
 
 
-def _event(promotion: Promotion, detail_type: str, **extra: Any) -> Any:
+def _event(record: Promotion | QueuedRequest, detail_type: str, **extra: Any) -> OutboundEvent:
+    """One of tierlift's events about a promotion, or about a request not (yet) promoted."""
     return ev.outbound(
         detail_type,
-        tenant=promotion.tenant,
-        environment=promotion.environment,
-        promotion_id=promotion.id,
-        version=promotion.version,
+        tenant=record.tenant,
+        environment=record.environment,
+        promotion_id=record.id,
+        version=record.version,
         **extra,
     )
 
@@ -299,20 +300,8 @@ def request_promotion(deps: Deps, request: ev.PromotionRequest, raw: Any, *, fro
     return _create_stack(deps, config, promotion)
 
 
-def _request_event(request: QueuedRequest, detail_type: str, reason: str) -> OutboundEvent:
-    """An event about a request that is not (yet) a promotion: queued, or rejected as superseded."""
-    return ev.outbound(
-        detail_type,
-        tenant=request.tenant,
-        environment=request.environment,
-        promotion_id=request.id,
-        version=request.version,
-        reason=reason,
-    )
-
-
 def _supersede(deps: Deps, ns: Namespace, old: QueuedRequest, by: str) -> None:
-    deps.bus.put([_request_event(old, ev.PROMOTION_REJECTED, f"superseded by {by}")])
+    deps.bus.put([_event(old, ev.PROMOTION_REJECTED, reason=f"superseded by {by}")])
     deps.store.delete_queued(ns, old.id)
 
 
@@ -327,9 +316,9 @@ def _queue(deps: Deps, ns: Namespace, request: ev.PromotionRequest, old: QueuedR
         queued_at=_now(deps),
     )
     deps.store.put_queued(ns, entry)
-    out = [_request_event(entry, ev.PROMOTION_QUEUED, why)]
+    out = [_event(entry, ev.PROMOTION_QUEUED, reason=why)]
     if old is not None and old.id != request.id:
-        out.append(_request_event(old, ev.PROMOTION_REJECTED, f"superseded by {request.id}"))
+        out.append(_event(old, ev.PROMOTION_REJECTED, reason=f"superseded by {request.id}"))
     deps.bus.put(out)
     # The promotion in flight may have ended between our read and the write: start the queue ourselves.
     if deps.store.get_promotion(ns) is None:

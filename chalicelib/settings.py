@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "database.yaml"
 DEFAULT_STAGE_TIMEOUTS = {"requested": 900, "restoring": 7200, "deploying": 3600, "finalizing": 1800}
 
 
@@ -23,7 +24,7 @@ def _int(name: str, default: int) -> int:
 class Settings:
     ssm_root: str = "/tierlift"
     event_bus: str = "default"
-    template_path: Path = field(default_factory=lambda: Path(__file__).parent / "templates" / "database.yaml")
+    template_path: Path = DEFAULT_TEMPLATE
     grace_seconds: int = 3600
     final_snapshot_retention_days: int = 7
     source_snapshots_kept: int = 5
@@ -42,7 +43,7 @@ class Settings:
         return cls(
             ssm_root=root,
             event_bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
-            template_path=Path(template) if template else Path(__file__).parent / "templates" / "database.yaml",
+            template_path=Path(template) if template else DEFAULT_TEMPLATE,
             grace_seconds=_int("TIERLIFT_GRACE_SECONDS", 3600),
             final_snapshot_retention_days=_int("TIERLIFT_FINAL_SNAPSHOT_RETENTION_DAYS", 7),
             source_snapshots_kept=_int("TIERLIFT_SOURCE_SNAPSHOTS_KEPT", 5),

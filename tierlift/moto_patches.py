@@ -134,6 +134,19 @@ def roll_back_stack(stack: Any) -> None:
         stack.resource_map._tierlift_rollback = False
 
 
+def _notify_after(backend: type, method: str, hook: str) -> None:
+    """Wrap ``backend.method`` so the observer's ``hook`` is called with what it returned."""
+    original = getattr(backend, method)
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = original(self, *args, **kwargs)
+        if observer is not None:
+            getattr(observer, hook)(result)
+        return result
+
+    setattr(backend, method, wrapper)
+
+
 def apply_gap_fixes() -> None:
     """Close the moto gaps the local cloud needs (see docs/local-cloud.md). Safe to call more than once.
 
@@ -306,36 +319,10 @@ def apply_gap_fixes() -> None:
 
     CloudFormationBackend.delete_stack = backend_delete_stack  # type: ignore[method-assign]
 
-    # 4. Snapshots: tell the observer (which makes them "creating" first). -----------------------
-    create_db_snapshot = RDSBackend.create_db_snapshot
-
-    def backend_create_db_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:
-        snapshot = create_db_snapshot(self, *args, **kwargs)
-        if observer is not None:
-            observer.on_snapshot(snapshot)
-        return snapshot
-
-    RDSBackend.create_db_snapshot = backend_create_db_snapshot  # type: ignore[method-assign]
-
-    delete_db_snapshot = RDSBackend.delete_db_snapshot
-
-    def backend_delete_db_snapshot(self: Any, *args: Any, **kwargs: Any) -> Any:
-        snapshot = delete_db_snapshot(self, *args, **kwargs)
-        if observer is not None:
-            observer.on_snapshot_deleted(snapshot)
-        return snapshot
-
-    RDSBackend.delete_db_snapshot = backend_delete_db_snapshot  # type: ignore[method-assign]
-
-    delete_db_instance = RDSBackend.delete_db_instance
-
-    def backend_delete_db_instance(self: Any, *args: Any, **kwargs: Any) -> Any:
-        instance = delete_db_instance(self, *args, **kwargs)
-        if observer is not None:
-            observer.on_instance_deleted(instance)
-        return instance
-
-    RDSBackend.delete_db_instance = backend_delete_db_instance  # type: ignore[method-assign]
+    # 4. Snapshots and instances: tell the observer (which makes snapshots "creating" first). -----
+    _notify_after(RDSBackend, "create_db_snapshot", "on_snapshot")
+    _notify_after(RDSBackend, "delete_db_snapshot", "on_snapshot_deleted")
+    _notify_after(RDSBackend, "delete_db_instance", "on_instance_deleted")
 
     # 5. ECS: keep deploymentConfiguration on create; a new task definition starts a new deployment.
     response_create_service = EC2ContainerServiceResponse.create_service

@@ -39,6 +39,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run(args: list[str], *, timeout: float = 60, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command from the repo root with a clean AWS environment; output captured, never raises."""
+    return subprocess.run(
+        args, cwd=REPO, env=clean_env(**env), capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
 class EndpointSession(boto3.session.Session):
     """A boto3 session whose clients all talk to the local cloud."""
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import REPO, Cloud, Outbox, clean_env
+from tests.e2e.conftest import REPO, Cloud, Outbox, run
 from tierlift.world import bootstrap_tenant
 
 UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
@@ -122,7 +122,7 @@ def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) ->
     entries.write_text(
         json.dumps([{"Source": "tierlift", "DetailType": "Promotion Requested", "Detail": json.dumps(detail)}])
     )
-    result = subprocess.run(
+    result = run(
         [
             str(Path(sys.executable).parent / "aws"),
             "--endpoint-url",
@@ -133,12 +133,7 @@ def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) ->
             f"file://{entries}",
             "--output",
             "json",
-        ],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        ]
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["FailedEntryCount"] == 0
@@ -254,15 +249,7 @@ def test_dropped_rds_event_and_dead_letters(cloud: Cloud) -> None:
 
 
 def test_demo_exits_zero(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tierlift", "demo", "--speed", "3000", "--timeout", "30"],
-        cwd=REPO,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run([sys.executable, "-m", "tierlift", "demo", "--speed", "3000", "--timeout", "30"], timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "demo passed" in result.stdout
 
@@ -357,15 +344,7 @@ def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
     tenant, version = "aj-0001", "20261127200000"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint],
-            cwd=REPO,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run([sys.executable, "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint])
 
     booted = cli("local", "bootstrap", "--tenant", tenant, "--automatic", "--output", "json")
     assert booted.returncode == 0, booted.stderr
