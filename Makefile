@@ -1,5 +1,9 @@
 # tierlift: the two commands are `make demo` and `make test`; both set up .venv themselves.
-PYTHON ?= python3.11
+# Everything (virtualenv, tests, `chalice package`) runs on Python 3.13, the Lambda runtime the
+# functions deploy on: Chalice takes the runtime from the interpreter that packages.
+PYTHON ?= $(shell for c in python3.13 $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.13*/bin/python3.13 \
+	/usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	"$$c" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' >/dev/null 2>&1 && { echo "$$c"; break; }; done)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -7,7 +11,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test lint bench serve package vendor clean
 
 $(STAMP): requirements.txt requirements-dev.txt
-	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	@test -n "$(PYTHON)" || { echo "tierlift needs Python 3.13 (the Lambda runtime it deploys on): install it"; \
+	  echo "(apt-get install python3.13, or pyenv install 3.13), or run make PYTHON=/path/to/python3.13"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
+	  echo "$(PYTHON) is not Python 3.13; tierlift packages for the python3.13 Lambda runtime"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
