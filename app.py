@@ -20,18 +20,25 @@ from chalicelib.sweep import on_schedule as sweep_on_schedule
 app = Chalice(app_name="tierlift")
 observability.setup()
 
+
+def _request_id() -> str | None:
+    """Lambda's request id for this invocation (the same on Lambda's retries of it), when there is one."""
+    context = getattr(app, "lambda_context", None)
+    return getattr(context, "aws_request_id", None)
+
+
 SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
 DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"]
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Promotion Requested"]}, name="promotion_requested")
 def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict())
+    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict(), _request_id())
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Snapshot Requested"]}, name="snapshot_requested")
 def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_requested", promotion.request_snapshot, event.to_dict())
+    return run("snapshot_requested", promotion.request_snapshot, event.to_dict(), _request_id())
 
 
 @app.on_cw_event(
@@ -43,7 +50,7 @@ def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="snapshot_created",
 )
 def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict())
+    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict(), _request_id())
 
 
 @app.on_cw_event(
@@ -58,7 +65,7 @@ def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
     name="stack_status",
 )
 def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("stack_status", promotion.on_stack_status, event.to_dict())
+    return run("stack_status", promotion.on_stack_status, event.to_dict(), _request_id())
 
 
 @app.on_cw_event(
@@ -70,9 +77,9 @@ def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
     name="deployment_state",
 )
 def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("deployment_state", promotion.on_deployment_state, event.to_dict())
+    return run("deployment_state", promotion.on_deployment_state, event.to_dict(), _request_id())
 
 
 @app.schedule(SWEEP_SCHEDULE, name="sweep")
 def sweep(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("sweep", sweep_on_schedule, event.to_dict())
+    return run("sweep", sweep_on_schedule, event.to_dict(), _request_id())

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.deps import Deps, get_deps
+from chalicelib.invocation import invocation
 from chalicelib.observability import traced
 
 # Not "tierlift": Chalice(app_name="tierlift") owns that logger (propagate off, level ERROR), which
@@ -14,12 +15,13 @@ from chalicelib.observability import traced
 logger = logging.getLogger(__name__)
 
 
-def run(name: str, use_case: Callable[[Deps, Any], Any], event: Any) -> dict[str, Any]:
-    """Call ``use_case(deps, event)`` and log its outcome; AWS errors propagate so Lambda retries."""
+def run(name: str, use_case: Callable[[Deps, Any], Any], event: Any, request_id: str | None = None) -> dict[str, Any]:
+    """Call ``use_case(deps, event)`` as invocation ``request_id`` (Lambda's ``aws_request_id``, the same on
+    Lambda's retries) and log its outcome; AWS errors propagate so Lambda retries."""
     detail = event.get("detail") if isinstance(event, dict) else None
     detail = detail if isinstance(detail, dict) else {}
     tenant = detail.get("tenant") if isinstance(detail.get("tenant"), str) else None
-    with traced(name, handler=name, tenant=tenant):
+    with invocation(request_id), traced(name, handler=name, tenant=tenant):
         outcome = use_case(get_deps(), event)
     result = outcome.as_log() if hasattr(outcome, "as_log") else dict(outcome or {})
     logger.info(

@@ -1,6 +1,6 @@
 """Shared fixtures: moto's embedded AWS, a bootstrapped tenant, sample events, call counting.
 
-Handlers are driven with ``chalice.test.Client`` and events built from ``../shared/events``. moto emits
+Handlers are driven with ``chalice.test.Client`` and events built from ``tests/events``. moto emits
 no RDS, CloudFormation or ECS events and finishes everything synchronously, so tests feed the status
 events themselves (``events.stack_status(...)``, ``events.deployment(...)``).
 """
@@ -30,8 +30,6 @@ moto_patches.apply()
 os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # the AMI catalogue costs ~0.15 s a test
 
 LOCAL_EVENTS = Path(__file__).resolve().parent / "events"
-_BESIDE = Path(__file__).resolve().parents[2] / "shared" / "events"
-SHARED_EVENTS = _BESIDE if _BESIDE.is_dir() else LOCAL_EVENTS
 MUTATING_PREFIXES = (
     "Create",
     "Delete",
@@ -47,12 +45,8 @@ MUTATING_PREFIXES = (
 
 
 def sample(name: str) -> dict[str, Any]:
-    """A sample event from ``../shared/events`` (falls back to the copy in ``tests/events``)."""
-    for folder in (SHARED_EVENTS, LOCAL_EVENTS):
-        path = folder / name
-        if path.exists():
-            return json.loads(path.read_text())
-    raise FileNotFoundError(name)
+    """A sample event from ``tests/events``."""
+    return json.loads((LOCAL_EVENTS / name).read_text())
 
 
 class Events:

@@ -1,7 +1,7 @@
 """The whole chain, each stage driven by the event the previous one causes.
 
 moto emits no RDS, CloudFormation or ECS events, so the test plays AWS: it feeds the status events
-from ``../shared/events`` (with this run's names) and routes tierlift's own events, which the
+from ``tests/events`` (with this run's names) and routes tierlift's own events, which the
 pipeline really puts on moto's EventBridge, back to the handler whose deployed pattern matches them.
 """
 

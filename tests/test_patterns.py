@@ -10,7 +10,7 @@ from chalice.app import CloudWatchEventConfig
 from moto.events.models import EventPattern
 
 from app import app
-from tests.conftest import SHARED_EVENTS, sample
+from tests.conftest import LOCAL_EVENTS, sample
 
 
 def _pattern(handler: str) -> EventPattern:
@@ -22,7 +22,7 @@ def _pattern(handler: str) -> EventPattern:
 
 def _matching(handler: str) -> set[str]:
     pattern = _pattern(handler)
-    return {p.name for p in SHARED_EVENTS.glob("*.json") if _is_event(p.name) and pattern.matches_event(sample(p.name))}
+    return {p.name for p in LOCAL_EVENTS.glob("*.json") if _is_event(p.name) and pattern.matches_event(sample(p.name))}
 
 
 def _is_event(name: str) -> bool:

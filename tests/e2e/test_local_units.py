@@ -17,7 +17,7 @@ from tierlift.local.faults import CallCounter, Faults, InjectedCrash
 from tierlift.local.timeline import describe_event, namespace_of
 from tierlift.moto_patches import is_unhealthy_image
 
-SAMPLES = [Path(__file__).resolve().parents[3] / "shared" / "events", Path(__file__).resolve().parents[1] / "events"]
+SAMPLES = [Path(__file__).resolve().parents[1] / "events"]
 WHEN = datetime(2026, 11, 27, 20, 4, 37, 219000, tzinfo=UTC)
 STACK = "arn:aws:cloudformation:us-east-1:123456789012:stack/xy-0146-qa-db-20261127200000/5b2e8a40"
 

@@ -1,4 +1,4 @@
-"""AWS's own event envelopes, as EventBridge delivers them (shapes of ``../shared/events``).
+"""AWS's own event envelopes, as EventBridge delivers them (shapes of ``tests/events``).
 
 Each builder returns a PutEvents entry (``Source``, ``DetailType``, ``Detail`` as a JSON string,
 ``Resources``, ``Time``), so the event goes through moto's EventBridge and its rule matching like any
