@@ -21,24 +21,42 @@ app = Chalice(app_name="tierlift")
 observability.setup()
 
 
-def _request_id() -> str | None:
+def _request_id(event: CloudWatchEvent) -> str | None:
     """Lambda's request id for this invocation (the same on Lambda's retries of it), when there is one."""
-    context = getattr(app, "lambda_context", None)
-    return getattr(context, "aws_request_id", None)
+    return getattr(getattr(event, "context", None), "aws_request_id", None)
 
 
 SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
+SNAPSHOT_SCHEDULE = os.environ.get("TIERLIFT_SNAPSHOT_SCHEDULE", "rate(15 minutes)")
 DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"]
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Promotion Requested"]}, name="promotion_requested")
 def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict(), _request_id())
+    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict(), _request_id(event))
+
+
+@app.on_cw_event(
+    {"source": ["tierlift"], "detail-type": ["Promotion Approved"], "detail": {"command": ["approve"]}},
+    name="promotion_approved",
+)
+def promotion_approved(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("promotion_approved", promotion.on_promotion_approved, event.to_dict(), _request_id(event))
+
+
+# The pipeline's own ``Promotion Cancelled`` (its terminal event) carries no ``command``: only an
+# operator's command matches, so the pipeline never triggers itself.
+@app.on_cw_event(
+    {"source": ["tierlift"], "detail-type": ["Promotion Cancelled"], "detail": {"command": ["cancel"]}},
+    name="promotion_cancelled",
+)
+def promotion_cancelled(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("promotion_cancelled", promotion.on_promotion_cancelled, event.to_dict(), _request_id(event))
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Snapshot Requested"]}, name="snapshot_requested")
 def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_requested", promotion.request_snapshot, event.to_dict(), _request_id())
+    return run("snapshot_requested", promotion.request_snapshot, event.to_dict(), _request_id(event))
 
 
 @app.on_cw_event(
@@ -50,7 +68,7 @@ def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="snapshot_created",
 )
 def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict(), _request_id())
+    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict(), _request_id(event))
 
 
 @app.on_cw_event(
@@ -65,7 +83,7 @@ def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
     name="stack_status",
 )
 def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("stack_status", promotion.on_stack_status, event.to_dict(), _request_id())
+    return run("stack_status", promotion.on_stack_status, event.to_dict(), _request_id(event))
 
 
 @app.on_cw_event(
@@ -77,9 +95,14 @@ def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
     name="deployment_state",
 )
 def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("deployment_state", promotion.on_deployment_state, event.to_dict(), _request_id())
+    return run("deployment_state", promotion.on_deployment_state, event.to_dict(), _request_id(event))
 
 
 @app.schedule(SWEEP_SCHEDULE, name="sweep")
 def sweep(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("sweep", sweep_on_schedule, event.to_dict(), _request_id())
+    return run("sweep", sweep_on_schedule, event.to_dict(), _request_id(event))
+
+
+@app.schedule(SNAPSHOT_SCHEDULE, name="snapshot_schedule")
+def snapshot_schedule(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("snapshot_schedule", promotion.on_snapshot_schedule, event.to_dict(), _request_id(event))

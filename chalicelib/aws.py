@@ -85,10 +85,12 @@ class Stacks:
     def __init__(self, cfn: Any) -> None:
         self.client = cfn
 
-    def create(self, name: str, template: str, parameters: dict[str, str], tags: dict[str, str], token: str) -> bool:
-        """Create a stack; False when a stack of that name already exists."""
+    def create(
+        self, name: str, template: str, parameters: dict[str, str], tags: dict[str, str], token: str
+    ) -> str | None:
+        """Create a stack and return its id; None when a stack of that name already exists."""
         try:
-            self.client.create_stack(
+            created = self.client.create_stack(
                 StackName=name,
                 TemplateBody=template,
                 Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
@@ -98,9 +100,9 @@ class Stacks:
             )
         except ClientError as exc:
             if error_code(exc) == "AlreadyExistsException":
-                return False
+                return None
             raise
-        return True
+        return str(created["StackId"])
 
     def describe(self, name: str) -> dict[str, Any] | None:
         """The live stack of that name, or None when there is none (deleted stacks count as none)."""
@@ -157,6 +159,11 @@ class Services:
         found = self.client.describe_task_definition(taskDefinition=arn, include=["TAGS"])
         tags = {t["key"]: t["value"] for t in found.get("tags", []) or []}
         return found["taskDefinition"], tags
+
+    def register_keys(self) -> tuple[str, ...]:
+        """``RegisterTaskDefinition``'s input members, from the client's own service model."""
+        shape = self.client.meta.service_model.operation_model("RegisterTaskDefinition").input_shape
+        return tuple(shape.members)
 
     def register_task_definition(self, spec: dict[str, Any], tags: dict[str, str]) -> str:
         spec = dict(spec)

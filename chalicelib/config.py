@@ -18,6 +18,11 @@ _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$")
 
 
+DEFAULT_APPROVAL_TIMEOUT = 7 * 24 * 3600
+_ACCOUNT = re.compile(r"^[0-9]{12}$")
+_IMAGE_PREFIX = re.compile(r"^[a-z0-9][a-z0-9.:/_@-]{0,254}$")
+
+
 class InvalidConfig(ValueError):
     """The tenant config is missing or does not validate; the message says which field."""
 
@@ -47,6 +52,15 @@ class TaskSettings:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """Who may promote what into an environment (checked before anything is written)."""
+
+    require_completed_before: bool = False
+    allowed_images: tuple[str, ...] = ()
+    accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Target:
     environment: str
     cluster: str
@@ -54,6 +68,17 @@ class Target:
     container: str
     db: DbSettings
     task: TaskSettings = field(default_factory=TaskSettings)
+    approval_required: bool = False
+    approval_timeout: int = DEFAULT_APPROVAL_TIMEOUT
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True)
+class SnapshotSchedule:
+    """A daily source snapshot at ``hour``:``minute`` UTC."""
+
+    hour: int
+    minute: int
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class TenantConfig:
     automatic: tuple[str, ...]
     targets: dict[str, Target]
     raw: dict[str, Any]
+    snapshot_schedule: SnapshotSchedule | None = None
 
     @property
     def source(self) -> Namespace:
@@ -140,6 +166,41 @@ def _db(value: Any, where: str) -> DbSettings:
     )
 
 
+def _policy(spec: dict[str, Any], where: str, *, last: bool) -> Policy:
+    required = spec.get("require_completed_before", last)
+    if not isinstance(required, bool):
+        raise InvalidConfig(f"{where}.require_completed_before must be true or false")
+    images = spec.get("allowed_images", [])
+    if not isinstance(images, list) or not all(isinstance(i, str) and _IMAGE_PREFIX.fullmatch(i) for i in images):
+        raise InvalidConfig(f"{where}.allowed_images must be a list of image repository prefixes")
+    accounts = spec.get("accounts", [])
+    if not isinstance(accounts, list) or not all(isinstance(a, str) and _ACCOUNT.fullmatch(a) for a in accounts):
+        raise InvalidConfig(f"{where}.accounts must be a list of 12-digit AWS account ids")
+    return Policy(require_completed_before=required, allowed_images=tuple(images), accounts=tuple(accounts))
+
+
+def _approval(spec: dict[str, Any], where: str) -> tuple[bool, int]:
+    approval = spec.get("approval", "none")
+    if approval not in ("required", "none"):
+        raise InvalidConfig(f"{where}.approval must be 'required' or 'none'")
+    timeout = spec.get("approval_timeout", DEFAULT_APPROVAL_TIMEOUT)
+    if not isinstance(timeout, int) or isinstance(timeout, bool) or not 60 <= timeout <= 30 * 24 * 3600:
+        raise InvalidConfig(f"{where}.approval_timeout must be seconds between 60 and 30 days")
+    return approval == "required", timeout
+
+
+def _schedule(value: Any) -> SnapshotSchedule | None:
+    if value is None:
+        return None
+    where = "config.snapshot_schedule"
+    if not isinstance(value, dict) or not isinstance(value.get("daily_at"), str):
+        raise InvalidConfig(f'{where} must be {{"daily_at": "HH:MM"}} (UTC)')
+    match = re.fullmatch(r"([01][0-9]|2[0-3]):([0-5][0-9])", value["daily_at"])
+    if not match:
+        raise InvalidConfig(f"{where}.daily_at must be HH:MM (UTC), got {value['daily_at']!r}")
+    return SnapshotSchedule(int(match[1]), int(match[2]))
+
+
 def _task(value: Any, where: str) -> TaskSettings:
     if value is None:
         return TaskSettings()
@@ -213,6 +274,7 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
             spec = targets_raw.get(env)
             if not isinstance(spec, dict):
                 raise InvalidConfig(f"{where} is missing: every environment but the source needs a target")
+            approval, timeout = _approval(spec, where)
             targets[env] = Target(
                 environment=env,
                 cluster=_name(_req(spec, "cluster", where), f"{where}.cluster"),
@@ -220,6 +282,9 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
                 container=_name(_req(spec, "container", where), f"{where}.container"),
                 db=_db(_req(spec, "db", where), f"{where}.db"),
                 task=_task(spec.get("task"), f"{where}.task"),
+                approval_required=approval,
+                approval_timeout=timeout,
+                policy=_policy(spec, where, last=env == envs[-1]),
             )
         for env in automatic:
             if env not in targets:
@@ -234,4 +299,5 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
         automatic=automatic,
         targets=targets,
         raw=raw,
+        snapshot_schedule=_schedule(raw.get("snapshot_schedule")),
     )

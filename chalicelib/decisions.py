@@ -1,30 +1,29 @@
 """The promotion's decisions: plain functions over plain data, no AWS.
 
-Each takes the recorded state (the promotion record, ``active``) and what was observed (an event, a
-stack's or a deployment's real status) and says what to do next. The event handlers and the sweep's
-reconciliation both call these, so there is one state machine.
+Each takes the recorded state (the promotion in flight with its transition log, ``active``) and what
+was observed (an event, a stack's or a deployment's real status) and says what to do next. The event
+handlers and the sweep's reconciliation both call these, so there is one state machine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from chalicelib.state import Promotion
+from chalicelib.state import Outcome, Promotion, Stage, Step
 
 # CloudFormation stack statuses, grouped by what they mean for a tierlift DB stack.
 CREATE_OK = "CREATE_COMPLETE"
 CREATE_FAILED_STATES = frozenset({"CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"})
 CREATE_PENDING_STATES = frozenset({"CREATE_IN_PROGRESS", "ROLLBACK_IN_PROGRESS"})
 DELETE_DONE = "DELETE_COMPLETE"
+DELETE_PENDING = "DELETE_IN_PROGRESS"
 DELETE_FAILED = "DELETE_FAILED"
 
-# Stages in which each kind of progress may (still, or again after a crash) be applied.
-STACK_WAITING = frozenset({"requested", "restoring"})
-FAILING = frozenset({"requested", "restoring", "failed"})
-DEPLOYING = frozenset({"deploying"})
-FINISHING = frozenset({"deploying", "finalizing"})
-ROLLING_BACK = frozenset({"deploying", "rolled_back"})
+# Stages before the new DB is in use: a failure here only removes the new stack.
+BEFORE_CUTOVER = frozenset({Stage.REQUESTED, Stage.RESTORING, Stage.AWAITING_APPROVAL})
+CANCELLABLE = BEFORE_CUTOVER
 
 
 class Action(StrEnum):
@@ -34,11 +33,14 @@ class Action(StrEnum):
     REJECT = "reject"
     IGNORE = "ignore"
     DEPLOY = "deploy"
+    AWAIT_APPROVAL = "await_approval"
     FAIL = "fail"
     FINISH = "finish"
     ROLL_BACK = "roll_back"
+    CANCEL = "cancel"
     FORGET_DB = "forget_db"
     WAIT = "wait"
+    RETRY_LATER = "retry_later"
 
 
 @dataclass(frozen=True)
@@ -47,43 +49,87 @@ class Decision:
     reason: str = ""
 
 
-def decide_request(
-    *, request_id: str, version: str, active: str | None, in_flight: Promotion | None, queued_id: str | None
-) -> Decision:
-    """What to do with a valid ``Promotion Requested`` for a resolved version."""
+class ClaimVerdict(StrEnum):
+    FREE = "free"  # no claim pending: append a new step
+    TAKE_OVER = "take_over"  # a claim left by a crashed attempt (ours, or its lease ran out)
+    BUSY = "busy"  # someone else is carrying it out right now
+
+
+def claim_verdict(latest: Step | None, me: str, now: datetime) -> ClaimVerdict:
+    """May invocation ``me`` append to a log whose newest step is ``latest``?
+
+    Lambda retries an invocation with the same request id, so a claim owned by ``me`` was left by a
+    crashed attempt of this very invocation. A claim whose lease ran out is older than any Lambda can
+    live, so its owner is dead too.
+    """
+    if latest is None or latest.done:
+        return ClaimVerdict.FREE
+    if latest.owner == me:
+        return ClaimVerdict.TAKE_OVER
+    if latest.lease_until is None:
+        return ClaimVerdict.TAKE_OVER
+    try:
+        expired = datetime.fromisoformat(latest.lease_until) <= now
+    except ValueError:
+        expired = True
+    return ClaimVerdict.TAKE_OVER if expired else ClaimVerdict.BUSY
+
+
+def decide_request(*, request_id: str, version: str, active: str | None, in_flight: Promotion | None) -> Decision:
+    """What to do with a valid, new ``Promotion Requested`` for a resolved version."""
     if in_flight is not None:
         if in_flight.id == request_id:
-            if in_flight.stage == "requested":
-                return Decision(Action.RESUME, "the promotion was taken but its stack not yet confirmed")
+            if in_flight.stage is Stage.REQUESTED:
+                return Decision(Action.RESUME, "the promotion holds the lock but its stack is not confirmed yet")
             return Decision(Action.IGNORE, f"duplicate delivery: promotion {request_id} is already {in_flight.stage}")
-        if in_flight.version == version:
+        if in_flight.version.value == version:
             return Decision(Action.REJECT, f"duplicate: version {version} is already being promoted ({in_flight.id})")
-        if queued_id == request_id:
-            return Decision(Action.IGNORE, f"duplicate delivery: request {request_id} is already queued")
         return Decision(Action.QUEUE, f"environment busy with promotion {in_flight.id} ({in_flight.stage})")
     if active == version:
         return Decision(Action.REJECT, f"version {version} is already active")
     return Decision(Action.START, "environment free")
 
 
-def decide_stack(*, promotion: Promotion | None, stack_version: str, status: str, active: str | None) -> Decision:
-    """What a DB stack's status (from an event, or observed by the sweep) means for the namespace."""
+def decide_stack(
+    *,
+    promotion: Promotion | None,
+    stack_version: str,
+    stack_id: str | None,
+    status: str,
+    active: str | None,
+) -> Decision:
+    """What a DB stack's status (from an event, or observed by the sweep) means for the namespace.
+
+    ``stack_id`` is the id the status is about (events carry it; None when unknown). A status of
+    another stack that had the same name (an earlier promotion of the same version) is stale.
+    """
     if status == DELETE_DONE:
         if stack_version == active:
             return Decision(Action.IGNORE, "the active version's stack reported deleted: refusing to forget it")
-        if promotion is not None and stack_version in (promotion.version, promotion.previous):
+        if promotion is not None and promotion.version.value == stack_version:
+            if promotion.stage is Stage.REQUESTED:
+                return Decision(Action.RESUME, "the stack this promotion waited for is deleted: restore it now")
+            return Decision(Action.IGNORE, "stack belongs to the promotion in flight")
+        if promotion is not None and promotion.previous is not None and promotion.previous.value == stack_version:
             return Decision(Action.IGNORE, "stack belongs to the promotion in flight")
         return Decision(Action.FORGET_DB, "stack deleted; its db record goes too")
-    if promotion is None or promotion.version != stack_version:
+    if promotion is None or promotion.version.value != stack_version:
         return Decision(Action.IGNORE, "no promotion in flight for this version")
+    if stack_id and promotion.stack_id and stack_id != promotion.stack_id:
+        return Decision(Action.IGNORE, f"stale: the event is about stack {stack_id}, not {promotion.stack_id}")
+    if promotion.ending is not None:
+        return resume_stage(promotion)
+    stage = promotion.stage
     if status == CREATE_OK:
-        if promotion.stage in STACK_WAITING:
+        if stage in (Stage.REQUESTED, Stage.RESTORING):
             return Decision(Action.DEPLOY, "database stack created")
-        return Decision(Action.IGNORE, f"duplicate: promotion is already {promotion.stage}")
+        if stage is Stage.DEPLOYING and promotion.claim is not None:
+            return Decision(Action.DEPLOY, "database stack created; resuming an interrupted deploy")
+        return Decision(Action.IGNORE, f"duplicate: promotion is already {stage}")
     if status in CREATE_FAILED_STATES:
-        if promotion.stage in FAILING:
+        if stage in (Stage.REQUESTED, Stage.RESTORING):
             return Decision(Action.FAIL, f"database stack {status}")
-        return Decision(Action.IGNORE, f"stale: promotion is already {promotion.stage}")
+        return Decision(Action.IGNORE, f"stale: promotion is already {stage}")
     if status in CREATE_PENDING_STATES:
         return Decision(Action.WAIT, f"stack {status}")
     return Decision(Action.IGNORE, f"status {status} needs no action")
@@ -93,25 +139,54 @@ def decide_deployment(*, promotion: Promotion | None, deployment_id: str, outcom
     """What an ECS deployment outcome (``COMPLETED``/``FAILED``/``IN_PROGRESS``) means for the promotion."""
     if promotion is None:
         return Decision(Action.IGNORE, "no promotion in flight")
+    if promotion.stage is Stage.DEPLOYING and promotion.deployment_id is None:
+        # The deploy is still being recorded by another invocation: come back shortly (Lambda retries).
+        return Decision(Action.RETRY_LATER, "the promotion's deployment id is not recorded yet")
     if promotion.deployment_id != deployment_id:
         return Decision(Action.IGNORE, f"not the recorded deployment ({promotion.deployment_id})")
+    if promotion.ending is not None:
+        return resume_stage(promotion)
+    if promotion.stage is not Stage.DEPLOYING:
+        return Decision(Action.IGNORE, f"stale: promotion is {promotion.stage}")
     if outcome == "COMPLETED":
-        if promotion.stage in FINISHING:
-            return Decision(Action.FINISH, "service deployment completed")
-        return Decision(Action.IGNORE, f"stale: promotion is {promotion.stage}")
+        return Decision(Action.FINISH, "service deployment completed")
     if outcome == "FAILED":
-        if promotion.stage in ROLLING_BACK:
-            return Decision(Action.ROLL_BACK, "service deployment failed")
-        return Decision(Action.IGNORE, f"stale: promotion is {promotion.stage}")
+        return Decision(Action.ROLL_BACK, "service deployment failed")
     return Decision(Action.WAIT, f"deployment {outcome}")
 
 
+def decide_approval(*, promotion: Promotion | None, promotion_id: str) -> Decision:
+    """``Promotion Approved``: only for the promotion that waits for it."""
+    if promotion is None:
+        return Decision(Action.REJECT, f"no promotion in flight; {promotion_id} is not waiting for approval")
+    if promotion.id != promotion_id:
+        return Decision(Action.REJECT, f"promotion {promotion_id} is not the one in flight ({promotion.id})")
+    if promotion.stage is not Stage.AWAITING_APPROVAL:
+        return Decision(Action.REJECT, f"promotion {promotion_id} is {promotion.stage}, not awaiting approval")
+    return Decision(Action.DEPLOY, "approved")
+
+
+def decide_cancel(*, promotion: Promotion | None, promotion_id: str) -> Decision:
+    """``Promotion Cancelled`` (an operator's command): only before the cutover."""
+    if promotion is None or promotion.id != promotion_id:
+        return Decision(Action.REJECT, f"promotion {promotion_id} is not in flight")
+    if promotion.stage not in CANCELLABLE:
+        return Decision(Action.REJECT, f"promotion {promotion_id} is {promotion.stage}: past the point of cancelling")
+    return Decision(Action.CANCEL, "cancelled")
+
+
 def resume_stage(promotion: Promotion) -> Decision:
-    """A promotion already marked failed/rolled back/finalizing was interrupted: finish that step."""
-    if promotion.stage == "failed":
-        return Decision(Action.FAIL, promotion.reason or "interrupted failure")
-    if promotion.stage == "rolled_back":
-        return Decision(Action.ROLL_BACK, promotion.reason or "interrupted rollback")
-    if promotion.stage == "finalizing":
-        return Decision(Action.FINISH, "interrupted finalization")
-    return Decision(Action.WAIT, f"stage {promotion.stage}")
+    """An ending claimed earlier was interrupted: finish it with the outcome it claimed."""
+    ending = promotion.ending
+    if ending is None:
+        return Decision(Action.WAIT, f"stage {promotion.stage}")
+    return Decision(_ENDING_ACTIONS[Outcome(ending.outcome or Outcome.FAILED)], ending.reason or "interrupted ending")
+
+
+_ENDING_ACTIONS = {
+    Outcome.COMPLETED: Action.FINISH,
+    Outcome.FAILED: Action.FAIL,
+    Outcome.ROLLED_BACK: Action.ROLL_BACK,
+    Outcome.CANCELLED: Action.CANCEL,
+    Outcome.REJECTED: Action.FAIL,
+}

@@ -6,6 +6,7 @@ anything missing or of the wrong type raises :class:`InvalidEvent` with a reason
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,10 @@ SOURCE = "tierlift"
 # inputs
 PROMOTION_REQUESTED = "Promotion Requested"
 SNAPSHOT_REQUESTED = "Snapshot Requested"
+PROMOTION_APPROVED = "Promotion Approved"  # with detail.command "approve"
+# ``Promotion Cancelled`` is both an operator's command (detail.command "cancel") and the pipeline's
+# terminal event (no ``command``): the rule for commands matches only events that carry one.
+COMMANDS = {PROMOTION_APPROVED: "approve", "Promotion Cancelled": "cancel"}
 # outputs
 PROMOTION_QUEUED = "Promotion Queued"
 PROMOTION_STARTED = "Promotion Started"
@@ -27,6 +32,8 @@ PROMOTION_COMPLETED = "Promotion Completed"
 PROMOTION_FAILED = "Promotion Failed"
 PROMOTION_ROLLED_BACK = "Promotion Rolled Back"
 PROMOTION_REJECTED = "Promotion Rejected"
+PROMOTION_CANCELLED = "Promotion Cancelled"
+APPROVAL_REQUESTED = "Approval Requested"
 STACK_SWEPT = "Stack Swept"
 SNAPSHOT_STARTED = "Snapshot Started"
 
@@ -35,6 +42,7 @@ DEPLOYMENT_COMPLETED = "SERVICE_DEPLOYMENT_COMPLETED"
 DEPLOYMENT_FAILED = "SERVICE_DEPLOYMENT_FAILED"
 
 MAX_TEXT = 256
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
 
 
 class InvalidEvent(ValueError):
@@ -79,6 +87,20 @@ def event_time(raw: dict[str, Any]) -> datetime:
     raise InvalidEvent("event has no valid time")
 
 
+# An image reference as ECS takes it: [registry/]repository[:tag][@digest], at most 255 characters.
+_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
+_REQUESTED_BY_LIMIT = 128
+
+
+def _requested_by(value: Any) -> str:
+    return _optional_text(value, "requested_by", limit=_REQUESTED_BY_LIMIT) or "unknown"
+
+
+def tag_value(text: str) -> str:
+    """``text`` as an RDS/CloudFormation tag value: characters RDS refuses become ``_``."""
+    return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in text)[:256]
+
+
 @dataclass(frozen=True)
 class PromotionRequest:
     id: str
@@ -87,22 +109,87 @@ class PromotionRequest:
     version: Version | None
     image: str | None
     requested_by: str
+    time: str = ""
+    account: str | None = None
+    override: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> PromotionRequest:
         raw, detail = envelope(event)
         event_id = _text(raw.get("id"), "id", limit=128)
+        if not _ID.fullmatch(event_id):
+            raise InvalidEvent("id must be letters, digits and '-' (an EventBridge event id)")
         try:
             tenant = Tenant.parse(detail.get("tenant"))
             environment = parse_environment(detail.get("environment"))
             version = Version.parse(detail["version"]) if detail.get("version") is not None else None
         except InvalidName as exc:
             raise InvalidEvent(str(exc)) from exc
-        image = _optional_text(detail.get("image"), "image")
-        if image is not None and any(c.isspace() for c in image):
-            raise InvalidEvent("image must not contain white space")
-        requested_by = _optional_text(detail.get("requested_by"), "requested_by", limit=128) or "unknown"
-        return cls(event_id, tenant, environment, version, image, requested_by)
+        image = _optional_text(detail.get("image"), "image", limit=255)
+        if image is not None and not _IMAGE.fullmatch(image):
+            raise InvalidEvent(
+                "image must be an image reference ([registry/]repository[:tag][@digest]) without white space"
+            )
+        override = _optional_text(detail.get("override"), "override")
+        try:
+            when = event_time(raw).isoformat(timespec="seconds")
+        except InvalidEvent:
+            when = ""
+        account = raw.get("account") if isinstance(raw.get("account"), str) else None
+        return cls(
+            event_id,
+            tenant,
+            environment,
+            version,
+            image,
+            _requested_by(detail.get("requested_by")),
+            when,
+            account,
+            override,
+        )
+
+
+@dataclass(frozen=True)
+class Command:
+    """An operator's ``Promotion Approved`` or ``Promotion Cancelled`` for one promotion in flight."""
+
+    id: str
+    command: str
+    tenant: Tenant
+    environment: str
+    promotion_id: str
+    requested_by: str
+    reason: str
+    account: str | None = None
+
+    @classmethod
+    def parse(cls, event: Any) -> Command:
+        raw, detail = envelope(event)
+        detail_type = raw.get("detail-type")
+        expected = COMMANDS.get(detail_type) if isinstance(detail_type, str) else None
+        if expected is None or detail.get("command") != expected:
+            raise InvalidEvent(
+                f"not an operator command: {safe(detail_type)} with command {safe(detail.get('command'))}"
+            )
+        try:
+            tenant = Tenant.parse(detail.get("tenant"))
+            environment = parse_environment(detail.get("environment"))
+        except InvalidName as exc:
+            raise InvalidEvent(str(exc)) from exc
+        promotion_id = _text(detail.get("promotion_id"), "promotion_id", limit=128)
+        if not _ID.fullmatch(promotion_id):
+            raise InvalidEvent("promotion_id must be letters, digits and '-'")
+        account = raw.get("account") if isinstance(raw.get("account"), str) else None
+        return cls(
+            _text(raw.get("id"), "id", limit=128),
+            expected,
+            tenant,
+            environment,
+            promotion_id,
+            _requested_by(detail.get("requested_by")),
+            _optional_text(detail.get("reason"), "reason") or "",
+            account,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,8 +206,9 @@ class SnapshotRequest:
             tenant = Tenant.parse(detail.get("tenant"))
         except InvalidName as exc:
             raise InvalidEvent(str(exc)) from exc
-        requested_by = _optional_text(detail.get("requested_by"), "requested_by", limit=128) or "unknown"
-        return cls(_text(raw.get("id"), "id", limit=128), tenant, event_time(raw), requested_by)
+        return cls(
+            _text(raw.get("id"), "id", limit=128), tenant, event_time(raw), _requested_by(detail.get("requested_by"))
+        )
 
 
 @dataclass(frozen=True)
@@ -190,6 +278,13 @@ class DeploymentEvent:
             event_name=_text(detail.get("eventName"), "eventName", limit=64),
             reason=safe(detail.get("reason") or "", 512),
         )
+
+
+def snapshot_requested(*, tenant: str, requested_by: str) -> OutboundEvent:
+    """A ``Snapshot Requested`` input event, as the pipeline itself puts it (scheduled snapshots)."""
+    return OutboundEvent(
+        detail_type=SNAPSHOT_REQUESTED, detail={"tenant": tenant, "requested_by": requested_by}, source=SOURCE
+    )
 
 
 def promotion_requested(*, tenant: str, environment: str, version: str | None, requested_by: str) -> OutboundEvent:

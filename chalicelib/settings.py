@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "database.yaml"
-DEFAULT_STAGE_TIMEOUTS = {"requested": 900, "restoring": 7200, "deploying": 3600, "finalizing": 1800}
+DEFAULT_STAGE_TIMEOUTS = {
+    "requested": 900,
+    "restoring": 7200,
+    "deploying": 3600,
+    "finalizing": 1800,
+    "failed": 1800,
+    "rolled_back": 1800,
+    "cancelled": 1800,
+}
 
 
 def _int(name: str, default: int) -> int:
@@ -29,6 +37,10 @@ class Settings:
     final_snapshot_retention_days: int = 7
     source_snapshots_kept: int = 5
     stage_timeouts: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_STAGE_TIMEOUTS))
+    # A claim outlives any Lambda invocation (15 minutes at most) before another may take it over.
+    claim_lease_seconds: int = 960
+    # Transition logs of ended requests are kept this long: re-deliveries within it are recognised.
+    ended_retention_seconds: int = 86400
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -48,4 +60,6 @@ class Settings:
             final_snapshot_retention_days=_int("TIERLIFT_FINAL_SNAPSHOT_RETENTION_DAYS", 7),
             source_snapshots_kept=_int("TIERLIFT_SOURCE_SNAPSHOTS_KEPT", 5),
             stage_timeouts=timeouts,
+            claim_lease_seconds=_int("TIERLIFT_CLAIM_LEASE_SECONDS", 960),
+            ended_retention_seconds=_int("TIERLIFT_ENDED_RETENTION_SECONDS", 86400),
         )

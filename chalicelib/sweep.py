@@ -29,12 +29,17 @@ from chalicelib import events as ev
 from chalicelib import promotion as promo
 from chalicelib.aws import OutboundEvent, PutEventsFailed
 from chalicelib.config import InvalidConfig
+from chalicelib.cutover import start
 from chalicelib.decisions import CREATE_FAILED_STATES, CREATE_OK, CREATE_PENDING_STATES
 from chalicelib.deps import Deps
+from chalicelib.ecs_spec import PromotionError
+from chalicelib.endings import delete_stack, end
 from chalicelib.names import InvalidName, Namespace, Tenant, Version, Versioned
-from chalicelib.state import Promotion, UnknownTenant
+from chalicelib.requests import drain
+from chalicelib.state import Outcome, Promotion, Stage, UnknownTenant
 from chalicelib.sweep_plan import (
     DELETE_DB_RECORD,
+    DELETE_LOGS,
     DELETE_SNAPSHOT,
     DELETE_STACK,
     DRAIN_QUEUE,
@@ -62,7 +67,7 @@ QUOTAS = ("DBInstances", "ManualSnapshots")
 LOG_ACTIONS_LIMIT = 100
 # Order of execution: settle stuck promotions first (they may end, moving versions and locks), then
 # delete, then request promotions for lost snapshot events.
-ORDER = (RECONCILE, DRAIN_QUEUE, DELETE_STACK, DELETE_DB_RECORD, DELETE_SNAPSHOT, REQUEST_PROMOTION)
+ORDER = (RECONCILE, DRAIN_QUEUE, DELETE_STACK, DELETE_DB_RECORD, DELETE_SNAPSHOT, REQUEST_PROMOTION, DELETE_LOGS)
 
 
 @dataclass
@@ -204,7 +209,7 @@ def _safely(result: SweepResult, entry: Entry, step: Any) -> None:
         ClientError,
         BotoCoreError,
         PutEventsFailed,
-        promo.PromotionError,
+        PromotionError,
         InvalidName,
         InvalidConfig,
         UnknownTenant,
@@ -295,10 +300,20 @@ def _execute(deps: Deps, facts: Facts, entry: Entry) -> None:
     elif kind == DELETE_SNAPSHOT:
         _delete_snapshot(deps, facts, entry)
     elif kind == DRAIN_QUEUE:
-        drained = promo.drain_queue(deps, _ns(entry))
+        drained = drain(deps, _ns(entry))
         _settle(entry, drained is not None, drained.action if drained else "queue already empty or busy")
     elif kind == REQUEST_PROMOTION:
         _request_promotion(deps, facts, entry)
+    elif kind == DELETE_LOGS:
+        ns = _ns(entry)
+        state = facts.namespaces.get(ns.name)
+        log = state.ended.get(entry.item.target) if state else None
+        current = deps.store.get_promotion(ns)
+        if log is None or (current is not None and current.id == entry.item.target):
+            _settle(entry, False, "the request is in flight again")
+            return
+        deps.store.delete_log(ns, log)
+        _settle(entry, True, f"{len(log.steps)} log entries deleted")
 
 
 def _settle(entry: Entry, done: bool, outcome: str) -> None:
@@ -309,11 +324,12 @@ def _settle(entry: Entry, done: bool, outcome: str) -> None:
 def _delete_stack(deps: Deps, entry: Entry) -> None:
     ns, version = _ns(entry), Version.parse(entry.item.version)
     in_flight = deps.store.get_promotion(ns)
-    if in_flight is not None and version.value in (in_flight.version, in_flight.previous):
+    if in_flight is not None and version in (in_flight.version, in_flight.previous):
         _settle(entry, False, f"now a version of promotion {in_flight.id}")
         return
-    # promotion.delete_stack re-checks active, tags, version tag and termination protection.
-    deleted = promo.delete_stack(deps, ns, version, f"sweep: {entry.item.detail}")
+    # delete_stack re-checks active, tags, version tag and termination protection.
+    active = deps.store.get_active(ns)
+    deleted = delete_stack(deps, ns, version, f"sweep: {entry.item.detail}", active=active)
     _settle(entry, deleted, "delete requested" if deleted else "refused by delete_stack (see log)")
 
 
@@ -324,7 +340,8 @@ def _delete_snapshot(deps: Deps, facts: Facts, entry: Entry) -> None:
         config = state.config if state else None
         for env in config.targets if config else ():
             in_flight = deps.store.get_promotion(config.namespace(env)) if config else None
-            if in_flight is not None and entry.item.version in (in_flight.version, in_flight.previous):
+            held = {v.value for v in (in_flight.version, in_flight.previous) if v} if in_flight else set()
+            if in_flight is not None and entry.item.version in held:
                 _settle(entry, False, f"now held by promotion {in_flight.id}")
                 return
     deleted = deps.rds.delete_snapshot(entry.item.target)
@@ -403,49 +420,42 @@ def _reconcile(deps: Deps, entry: Entry, *, dry_run: bool) -> None:
 def reconcile(deps: Deps, promotion: Promotion, *, dry_run: bool = False) -> str:
     """Move a stuck promotion on as its lost event would have; returns what was (or would be) done."""
     stage = promotion.stage
-    if stage in ("failed", "rolled_back", "finalizing"):
+    if promotion.ending is not None:
         if dry_run:
             return f"would resume: {stage}"
         outcome = promo.resume(deps, promotion)
         return f"resume: {outcome.action if outcome else 'nothing'}"
-    if stage == "requested":
+    if stage is Stage.AWAITING_APPROVAL:
         if dry_run:
-            return "would re-run the request (create or adopt its stack)"
-        outcome = _rerun_request(deps, promotion)
-        current = deps.store.get_promotion(promotion.namespace)
-        if current is not None and current.id == promotion.id and current.stage == "requested":
-            # The request cannot go on (rejected: config gone, snapshot gone...): end it, free the lock.
-            failed = promo.fail(deps, current, outcome.reason or "the request cannot resume")
-            return f"request {outcome.action}: {failed.action}"
-        if current is None or current.id != promotion.id or current.stage != "restoring":
+            return "would cancel: approval timed out"
+        return f"approval expired: {promo.cancel_expired_approval(deps, promotion).action}"
+    if stage is Stage.REQUESTED:
+        if dry_run:
+            return "would re-run the start (create or adopt its stack)"
+        rec = deps.store.recorded(promotion.namespace, with_queue=False)
+        if rec.promotion is None or rec.promotion.id != promotion.id:
+            return "promotion already moved on"
+        try:
+            config = rec.config()
+            outcome = start(deps, config, rec, rec.promotion)
+        except (UnknownTenant, InvalidConfig) as exc:
+            outcome = end(deps, rec, rec.promotion, Outcome.FAILED, f"the request cannot resume: {exc}")
+            drain(deps, promotion.namespace)
+        if outcome.action != "start":
             return f"request: {outcome.action} {outcome.reason}".strip()
-        promotion = current
-        stage = "restoring"
-    if stage == "restoring":
+        current = deps.store.get_promotion(promotion.namespace)
+        if current is None or current.id != promotion.id:
+            return f"request: {outcome.action}"
+        promotion, stage = current, current.stage
+    if stage is Stage.RESTORING or (stage is Stage.DEPLOYING and promotion.deployment_id is None):
         return _reconcile_stack(deps, promotion, dry_run=dry_run)
-    if stage == "deploying":
+    if stage is Stage.DEPLOYING:
         return _reconcile_deployment(deps, promotion, dry_run=dry_run)
     return f"wait: stage {stage} has no reconciliation"
 
 
-def _rerun_request(deps: Deps, promotion: Promotion) -> promo.Outcome:
-    """The request handler again, with the record's own id: it resumes (creates or adopts the stack)."""
-    raw = {
-        "id": promotion.id,
-        "detail": {
-            "tenant": promotion.tenant,
-            "environment": promotion.environment,
-            "version": promotion.version,
-            "image": promotion.image,
-            "requested_by": promotion.requested_by,
-        },
-    }
-    request = ev.PromotionRequest.parse(raw)
-    return promo.request_promotion(deps, request, raw)
-
-
 def _reconcile_stack(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
-    versioned = Versioned(promotion.namespace, promotion.version_)
+    versioned = Versioned(promotion.namespace, promotion.version)
     stack = deps.stacks.describe(versioned.stack_name)
     status = stack.get("StackStatus", "") if stack else "DELETE_COMPLETE"
     if status in CREATE_PENDING_STATES:
@@ -458,7 +468,12 @@ def _reconcile_stack(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
     reason = f"database stack {versioned.stack_name} is {status}, it will not become usable"
     if dry_run:
         return f"would fail: {reason}"
-    return f"stack {status}: {promo.fail(deps, promotion, reason).action}"
+    rec = deps.store.recorded(promotion.namespace, with_queue=False)
+    if rec.promotion is None or rec.promotion.id != promotion.id:
+        return "promotion already moved on"
+    failed = end(deps, rec, rec.promotion, Outcome.FAILED, reason)
+    drain(deps, promotion.namespace)
+    return f"stack {status}: {failed.action}"
 
 
 def deployment_outcome(service: dict[str, Any] | None, promotion: Promotion) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from chalicelib.names import (
     tags_to_dict,
 )
 from chalicelib.settings import Settings
-from chalicelib.state import Promotion, QueuedRequest
+from chalicelib.state import Log, Promotion, QueuedRequest, Stage, ended_logs, recorded_from
 
 # Action kinds: the first six change something, ``skip`` and ``report`` never do.
 DELETE_STACK = "delete_stack"
@@ -45,10 +45,19 @@ DELETE_DB_RECORD = "delete_db_record"
 DELETE_SNAPSHOT = "delete_snapshot"
 RECONCILE = "reconcile"
 DRAIN_QUEUE = "drain_queue"
+DELETE_LOGS = "delete_logs"
 REQUEST_PROMOTION = "request_promotion"
 SKIP = "skip"
 REPORT = "report"
-ACTING_KINDS = (DELETE_STACK, DELETE_DB_RECORD, DELETE_SNAPSHOT, RECONCILE, DRAIN_QUEUE, REQUEST_PROMOTION)
+ACTING_KINDS = (
+    DELETE_STACK,
+    DELETE_DB_RECORD,
+    DELETE_SNAPSHOT,
+    RECONCILE,
+    DRAIN_QUEUE,
+    REQUEST_PROMOTION,
+    DELETE_LOGS,
+)
 
 FINAL_SNAPSHOT_KIND = "final-snapshot"
 SOURCE_SNAPSHOT_KIND = "source-snapshot"
@@ -115,16 +124,18 @@ class NamespaceState:
     ns: Namespace
     active: Version | None = None
     promotion: Promotion | None = None
-    queued: QueuedRequest | None = None
+    queued: list[QueuedRequest] = field(default_factory=list)
     db_versions: list[Version] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Transition logs of requests that ended (kept for recognising re-deliveries, then removed).
+    ended: dict[str, Log] = field(default_factory=dict)
 
     @property
     def in_flight(self) -> frozenset[str]:
         """The versions of the promotion in flight: new and previous."""
         if self.promotion is None:
             return frozenset()
-        return frozenset(v for v in (self.promotion.version, self.promotion.previous) if v)
+        return frozenset(v.value for v in (self.promotion.version, self.promotion.previous) if v)
 
     @property
     def held(self) -> frozenset[str]:
@@ -132,8 +143,7 @@ class NamespaceState:
         versions = set(self.in_flight)
         if self.active is not None:
             versions.add(self.active.value)
-        if self.queued is not None and self.queued.version:
-            versions.add(self.queued.version)
+        versions.update(q.version for q in self.queued if q.version)
         return frozenset(versions)
 
 
@@ -162,11 +172,7 @@ def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, Tenan
     """Split one recursive walk of the SSM root into tenant configs and per-namespace state."""
     root = root.rstrip("/")
     tenants: dict[str, TenantState] = {}
-    namespaces: dict[str, NamespaceState] = {}
-
-    def ns_state(ns: Namespace) -> NamespaceState:
-        return namespaces.setdefault(ns.name, NamespaceState(ns))
-
+    grouped: dict[str, tuple[Namespace, dict[str, str]]] = {}
     for name, value in sorted(params.items()):
         if not name.startswith(root + "/"):
             continue
@@ -188,28 +194,36 @@ def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, Tenan
             ns = tenant.namespace(parts[1])
         except InvalidName:
             continue
-        state = ns_state(ns)
-        leaf = parts[2:]
-        try:
-            if leaf == ["active"]:
-                state.active = Version.parse(value)
-            elif leaf == ["promotion"]:
-                state.promotion = Promotion.from_json(value)
-                Version.parse(state.promotion.version)
-                if state.promotion.previous:
-                    Version.parse(state.promotion.previous)
-            elif leaf == ["queued"]:
-                state.queued = QueuedRequest.from_json(value)
-            elif len(leaf) == 2 and leaf[0] == "db":
-                state.db_versions.append(Version.parse(leaf[1]))
-        except (InvalidName, ValueError, TypeError) as exc:
-            state.problems.append(f"{name}: {exc}")
+        grouped.setdefault(ns.name, (ns, {}))[1][name] = value
+    namespaces: dict[str, NamespaceState] = {}
+    for ns, values in grouped.values():
+        namespaces[ns.name] = _namespace_state(root, ns, values)
     for tenant_state in list(tenants.values()):
         for env in tenant_state.config.environments if tenant_state.config else ():
-            ns_state(tenant_state.tenant.namespace(env))
+            ns = tenant_state.tenant.namespace(env)
+            namespaces.setdefault(ns.name, NamespaceState(ns))
     for ns_entry in namespaces.values():
         tenants.setdefault(ns_entry.ns.tenant.name, TenantState(ns_entry.ns.tenant))
     return tenants, namespaces
+
+
+def _namespace_state(root: str, ns: Namespace, values: dict[str, str]) -> NamespaceState:
+    """One namespace's state through the repository's own parser; anything unreadable is a problem."""
+    try:
+        rec = recorded_from(root, ns, None, {k: (v, None) for k, v in values.items()})
+        if rec.promotion is not None:
+            _ = rec.promotion.version, rec.promotion.previous, rec.promotion.stage
+    except (InvalidName, ValueError, TypeError) as exc:
+        return NamespaceState(ns, problems=[f"{ns.name}: {exc}"])
+    keep = {q.id for q in rec.queued} | ({rec.promotion.id} if rec.promotion else set())
+    return NamespaceState(
+        ns,
+        active=rec.active,
+        promotion=rec.promotion,
+        queued=rec.queued,
+        db_versions=[Version.parse(v) for v in rec.db],
+        ended=ended_logs(root, ns, values, keep),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -452,21 +466,49 @@ def _plan_promotions(facts: Facts, settings: Settings, out: Plan) -> None:
             continue
         promotion = state.promotion
         if promotion is not None:
-            timeout = stage_timeout(settings, promotion.stage)
-            updated = _parse_time(promotion.updated) or _parse_time(promotion.started)
-            idle = _age(facts.now, updated) if updated else None
-            if idle is None or idle > timeout:
-                since = f"no progress for {_hours(idle)}" if idle is not None else "no valid updated time"
-                detail = f"promotion {promotion.id} {promotion.stage}: {since} (timeout {_hours(timeout)})"
-                out.add(RECONCILE, f"stuck_{promotion.stage}", detail, promotion.id, state.ns, promotion.version)
-            else:
-                out.kept["promotion_progressing"] += 1
-        elif state.queued is not None:
-            queued_at = _parse_time(state.queued.queued_at)
+            _plan_promotion(facts, settings, state, promotion, out)
+        elif state.queued:
             wait = stage_timeout(settings, "requested")
+            oldest = min(state.queued, key=lambda q: q.requested_at)
+            queued_at = _parse_time(oldest.requested_at)
             if queued_at is None or _age(facts.now, queued_at) > wait:
-                detail = f"request {state.queued.id} waits with no promotion in flight"
-                out.add(DRAIN_QUEUE, "orphaned_queue", detail, state.queued.id, state.ns, state.queued.version)
+                detail = f"request {oldest.id} waits with no promotion in flight"
+                out.add(DRAIN_QUEUE, "orphaned_queue", detail, oldest.id, state.ns, oldest.version)
+        _plan_ended_logs(facts, settings, state, out)
+
+
+def _plan_promotion(facts: Facts, settings: Settings, state: NamespaceState, promotion: Promotion, out: Plan) -> None:
+    version = promotion.version.value
+    if promotion.stage is Stage.AWAITING_APPROVAL:
+        latest = promotion.log.latest
+        expires = _parse_time(latest.expires_at if latest else None)
+        if expires is not None and facts.now >= expires:
+            detail = f"promotion {promotion.id} waited for approval until {expires:%Y-%m-%d %H:%M} UTC"
+            out.add(RECONCILE, "approval_expired", detail, promotion.id, state.ns, version)
+        else:
+            out.kept["awaiting_approval"] += 1
+        return
+    timeout = stage_timeout(settings, promotion.stage)
+    updated = _parse_time(promotion.updated) or _parse_time(promotion.started)
+    idle = _age(facts.now, updated) if updated else None
+    if idle is None or idle > timeout:
+        since = f"no progress for {_hours(idle)}" if idle is not None else "no valid updated time"
+        detail = f"promotion {promotion.id} {promotion.stage}: {since} (timeout {_hours(timeout)})"
+        out.add(RECONCILE, f"stuck_{promotion.stage}", detail, promotion.id, state.ns, version)
+    else:
+        out.kept["promotion_progressing"] += 1
+
+
+def _plan_ended_logs(facts: Facts, settings: Settings, state: NamespaceState, out: Plan) -> None:
+    """Logs of ended requests older than the retention go (re-deliveries come within minutes)."""
+    for request_id, log in state.ended.items():
+        latest = log.latest
+        at = _parse_time(latest.at if latest else None)
+        if at is not None and _age(facts.now, at) <= settings.ended_retention_seconds:
+            out.kept["ended_log_retained"] += 1
+            continue
+        detail = f"log of ended request {request_id} ({len(log.steps)} entries)"
+        out.add(DELETE_LOGS, "ended_log_expired", detail, request_id, state.ns)
 
 
 def _snapshot_namespace(tags: dict[str, str]) -> tuple[Namespace, Version] | None:
@@ -610,10 +652,10 @@ def lost_snapshot_requests(facts: Facts, settings: Settings, history: frozenset[
                 continue
             if state.active is not None and state.active >= version:
                 continue
-            promotion, queued = state.promotion, state.queued
-            if promotion is not None and Version.parse(promotion.version) >= version:
+            promotion = state.promotion
+            if promotion is not None and promotion.version >= version:
                 continue
-            if queued is not None and (queued.version is None or queued.version >= version.value):
+            if any(q.version is None or q.version >= version.value for q in state.queued):
                 continue
             if ns.stack_name(version) in live or ns.stack_name(version) in history:
                 continue

@@ -12,7 +12,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,18 @@ def sample(name: str) -> dict[str, Any]:
 
 
 class Events:
+    session: boto3.session.Session | None = None
+    sent: int = 0
+
+    def _live_stack_id(self, stack_name: str) -> str | None:
+        if self.session is None:
+            return None
+        try:
+            stacks = self.session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+        except Exception:
+            return None
+        return next((s["StackId"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"), None)
+
     """Builders of AWS-shaped events from the samples, with the fields a test cares about replaced."""
 
     @staticmethod
@@ -59,7 +71,12 @@ class Events:
         return event
 
     def promotion_requested(self, **detail: Any) -> dict[str, Any]:
+        """A request; each one a second after the one before (the queue orders requests by their time)."""
         event = self._fresh("custom-event-tierlift-promotion-requested.json")
+        self.sent += 1
+        event["time"] = (datetime(2026, 11, 28, 9, 0, tzinfo=UTC) + timedelta(seconds=self.sent)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
         event["detail"] = {k: v for k, v in detail.items() if v is not None}
         return event
 
@@ -78,9 +95,16 @@ class Events:
         event["detail"]["SourceIdentifier"] = snapshot_id
         return event
 
-    def stack_status(self, stack_name: str, status: str, reason: str = "") -> dict[str, Any]:
+    def stack_status(
+        self, stack_name: str, status: str, reason: str = "", stack_id: str | None = None
+    ) -> dict[str, Any]:
+        """A status event of the stack of that name: the live stack's id when there is one (as AWS sends)."""
         event = self._fresh("cfn-stack-create-complete.json")
-        arn = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{stack_name}/5b2e8a40-ac9e-11f1-8f3c-0a1b2c3d4e5f"
+        arn = stack_id or self._live_stack_id(stack_name)
+        arn = (
+            arn
+            or f"arn:aws:cloudformation:us-east-1:123456789012:stack/{stack_name}/5b2e8a40-ac9e-11f1-8f3c-0a1b2c3d4e5f"
+        )
         event["resources"] = [arn]
         event["detail"]["stack-id"] = arn
         event["detail"]["status-details"] = {"status": status, "status-reason": reason}
@@ -104,8 +128,11 @@ class Events:
 
 
 @pytest.fixture
-def events() -> Events:
-    return Events()
+def events(request: pytest.FixtureRequest) -> Events:
+    built = Events()
+    if "aws" in request.fixturenames:
+        built.session = request.getfixturevalue("aws")
+    return built
 
 
 @pytest.fixture

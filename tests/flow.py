@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -22,8 +23,14 @@ class Pipeline:
         self.events = events
         self.client = Client(app)
 
-    def invoke(self, handler: str, event: dict[str, Any]) -> dict[str, Any]:
-        return self.client.lambda_.invoke(handler, event).payload
+    def invoke(self, handler: str, event: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
+        """Deliver ``event`` to ``handler``; with ``request_id``, as that Lambda invocation (a retry keeps it)."""
+        if request_id is None:
+            return self.client.lambda_.invoke(handler, event).payload
+        import app as app_module
+
+        context = SimpleNamespace(aws_request_id=request_id, function_name=handler, memory_limit_in_mb=256)
+        return getattr(app_module, handler)(event, context)  # type: ignore[no-any-return]
 
     def snapshot(self, version: str) -> str:
         return take_source_snapshot(self.session, version)

@@ -1,11 +1,16 @@
-"""A Lambda can die between any two AWS calls; the re-delivered event must converge.
+"""A Lambda can die between any two AWS calls; Lambda's retry (the same request id) must converge.
 
-For each stage, the handler is killed just before its k-th state-changing AWS call (k = 1, 2, …, every
-such call of that stage), the same event is delivered again, and the promotion is driven on to the
-end. The end state must be exactly that of an undisturbed run.
+For each scenario and each of its deliveries, the handler is killed just before its k-th state-changing
+AWS call (k = 1, 2, … until the delivery makes fewer calls), the same event is delivered again as
+Lambda's retry of that invocation, and the scenario is driven on to the end. The end state must be
+exactly that of an undisturbed run, and every request must have exactly one terminal event — except
+when the crash fell right after a terminal event was put and before ``last`` recorded it: that is the
+one window the contract documents (consumers dedupe on ``promotion_id`` + ``detail-type``).
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import pytest
 
@@ -13,7 +18,8 @@ from tests.conftest import MUTATING_PREFIXES
 
 V1 = "20261120093000"
 V2 = "20261127200000"
-STACK2 = "xy-0146-qa-db-20261127200000"
+V3 = "20261128010000"
+TERMINAL = {"Promotion Completed", "Promotion Failed", "Promotion Rolled Back", "Promotion Rejected"}
 
 
 class Crash(Exception):
@@ -27,102 +33,140 @@ class CrashBefore:
         self.k = k
         self.seen = 0
         self.fired = False
+        self.before: tuple[str, str] = ("", "")
+        self.last_call: tuple[str, str] = ("", "")
 
-    def __call__(self, model, **_):
+    def __call__(self, model, params=None, **_):
         if self.fired or not model.name.startswith((*MUTATING_PREFIXES, "PutEvents")):
             return
         self.seen += 1
+        name = params.get("Name", "") if isinstance(params, dict) else ""
         if self.seen == self.k:
             self.fired = True
+            self.before = (model.name, str(name))
             raise Crash(f"crash before {model.name}")
+        self.last_call = (model.name, str(name))
+
+
+def clients(deps):
+    return (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client)
 
 
 def arm(deps, k):
     hook = CrashBefore(k)
-    for c in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
-        c.meta.events.register_first("before-call.*.*", hook)
+    for c in clients(deps):
+        c.meta.events.register_first("before-parameter-build.*.*", hook)
     return hook
 
 
 def disarm(deps, hook):
-    for c in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
-        c.meta.events.unregister("before-call.*.*", hook)
-
-
-def prepare(pipeline):
-    pipeline.snapshot(V1)
-    pipeline.snapshot(V2)
-    pipeline.promote(V1)
+    for c in clients(deps):
+        c.meta.events.unregister("before-parameter-build.*.*", hook)
 
 
 def end_state(pipeline):
+    ns_state = pipeline.deps.store.recorded(pipeline.deps.store.get_config(_tenant()).namespace("qa"))
     return {
         "active": pipeline.active(),
         "stacks": pipeline.stacks(),
-        "promotion": pipeline.promotion(),
-        "queued": pipeline.deps.store.get_queued(pipeline.promotion().namespace) if pipeline.promotion() else None,
+        "promotion": ns_state.promotion.id if ns_state.promotion else None,
+        "queued": [q.id for q in ns_state.waiting],
         "td_version": pipeline.container_env(pipeline.service()["taskDefinition"])["TIERLIFT_VERSION"],
     }
 
 
-# The state-changing calls (PutEvents included) each stage makes: see tests/test_call_counts.py.
-STAGES = {"request": 4, "create_complete": 7, "completed": 4, "failed": 6}
+def _tenant():
+    from chalicelib.names import Tenant
+
+    return Tenant.parse("xy-0146")
 
 
-def drive(pipeline, stage, outcome, crash_k):
-    """Run one promotion V1 -> V2, crashing stage `stage` before its k-th mutating call, then re-deliver."""
-    deps = pipeline.deps
-    request = pipeline.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
-    steps = [
-        ("request", lambda: pipeline.invoke("promotion_requested", request)),
-        ("create_complete", lambda: pipeline.stack_event(V2, "CREATE_COMPLETE")),
-        (outcome, lambda: pipeline.deployment_event(outcome.upper())),
-    ]
-    fired = False
-    for name, step in steps:
-        if name == stage:
-            hook = arm(deps, crash_k)
-            try:
-                step()
-            except Crash:
-                pass
-            finally:
-                disarm(deps, hook)
-            fired = hook.fired
-            step()  # at-least-once: the same event again
-        else:
-            step()
-    return fired
+def scenario_steps(pipeline, name):
+    """The deliveries of one scenario, each (label, handler, event factory)."""
+    a = pipeline.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    b = pipeline.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+
+    def stack(version, status="CREATE_COMPLETE"):
+        return lambda: pipeline.events.stack_status(f"xy-0146-qa-db-{version}", status)
+
+    def deployment(outcome):
+        return lambda: pipeline.events.deployment(pipeline.promotion().deployment_id, outcome)
+
+    if name == "completed":
+        return [
+            ("request", "promotion_requested", lambda: a),
+            ("create_complete", "stack_status", stack(V2)),
+            ("completed", "deployment_state", deployment("COMPLETED")),
+        ]
+    if name == "rolled_back":
+        return [
+            ("request", "promotion_requested", lambda: a),
+            ("create_complete", "stack_status", stack(V2)),
+            ("failed", "deployment_state", deployment("FAILED")),
+        ]
+    if name == "queue_drain":
+        return [
+            ("request_a", "promotion_requested", lambda: a),
+            ("request_b_queued", "promotion_requested", lambda: b),
+            ("create_complete_a", "stack_status", stack(V2)),
+            ("completed_a_drains_b", "deployment_state", deployment("COMPLETED")),
+            ("create_complete_b", "stack_status", stack(V3)),
+            ("completed_b", "deployment_state", deployment("COMPLETED")),
+        ]
+    raise ValueError(name)
 
 
 EXPECTED = {
-    "completed": {
-        "active": V2,
-        "stacks": {STACK2: "CREATE_COMPLETE"},
-        "promotion": None,
-        "queued": None,
-        "td_version": V2,
-    },
-    "failed": {
-        "active": V1,
-        "stacks": {"xy-0146-qa-db-20261120093000": "CREATE_COMPLETE"},
-        "promotion": None,
-        "queued": None,
-        "td_version": V1,
-    },
+    "completed": {"active": V2, "stacks": {f"xy-0146-qa-db-{V2}": "CREATE_COMPLETE"}, "td_version": V2},
+    "rolled_back": {"active": V1, "stacks": {f"xy-0146-qa-db-{V1}": "CREATE_COMPLETE"}, "td_version": V1},
+    "queue_drain": {"active": V3, "stacks": {f"xy-0146-qa-db-{V3}": "CREATE_COMPLETE"}, "td_version": V3},
 }
-
+# State-changing calls (PutEvents included) of each delivery of each scenario, undisturbed:
+# tests/test_call_counts.py pins the totals. One more than these would not reach a crash point.
+MUTATING_CALLS = {"completed": [4, 8, 6], "rolled_back": [4, 8, 7], "queue_drain": [4, 3, 8, 12, 8, 6]}
 CASES = [
-    (stage, outcome, k)
-    for outcome in ("completed", "failed")
-    for stage in ("request", "create_complete", outcome)
-    for k in range(1, STAGES[stage] + 1)
-    if not (outcome == "failed" and stage == "request")  # the request stage is the same for both outcomes
+    (name, step, k)
+    for name, calls in MUTATING_CALLS.items()
+    for step, count in enumerate(calls)
+    for k in range(1, count + 1)
 ]
 
 
-@pytest.mark.parametrize(("stage", "outcome", "k"), CASES)
-def test_crash_then_redelivery_converges(pipeline, stage, outcome, k):
+def prepare(pipeline):
+    for version in (V1, V2, V3):
+        pipeline.snapshot(version)
+    pipeline.promote(V1)
+    pipeline.outbox.drain()
+
+
+@pytest.mark.parametrize(("name", "crash_step", "k"), CASES)
+def test_crash_then_retry_converges(pipeline, name, crash_step, k):
     prepare(pipeline)
-    assert drive(pipeline, stage, outcome, k), "the crash point was never reached"
-    assert end_state(pipeline) == EXPECTED[outcome]
+    hook = None
+    for index, (_, handler, make) in enumerate(scenario_steps(pipeline, name)):
+        event = make()
+        request_id = f"req-{index}"
+        if index == crash_step:
+            hook = arm(pipeline.deps, k)
+            try:
+                pipeline.invoke(handler, event, request_id)
+            except Crash:
+                pass
+            finally:
+                disarm(pipeline.deps, hook)
+            assert hook.fired, f"delivery {index} made fewer than {k} state-changing calls"
+        pipeline.invoke(handler, event, request_id)  # Lambda's retry (or the only delivery)
+    state = end_state(pipeline)
+    assert {key: state[key] for key in ("active", "stacks", "td_version")} == EXPECTED[name]
+    assert state["promotion"] is None and state["queued"] == []
+    terminal = Counter(e["detail"]["promotion_id"] for e in pipeline.outbox.drain() if e["detail-type"] in TERMINAL)
+    requests = 2 if name == "queue_drain" else 1
+    assert len(terminal) == requests, terminal
+    duplicated = {pid for pid, n in terminal.items() if n > 1}
+    if duplicated:
+        # The documented window only: the crash came after the terminal PutEvents, before ``last``.
+        assert hook is not None and hook.last_call[0] == "PutEvents" and hook.before[1].endswith("/last"), (
+            hook.before,
+            hook.last_call,
+        )
+        assert all(terminal[pid] == 2 for pid in duplicated)

@@ -18,7 +18,7 @@ def test_happy_path_takes_lock_records_previous_and_creates_stack(pipeline, outb
     result = pipeline.request("qa", V2, requested_by="alice@example.com")
     assert result["action"] == "start"
     promotion = pipeline.promotion()
-    assert promotion.stage == "restoring" and promotion.version == V2 and promotion.previous is None
+    assert promotion.stage == "restoring" and promotion.version.value == V2 and promotion.previous is None
     assert promotion.requested_by == "alice@example.com"
     assert promotion.id == result["event"]["id"]
     stacks = pipeline.stacks()
@@ -47,18 +47,18 @@ def test_previous_is_the_active_version(pipeline):
     pipeline.promote(V1)
     assert pipeline.active() == V1
     pipeline.request("qa", V2)
-    assert pipeline.promotion().previous == V1
+    assert pipeline.promotion().previous.value == V1
 
 
 def test_default_version_is_newest_source_snapshot_then_active_of_env_before(pipeline):
     pipeline.snapshot(V1)
     pipeline.snapshot(V2)
     assert pipeline.request("qa")["action"] == "start"
-    assert pipeline.promotion().version == V2
+    assert pipeline.promotion().version.value == V2
     pipeline.stack_event(V2, "CREATE_COMPLETE")
     pipeline.deployment_event("COMPLETED")
     assert pipeline.request("prod")["action"] == "start"
-    assert pipeline.promotion("prod").version == V2
+    assert pipeline.promotion("prod").version.value == V2
 
 
 def _assert_rejected_without_mutation(outbox, calls, reason_part):
@@ -161,14 +161,14 @@ def test_busy_environment_queues_newest_wins_and_starts_when_done(pipeline, outb
     ]
     assert out[3]["detail"]["promotion_id"] == second["event"]["id"]
     assert "superseded" in out[3]["detail"]["reason"]
-    queued = pipeline.deps.store.get_queued(pipeline.promotion().namespace)
-    assert queued.id == third["event"]["id"]
+    waiting = pipeline.deps.store.recorded(pipeline.promotion().namespace).waiting
+    assert [q.id for q in waiting] == [third["event"]["id"]]
     # the promotion in flight ends (whatever its outcome): the queued one starts
     pipeline.stack_event(V1, "CREATE_COMPLETE")
     pipeline.deployment_event("FAILED")
-    assert pipeline.promotion().version == V3
+    assert pipeline.promotion().version.value == V3
     assert pipeline.promotion().id == third["event"]["id"]
-    assert pipeline.deps.store.get_queued(pipeline.promotion().namespace) is None
+    assert pipeline.deps.store.read_queue(pipeline.promotion().namespace) == []
     types = [e["detail-type"] for e in outbox.drain()]
     assert types == ["Database Ready", "Service Deploying", "Promotion Rolled Back", "Promotion Started"]
 

@@ -1,0 +1,334 @@
+"""Requests: ``Promotion Requested`` in, and the queue of requests waiting for a busy environment.
+
+A request is checked before anything is written (a rejected request writes nothing: bad input changes
+nothing). A valid one either takes the lock (create-only) and starts, or waits in the queue:
+``queue/<id>`` plus a ``queued`` entry in its own log, both create-only. Every request's fate after
+that is decided by appending to its log, so each gets exactly one terminal event:
+
+* **newest wins by the request's own time**: when requests wait together, all but the newest
+  (``requested_at``, then id) are rejected as superseded; a late, older delivery never displaces a
+  newer request;
+* **drain**: when the lock is free, the newest waiting request is dequeued (a ``requested`` entry in
+  its log: one drainer wins), takes the lock and starts; its queue entry goes only after that, so a
+  crash in between leaves a request the next drain resumes, never one both queued and running.
+
+The drain loops (no recursion): a request that ends at once (rejected at start) frees the lock again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chalicelib import events as ev
+from chalicelib.config import InvalidConfig, TenantConfig
+from chalicelib.cutover import start
+from chalicelib.decisions import Action, ClaimVerdict, claim_verdict, decide_request
+from chalicelib.deps import Deps
+from chalicelib.ecs_spec import PromotionError
+from chalicelib.endings import end
+from chalicelib.invocation import current_id
+from chalicelib.names import InvalidName, Namespace, Version, Versioned
+from chalicelib.state import Log, Outcome, Promotion, QueuedRequest, Recorded, Request, Stage, UnknownTenant
+from chalicelib.transitions import Result, claim, event_for, extend, ignore, now_text, record
+
+logger = logging.getLogger(__name__)
+
+DRAIN_ROUNDS = 8
+
+
+# --------------------------------------------------------------------------------------------------
+# Rejections
+# --------------------------------------------------------------------------------------------------
+def reject(deps: Deps, raw: Any, reason: str) -> Result:
+    """Put ``Promotion Rejected`` for a request that was never accepted; the only AWS call it causes."""
+    detail = raw.get("detail") if isinstance(raw, dict) else None
+    detail = detail if isinstance(detail, dict) else {}
+    request_id = raw.get("id") if isinstance(raw, dict) else None
+    logger.warning("promotion rejected: %s", reason, extra={"reason": reason})
+    deps.bus.put(
+        [
+            ev.outbound(
+                ev.PROMOTION_REJECTED,
+                tenant=ev.safe(detail.get("tenant")),
+                environment=ev.safe(detail.get("environment")),
+                promotion_id=ev.safe(request_id),
+                version=ev.safe(detail.get("version")) if detail.get("version") is not None else None,
+                reason=reason,
+                outcome=Outcome.REJECTED.value,
+            )
+        ]
+    )
+    return Result("reject", reason, ev.safe(request_id))
+
+
+def reject_logged(deps: Deps, ns: Namespace, request: Request, log: Log, reason: str) -> bool:
+    """Reject a request that has a log (it waited in the queue): claimed, so exactly once."""
+    claimed = next((s for s in log.steps if s.stage == Stage.ENDING), None)
+    if claimed is not None:
+        reason = claimed.reason or reason
+    step = claim(deps, ns, log, Stage.ENDING, outcome=Outcome.REJECTED.value, reason=reason)
+    if step is None:
+        return False
+    deps.bus.put([event_for(request, ev.PROMOTION_REJECTED, reason=reason, outcome=Outcome.REJECTED.value)])
+    deps.store.complete(ns, request.id, step)
+    deps.store.delete_queue_entry(ns, request.id)
+    logger.warning("request %s rejected: %s", request.id, reason)
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks before anything is written
+# --------------------------------------------------------------------------------------------------
+def check_source_snapshot(deps: Deps, config: TenantConfig, version: Any) -> str | None:
+    """None when the source snapshot of ``version`` exists, is available and is of the source DB."""
+    snapshot_id = config.source.snapshot_id(version)
+    snapshot = deps.rds.describe_snapshot(snapshot_id)
+    if snapshot is None:
+        return f"source snapshot {snapshot_id} does not exist"
+    if snapshot.get("DBInstanceIdentifier") != config.source_db_instance:
+        owner = snapshot.get("DBInstanceIdentifier")
+        return f"snapshot {snapshot_id} is of {owner}, not the source DB {config.source_db_instance}"
+    if snapshot.get("Status") != "available":
+        return f"source snapshot {snapshot_id} is {snapshot.get('Status')}, not available"
+    return None
+
+
+def newest_source_version(deps: Deps, config: TenantConfig) -> Any:
+    newest = None
+    for snapshot in deps.rds.snapshots(instance_id=config.source_db_instance):
+        try:
+            parsed = Versioned.parse_snapshot(snapshot.get("DBSnapshotIdentifier"))
+        except InvalidName:
+            continue
+        if parsed.namespace != config.source or snapshot.get("Status") != "available":
+            continue
+        if newest is None or parsed.version > newest:
+            newest = parsed.version
+    return newest
+
+
+def resolve_version(deps: Deps, config: TenantConfig, environment: str, requested: Any) -> Any:
+    """The requested version, or the newest the environment before holds (the source: newest snapshot)."""
+    if requested is not None:
+        return requested
+    before = config.environment_before(environment)
+    if before == config.source_environment:
+        version = newest_source_version(deps, config)
+        if version is None:
+            raise PromotionError(f"no available source snapshot of {config.source_db_instance}")
+        return version
+    version = deps.store.get_active(config.namespace(before))
+    if version is None:
+        raise PromotionError(f"environment {before} (before {environment}) has no active version to promote")
+    return version
+
+
+def check_policy(deps: Deps, config: TenantConfig, request: Request, account: str | None) -> None:
+    """The environment's promotion policy; raises :class:`PromotionError` with the reason."""
+    target = config.target(request.environment)
+    policy = target.policy
+    if policy.accounts and account not in policy.accounts:
+        raise PromotionError(f"events from account {account} may not promote into {request.environment}")
+    if request.image and policy.allowed_images and not request.image.startswith(policy.allowed_images):
+        raise PromotionError(f"image {request.image} is not from an allowed repository of {request.environment}")
+    before = config.environment_before(request.environment)
+    if policy.require_completed_before and before != config.source_environment and not request.override:
+        completed = deps.store.completed_versions(config.namespace(before))
+        if request.version not in completed:
+            raise PromotionError(
+                f"version {request.version} has not completed in {before}; "
+                "promote it there first or send 'override' with the reason"
+            )
+
+
+def checked(deps: Deps, rec: Recorded, request: Request, account: str | None) -> tuple[TenantConfig, Request]:
+    """Config, target, version and policy of a request; raises with the reason for a rejection."""
+    config = rec.config()
+    config.target(request.environment)
+    version = resolve_version(
+        deps, config, request.environment, Version.parse(request.version) if request.version else None
+    )
+    resolved = Request(**{**request.__dict__, "version": version.value})
+    check_policy(deps, config, resolved, account)
+    problem = check_source_snapshot(deps, config, version)
+    if problem:
+        raise PromotionError(problem)
+    return config, resolved
+
+
+REJECTABLE = (UnknownTenant, InvalidConfig, PromotionError, InvalidName)
+
+
+# --------------------------------------------------------------------------------------------------
+# Promotion Requested
+# --------------------------------------------------------------------------------------------------
+def on_promotion_requested(deps: Deps, event: Any) -> Result:
+    try:
+        request = ev.PromotionRequest.parse(event)
+    except ev.InvalidEvent as exc:
+        return reject(deps, event, str(exc))
+    ns = request.tenant.namespace(request.environment)
+    fresh = Request(
+        id=request.id,
+        tenant=request.tenant.name,
+        environment=request.environment,
+        version=request.version.value if request.version else None,
+        requested_by=request.requested_by,
+        image=request.image,
+        requested_at=request.time or now_text(deps),
+        override=request.override,
+    )
+    result = request_promotion(deps, ns, fresh, event, account=request.account)
+    if result.action in ("queue", "ignore"):
+        # The promotion in flight may have ended since the read, or a crashed attempt of this very
+        # invocation left a claim to finish: the drain takes care of both.
+        drain(deps, ns)
+    return result
+
+
+def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, account: str | None) -> Result:
+    rec = deps.store.recorded(ns)
+    in_flight = rec.promotion
+    if in_flight is not None and in_flight.id == request.id:
+        if in_flight.stage is Stage.REQUESTED:
+            return _resume_start(deps, rec, in_flight)
+        return ignore(f"duplicate delivery: promotion {request.id} is already {in_flight.stage}", ns.name, request.id)
+    log = deps.store.read_log(ns, request.id)
+    if log.steps:
+        return ignore(
+            f"duplicate delivery: request {request.id} was already {log.steps[-1].stage}", ns.name, request.id
+        )
+    try:
+        config, resolved = checked(deps, rec, request, account)
+    except REJECTABLE as exc:
+        return reject(deps, raw, str(exc))
+    decision = decide_request(
+        request_id=request.id,
+        version=str(resolved.version),
+        active=rec.active.value if rec.active else None,
+        in_flight=in_flight,
+    )
+    if decision.action is Action.REJECT:
+        return reject(deps, raw, decision.reason)
+    if decision.action is Action.QUEUE:
+        return enqueue(deps, rec, request, decision.reason)
+    # Action.START: take the lock, or wait if someone took it first.
+    started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
+    if not deps.store.take_lock(started):
+        return enqueue(deps, rec, request, "environment became busy")
+    _supersede(deps, ns, rec.waiting, started)
+    return start(deps, config, rec, Promotion(started, Log(started.id)))
+
+
+def replace_request(request: Request, **changes: Any) -> Request:
+    return Request(**{**request.__dict__, **changes})
+
+
+def _resume_start(deps: Deps, rec: Recorded, promotion: Promotion) -> Result:
+    """The lock is held but the stack not confirmed (a crash, or waiting for a stack delete)."""
+    try:
+        config = rec.config()
+    except (UnknownTenant, InvalidConfig) as exc:
+        return end(deps, rec, promotion, Outcome.FAILED, f"cannot resume: {exc}")
+    return start(deps, config, rec, promotion)
+
+
+# --------------------------------------------------------------------------------------------------
+# The queue
+# --------------------------------------------------------------------------------------------------
+def enqueue(deps: Deps, rec: Recorded, request: Request, why: str) -> Result:
+    """Wait for the environment: the queue entry first, then the ``queued`` entry that puts the event.
+
+    In that order a crash leaves at worst an entry without a log, which the drain treats as waiting.
+    """
+    ns = rec.namespace
+    deps.store.put_queue_entry(ns, request)
+    step = record(deps, ns, Log(request.id), Stage.QUEUED, reason=why)
+    if step is None:
+        return ignore(f"duplicate delivery: request {request.id} is already queued", ns.name, request.id)
+    deps.bus.put([event_for(request, ev.PROMOTION_QUEUED, reason=why)])
+    mine = QueuedRequest(request, Log(request.id, (step,)))
+    waiting = [q for q in rec.waiting if q.id != request.id] + [mine]
+    _supersede(deps, ns, waiting, None)
+    return Result("queue", why, request.id, ns.name)
+
+
+def _supersede(deps: Deps, ns: Namespace, waiting: list[QueuedRequest], started: Request | None) -> None:
+    """Reject every waiting request but the newest (and, when one just started, those older than it)."""
+    if not waiting:
+        return
+    ordered = sorted(waiting, key=lambda q: (q.requested_at, q.id))
+    newest = ordered[-1]
+    for older in ordered[:-1]:
+        reject_logged(deps, ns, older.request, older.log, f"superseded by {newest.id}")
+    if started is not None and not newest.newer_than(started):
+        reject_logged(deps, ns, newest.request, newest.log, f"superseded by {started.id}")
+
+
+def _finish_pending(deps: Deps, rec: Recorded) -> None:
+    """Tidy the queue: entries of requests that started or ended go; a rejection that a crashed
+    invocation claimed but did not finish is finished (by a retry of it, or after its lease)."""
+    me, now = current_id(), deps.clock()
+    for queued in rec.queued:
+        latest = queued.log.latest
+        if latest is None or latest.stage in (Stage.QUEUED, Stage.REQUESTED):
+            continue
+        rejecting = latest.stage == Stage.ENDING and latest.outcome == Outcome.REJECTED and not latest.done
+        if not rejecting:
+            # It started (its log moved past ``requested``) or its rejection is complete: a leftover.
+            deps.store.delete_queue_entry(rec.namespace, queued.id)
+        elif claim_verdict(latest, me, now) is ClaimVerdict.TAKE_OVER:
+            reject_logged(deps, rec.namespace, queued.request, queued.log, latest.reason or "superseded")
+
+
+def drain(deps: Deps, ns: Namespace) -> Result | None:
+    """Start the newest waiting request if the environment is free. Safe any time, any number of times."""
+    outcome: Result | None = None
+    for _ in range(DRAIN_ROUNDS):
+        rec = deps.store.recorded(ns)
+        _finish_pending(deps, rec)
+        if rec.promotion is not None:
+            if rec.promotion.stage is Stage.REQUESTED and rec.promotion.log.latest is not None:
+                # Dequeued and locked, but its start was interrupted: starting is idempotent.
+                return _resume_start(deps, rec, rec.promotion)
+            return outcome
+        dequeued = [q for q in rec.queued if q.log.latest is not None and q.log.latest.stage == Stage.REQUESTED]
+        dequeued = [q for q in dequeued if not q.log.reached(Stage.RESTORING)]
+        waiting = rec.waiting
+        if not dequeued and not waiting:
+            return outcome
+        if dequeued:
+            chosen = dequeued[0]
+        else:
+            _supersede(deps, ns, waiting, None)
+            chosen = waiting[-1]
+            step = record(deps, ns, chosen.log, Stage.REQUESTED)
+            if step is None:
+                return outcome  # another invocation is draining
+            chosen = QueuedRequest(chosen.request, extend(chosen.log, step))
+        outcome = _start_queued(deps, rec, chosen)
+    logger.error("queue of %s still busy after %d rounds", ns, DRAIN_ROUNDS)
+    return outcome
+
+
+def _start_queued(deps: Deps, rec: Recorded, queued: QueuedRequest) -> Result:
+    ns = rec.namespace
+    request = queued.request
+    try:
+        config, resolved = checked(deps, rec, request, None)
+    except REJECTABLE as exc:
+        reject_logged(deps, ns, request, queued.log, str(exc))
+        return Result("reject", str(exc), request.id, ns.name)
+    if rec.active is not None and rec.active.value == resolved.version:
+        reason = f"version {resolved.version} is already active"
+        reject_logged(deps, ns, request, queued.log, reason)
+        return Result("reject", reason, request.id, ns.name)
+    started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
+    if not deps.store.take_lock(started):
+        # Someone started another promotion in between: wait again (the log says queued once more).
+        if record(deps, ns, queued.log, Stage.QUEUED, reason="environment became busy") is not None:
+            deps.store.put_queue_entry(ns, request)
+        return Result("queue", "environment became busy", request.id, ns.name)
+    deps.store.delete_queue_entry(ns, request.id)
+    return start(deps, config, rec, Promotion(started, queued.log))
