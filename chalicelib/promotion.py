@@ -61,9 +61,10 @@ def _then_drain(deps: Deps, ns: Namespace, result: Result, rec: Recorded | None 
     The drain also finishes what a crashed attempt of this invocation left: a dequeued request whose
     start was cut short, a queued request's rejection.
     """
-    idle = rec is not None and (rec.promotion is None or rec.promotion.stage is Stage.REQUESTED)
-    if idle or result.action in ("complete", "fail", "roll_back", "cancel", "forget_db"):
-        drain(deps, ns)
+    half_started = rec is not None and rec.promotion is not None and rec.promotion.stage is Stage.REQUESTED
+    idle = rec is not None and rec.promotion is None
+    if half_started or idle or result.action in ("complete", "fail", "roll_back", "cancel", "forget_db"):
+        drain(deps, ns, resume_start=half_started)
     return result
 
 

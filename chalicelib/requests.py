@@ -183,7 +183,7 @@ def on_promotion_requested(deps: Deps, event: Any) -> Result:
     if result.action in ("queue", "ignore"):
         # The promotion in flight may have ended since the read, or a crashed attempt of this very
         # invocation left a claim to finish: the drain takes care of both.
-        drain(deps, ns)
+        drain(deps, ns, resume_start=True)
     return result
 
 
@@ -282,8 +282,14 @@ def _finish_pending(deps: Deps, rec: Recorded) -> None:
             reject_logged(deps, rec.namespace, queued.request, queued.log, latest.reason or "superseded")
 
 
-def drain(deps: Deps, ns: Namespace) -> Result | None:
-    """Start the newest waiting request if the environment is free. Safe any time, any number of times."""
+def drain(deps: Deps, ns: Namespace, *, resume_start: bool = False) -> Result | None:
+    """Start the newest waiting request if the environment is free. Safe any time, any number of times.
+
+    Without ``resume_start`` an empty queue costs one read; with it, a lock holder whose start was cut
+    short (still ``requested``) is started again too.
+    """
+    if not resume_start and not deps.store.get_by_path(deps.store.queue_path(ns), recursive=False):
+        return None
     outcome: Result | None = None
     for _ in range(DRAIN_ROUNDS):
         rec = deps.store.recorded(ns)

@@ -53,9 +53,11 @@ class Pipeline:
     def deployment_event(
         self, outcome: str, environment: str = "qa", deployment_id: str | None = None
     ) -> dict[str, Any]:
-        promotion = self.promotion(environment)
-        assert deployment_id or promotion, "no promotion in flight"
-        dep_id = deployment_id or promotion.deployment_id  # type: ignore[union-attr]
+        if deployment_id is None:
+            promotion = self.promotion(environment)
+            assert promotion is not None, "no promotion in flight"
+            deployment_id = promotion.deployment_id
+        dep_id = deployment_id
         cluster = "common-prod" if environment == "prod" else "common-nonprod"
         event = self.events.deployment(dep_id, outcome, cluster=cluster, service=f"xy-0146-{environment}")
         return self.invoke("deployment_state", event)

@@ -6,11 +6,16 @@ These are exact: a change that adds a call to a handler's happy path shows up he
 V1 = "20261120093000"
 V2 = "20261127200000"
 
+# Exclusive transitions cost reads and create-only writes: every handler reads the promotion's log
+# (GetParametersByPath), a request also its own log (to recognise a re-delivery after it ended) and
+# the queue; the deploy claims then completes its log entry and indexes the service; an ending claims,
+# records ``last`` and ``completed``, and drains (one read of an empty queue).
 EXPECTED = {
     "snapshot_requested": {"ssm:GetParameter": 1, "rds:CreateDBSnapshot": 1},
     "snapshot_created": {"ssm:GetParameter": 1, "rds:DescribeDBSnapshots": 1, "events:PutEvents": 1},
     "promotion_requested": {
         "ssm:GetParameters": 1,
+        "ssm:GetParametersByPath": 2,
         "rds:DescribeDBSnapshots": 1,
         "ssm:PutParameter": 2,
         "cloudformation:CreateStack": 1,
@@ -18,27 +23,30 @@ EXPECTED = {
     },
     "create_complete": {
         "ssm:GetParameters": 1,
+        "ssm:GetParametersByPath": 1,
         "cloudformation:DescribeStacks": 1,
         "ecs:DescribeServices": 1,
         "ecs:DescribeTaskDefinition": 1,
-        "ssm:PutParameter": 4,
+        "ssm:PutParameter": 5,
         "ecs:RegisterTaskDefinition": 1,
         "ecs:UpdateService": 1,
         "events:PutEvents": 1,
     },
     "deployment_completed": {
+        "ssm:GetParameter": 1,
         "ssm:GetParameters": 1,
-        "ssm:GetParameter": 4,
-        "ssm:PutParameter": 1,
+        "ssm:GetParametersByPath": 2,
+        "ssm:PutParameter": 3,
         "cloudformation:DescribeStacks": 1,
         "cloudformation:DeleteStack": 1,
         "events:PutEvents": 1,
         "ssm:DeleteParameter": 1,
     },
     "deployment_failed": {
+        "ssm:GetParameter": 1,
         "ssm:GetParameters": 1,
-        "ssm:GetParameter": 6,
-        "ssm:PutParameter": 2,
+        "ssm:GetParametersByPath": 2,
+        "ssm:PutParameter": 3,
         "ecs:DescribeServices": 1,
         "ecs:UpdateService": 1,
         "cloudformation:DescribeStacks": 1,
@@ -66,8 +74,9 @@ def measure(pipeline, calls, outcome):
     calls.calls.clear()
     pipeline.stack_event(V2, "CREATE_COMPLETE")
     counts["create_complete"] = calls.by_service()
+    deployment_id = pipeline.promotion().deployment_id
     calls.calls.clear()
-    pipeline.deployment_event(outcome)
+    pipeline.deployment_event(outcome, deployment_id=deployment_id)
     counts[f"deployment_{outcome.lower()}"] = calls.by_service()
     for name, by_op in counts.items():
         print(f"{name}: {sum(by_op.values())} calls {by_op}")
