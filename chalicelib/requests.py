@@ -248,8 +248,9 @@ def enqueue(deps: Deps, rec: Recorded, request: Request, why: str) -> Result:
     if step is None:
         return ignore(f"duplicate delivery: request {request.id} is already queued", ns.name, request.id)
     deps.bus.put([event_for(request, ev.PROMOTION_QUEUED, reason=why)])
-    mine = QueuedRequest(request, Log(request.id, (step,)))
-    waiting = [q for q in rec.waiting if q.id != request.id] + [mine]
+    # Read the queue again after writing to it: of two requests queueing at once, the later reader
+    # sees the other, so one of them supersedes the other now rather than at drain time.
+    waiting = [q for q in deps.store.read_queue(ns) if q.waiting]
     _supersede(deps, ns, waiting, None)
     return Result("queue", why, request.id, ns.name)
 

@@ -97,7 +97,7 @@ class Request(_JsonRecord):
     id: str
     tenant: str
     environment: str
-    version: str | None
+    version: str | None = None
     previous: str | None = None
     requested_by: str = "unknown"
     image: str | None = None

@@ -41,8 +41,10 @@ class Worker:
 class Scheduler:
     """Runs workers so that exactly one proceeds between points, following ``choices``."""
 
-    def __init__(self, choices: list[int]) -> None:
+    def __init__(self, choices: list[int], policy: Callable[[list[Worker], int | None], int] | None = None) -> None:
         self.choices = list(choices)
+        # Instead of ``choices``: pick the next worker from the parked ones (e.g. "A until its first write").
+        self.policy = policy
         self.workers: list[Worker] = []
         self.by_thread: dict[int, Worker] = {}
         self.parked = threading.Condition()
@@ -50,12 +52,13 @@ class Scheduler:
         # Decision points taken beyond the prefix: (index, chosen, alternatives that were possible)
         self.decisions: list[tuple[int, list[int]]] = []
 
-    # called from botocore's before-call hook, in the worker's thread --------------------------------
-    def point(self, model: Any, **_: Any) -> None:
+    # called from botocore's before-parameter-build hook, in the worker's thread ---------------------
+    def point(self, model: Any, params: Any = None, **_: Any) -> None:
         worker = self.by_thread.get(threading.get_ident())
         if worker is None or not is_point(model.service_model.service_name, model.name):
             return
-        self._park(worker, f"{model.service_model.service_name}:{model.name}")
+        name = params.get("Name", "") if isinstance(params, dict) else ""
+        self._park(worker, f"{model.service_model.service_name}:{model.name} {name}".strip())
 
     def _park(self, worker: Worker, label: str) -> None:
         with self.parked:
@@ -79,7 +82,9 @@ class Scheduler:
             ready = [i for i, w in enumerate(self.workers) if not w.done]
             if not ready:
                 break
-            if step < len(self.choices):
+            if self.policy is not None:
+                chosen = self.policy(self.workers, current)
+            elif step < len(self.choices):
                 chosen = self.choices[step]
                 if chosen not in ready:
                     chosen = ready[0]
@@ -155,3 +160,23 @@ def _preemptions(choices: list[int], decisions: list[tuple[int, list[int]]]) -> 
         if choices[i] != previous and previous in ready:
             count += 1
     return count
+
+
+def stale_read(first: int = 0, second: int = 1, at: tuple[str, ...] = ("ssm:PutParameter", "ssm:DeleteParameter")):
+    """A policy: ``first`` runs until it is about to make a call whose label starts with one of ``at``,
+    ``second`` then runs to its end, then ``first`` goes on.
+
+    The classic stale read: ``first`` decided on what it read before ``second`` changed it.
+    """
+    held = {"yes": False}
+
+    def policy(workers: list[Worker], current: int | None) -> int:
+        a, b = workers[first], workers[second]
+        if not held["yes"] and not a.done:
+            label = a.waiting_at or ""
+            if label == "start" or not label.startswith(at):
+                return first
+            held["yes"] = True
+        return second if not b.done else first
+
+    return policy

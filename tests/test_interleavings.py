@@ -293,14 +293,14 @@ def test_every_interleaving_keeps_the_invariants(pipeline, name):
             pipeline.deps.services.client,
             pipeline.deps.bus.client,
         ):
-            client.meta.events.register("before-call.*.*", scheduler.point)
+            client.meta.events.register("before-parameter-build.*.*", scheduler.point)
             hooks.append(client)
         try:
             workers = scheduler.run(bodies)
         finally:
             pipeline.deps.clock = utcnow
             for client in hooks:
-                client.meta.events.unregister("before-call.*.*", scheduler.point)
+                client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
         for worker in workers:
             # A loser may stop with an ordinary outcome; only the documented retry signal may raise.
             assert worker.error is None or type(worker.error).__name__ == "NotYet", (worker.name, worker.error)

@@ -1,0 +1,400 @@
+"""The races and stale deliveries found in review, each replayed exactly (issue: exactly-once stages).
+
+Every test here failed on the pipeline before exclusive transitions; the numbers are the review's.
+Two-invocation races run under :class:`tests.interleave.Scheduler` with the schedule that broke it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from chalicelib.config import parse_config
+from chalicelib.ecs_spec import task_definition_spec
+from chalicelib.names import Namespace, Tenant, Version
+from chalicelib.state import DbRecord, Stage
+from tests.interleave import Scheduler, stale_read
+
+V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
+QA = Namespace.parse("xy-0146-qa")
+TERMINAL = {
+    "Promotion Completed",
+    "Promotion Failed",
+    "Promotion Rolled Back",
+    "Promotion Rejected",
+    "Promotion Cancelled",
+}
+
+
+def race(pipeline: Any, bodies: list[tuple[str, Any]], policy: Any) -> list[Any]:
+    scheduler = Scheduler([], policy)
+    clients = [
+        pipeline.deps.store._ssm,
+        pipeline.deps.rds.client,
+        pipeline.deps.stacks.client,
+        pipeline.deps.services.client,
+        pipeline.deps.bus.client,
+    ]
+    for client in clients:
+        client.meta.events.register("before-parameter-build.*.*", scheduler.point)
+    try:
+        workers = scheduler.run(bodies)
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
+    for worker in workers:
+        assert worker.error is None, (worker.name, worker.error)
+    return workers
+
+
+def deliver(pipeline: Any, handler: str, event: dict[str, Any], request_id: str) -> Any:
+    return lambda: pipeline.invoke(handler, event, request_id)
+
+
+def terminal_counts(pipeline: Any) -> Counter[str]:
+    pipeline.outbox.drain()
+    return Counter(e["detail"]["promotion_id"] for e in pipeline.outbox.seen if e["detail-type"] in TERMINAL)
+
+
+@pytest.fixture
+def ready(pipeline):
+    for version in (V1, V2, V3, V4):
+        pipeline.snapshot(version)
+    pipeline.promote(V1)
+    pipeline.outbox.drain()
+    return pipeline
+
+
+# 1. A stale duplicate of SERVICE_DEPLOYMENT_COMPLETED must not overwrite or release the next promotion's lock.
+@pytest.mark.parametrize("outcome", ["COMPLETED", "FAILED"])
+def test_stale_duplicate_outcome_leaves_the_next_promotion_alone(ready, outcome):
+    p = ready
+    a = p.request("qa", V2)
+    q = p.request("qa", V3)
+    assert q["action"] == "queue"
+    p.stack_event(V2, "CREATE_COMPLETE")
+    event = p.events.deployment(p.promotion().deployment_id, outcome)
+    race(
+        p,
+        [("X", deliver(p, "deployment_state", event, "x")), ("Y", deliver(p, "deployment_state", event, "y"))],
+        stale_read(),
+    )
+    promotion = p.promotion()
+    assert promotion is not None and promotion.id == q["event"]["id"], "Q lost its lock"
+    assert promotion.stage is Stage.RESTORING
+    p.stack_event(V3, "CREATE_COMPLETE")
+    assert p.promotion().stage is Stage.DEPLOYING
+    p.deployment_event("COMPLETED")
+    counts = terminal_counts(p)
+    assert counts[a["event"]["id"]] == 1 and counts[q["event"]["id"]] == 1
+    assert p.active() == V3
+
+
+# 1b. A duplicate CREATE_COMPLETE registers one task definition and records one deployment.
+def test_duplicate_create_complete_deploys_once(ready, aws):
+    p = ready
+    p.request("qa", V2)
+    event = p.events.stack_status(f"xy-0146-qa-db-{V2}", "CREATE_COMPLETE")
+    workers = race(
+        p, [("X", deliver(p, "stack_status", event, "x")), ("Y", deliver(p, "stack_status", event, "y"))], stale_read()
+    )
+    assert sorted(w.result["action"] for w in workers) == ["deploy", "ignore"]
+    ecs = aws.client("ecs")
+    arns = ecs.list_task_definitions(familyPrefix="xy-0146-qa")["taskDefinitionArns"]
+    promotion = p.promotion()
+    mine = [
+        a
+        for a in arns
+        if {"key": "tierlift:promotion", "value": promotion.id}
+        in ecs.describe_task_definition(taskDefinition=a, include=["TAGS"]).get("tags", [])
+    ]
+    assert len(mine) == 1 and p.service()["taskDefinition"] == mine[0] == promotion.task_definition
+
+
+# 2. The queue entry goes only after the queued request has started; a request in that window does not
+# reject a request that runs, and a dequeued request is never run twice.
+def test_request_during_drain_does_not_reject_the_request_that_starts(ready):
+    p = ready
+    p.request("qa", V2)
+    q = p.request("qa", V3)
+    p.stack_event(V2, "CREATE_COMPLETE")
+    done = p.events.deployment(p.promotion().deployment_id, "COMPLETED")
+    late = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    race(
+        p,
+        [("X", deliver(p, "deployment_state", done, "x")), ("Y", deliver(p, "promotion_requested", late, "y"))],
+        stale_read(at=("ssm:DeleteParameter /tierlift/xy-0146/qa/queue/",)),
+    )
+    p.outbox.drain()
+    rejected = {e["detail"]["promotion_id"] for e in p.outbox.seen if e["detail-type"] == "Promotion Rejected"}
+    started = {e["detail"]["promotion_id"] for e in p.outbox.seen if e["detail-type"] == "Promotion Started"}
+    assert not rejected & started
+    assert q["event"]["id"] in started
+
+
+def test_queued_request_without_version_takes_what_the_environment_before_holds_once(ready):
+    p = ready
+    p.promote(V2)  # qa: V2
+    p.request("prod", V1, override="hotfix test")  # prod busy with V1 (override: V1 never completed... it did)
+    queued = p.request("prod")  # no version: what qa holds when it starts
+    assert queued["action"] == "queue"
+    p.stack_event(V1, "CREATE_COMPLETE", "prod")
+    p.deployment_event("COMPLETED", "prod")
+    promotion = p.promotion("prod")
+    assert promotion is not None and promotion.id == queued["event"]["id"] and promotion.version.value == V2
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    p.deployment_event("COMPLETED", "prod")
+    assert p.promotion("prod") is None
+    counts = terminal_counts(p)
+    assert counts[queued["event"]["id"]] == 1
+
+
+# 3. A stale stack-failure event of an earlier stack with the same name does not fail a later promotion.
+def test_stale_failure_of_an_earlier_stack_with_the_same_name_is_ignored(ready, aws):
+    p = ready
+    first = p.request("qa", V2)
+    old_id = aws.client("cloudformation").describe_stacks(StackName=f"xy-0146-qa-db-{V2}")["Stacks"][0]["StackId"]
+    stale = p.events.stack_status(f"xy-0146-qa-db-{V2}", "ROLLBACK_COMPLETE", stack_id=old_id)
+    aws.client("cloudformation").delete_stack(StackName=f"xy-0146-qa-db-{V2}")
+    p.invoke("stack_status", stale)  # A fails (its stack is gone)
+    assert p.promotion() is None
+    second = p.request("qa", V2)
+    assert p.promotion().id == second["event"]["id"]
+    result = p.invoke("stack_status", stale)  # re-delivered
+    assert result["action"] == "ignore" and "stale" in result["reason"]
+    assert f"xy-0146-qa-db-{V2}" in p.stacks()
+    assert p.promotion().id == second["event"]["id"]
+    assert terminal_counts(p)[first["event"]["id"]] == 1
+
+
+# 4. A deterministic AWS error in deploy fails the promotion cleanly.
+def test_missing_cluster_fails_the_promotion_with_active_back_and_the_lock_released(ready, aws):
+    p = ready
+    store = p.deps.store
+    config = store.get_config(Tenant.parse("xy-0146"))
+    raw = dict(config.raw)
+    raw["targets"] = {**raw["targets"], "qa": {**raw["targets"]["qa"], "cluster": "no-such-cluster"}}
+    store.put_config(parse_config(config.tenant, raw))
+    request = p.request("qa", V2)
+    result = p.stack_event(V2, "CREATE_COMPLETE")
+    assert result["action"] == "fail", result
+    assert p.active() == V1 and p.promotion() is None
+    assert f"xy-0146-qa-db-{V2}" not in p.stacks()
+    p.outbox.drain()
+    out = [e for e in p.outbox.seen if e["detail"].get("promotion_id") == request["event"]["id"]]
+    failed = [e for e in out if e["detail-type"] == "Promotion Failed"]
+    assert len(failed) == 1 and "ClusterNotFoundException" in failed[0]["detail"]["reason"]
+
+
+def test_image_longer_than_ecs_allows_is_rejected_at_the_edge(ready, calls):
+    calls.calls.clear()
+    result = ready.request("qa", V2, image="registry.example.com/app:" + "x" * 250)
+    assert result["action"] == "reject" and "255" in result["reason"]
+    assert calls.mutating == []
+
+
+def test_throttling_in_deploy_propagates_for_lambda_to_retry(ready, monkeypatch):
+    from botocore.exceptions import ClientError
+
+    p = ready
+    p.request("qa", V2)
+    original = p.deps.services.update_service
+
+    def throttled(*args, **kwargs):
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateService")
+
+    monkeypatch.setattr(p.deps.services, "update_service", throttled)
+    event = p.events.stack_status(f"xy-0146-qa-db-{V2}", "CREATE_COMPLETE")
+    with pytest.raises(ClientError):
+        p.invoke("stack_status", event, "inv-1")
+    monkeypatch.setattr(p.deps.services, "update_service", original)
+    assert p.invoke("stack_status", event, "inv-1")["action"] == "deploy"  # Lambda's retry takes over
+    p.deployment_event("COMPLETED")
+    assert p.active() == V2
+
+
+# 5. ECS outcomes reach their environment by cluster and service, whatever the service is called.
+def test_service_named_unlike_the_namespace_still_completes(ready, aws):
+    p = ready
+    store = p.deps.store
+    ecs = aws.client("ecs")
+    current = ecs.describe_services(cluster="common-nonprod", services=["xy-0146-qa"])["services"][0]
+    ecs.create_service(
+        cluster="common-nonprod",
+        serviceName="xy-0146-qa-web",
+        taskDefinition=current["taskDefinition"],
+        desiredCount=1,
+        launchType="FARGATE",
+    )
+    config = store.get_config(Tenant.parse("xy-0146"))
+    raw = dict(config.raw)
+    raw["targets"] = {**raw["targets"], "qa": {**raw["targets"]["qa"], "service": "xy-0146-qa-web"}}
+    store.put_config(parse_config(config.tenant, raw))
+    p.request("qa", V2)
+    p.stack_event(V2, "CREATE_COMPLETE")
+    event = p.events.deployment(p.promotion().deployment_id, "COMPLETED", service="xy-0146-qa-web")
+    assert p.invoke("deployment_state", event)["action"] == "complete"
+    assert p.active() == V2 and p.promotion() is None
+
+
+# 6. Two requests queued at the same moment: one waits, the other is told it was superseded.
+def test_two_requests_queued_at_once_each_get_an_answer(ready):
+    p = ready
+    p.request("qa", V2)
+    b = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+    c = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    race(
+        p,
+        [("B", deliver(p, "promotion_requested", b, "b")), ("C", deliver(p, "promotion_requested", c, "c"))],
+        stale_read(),
+    )
+    p.outbox.drain()
+    by_id = {e["detail"]["promotion_id"]: [] for e in p.outbox.seen}
+    for e in p.outbox.seen:
+        by_id[e["detail"]["promotion_id"]].append(e["detail-type"])
+    assert by_id[b["id"]] == ["Promotion Queued", "Promotion Rejected"]  # older: superseded
+    assert by_id[c["id"]] == ["Promotion Queued"]
+    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [c["id"]]
+
+
+# 7. Free text reaches AWS only in a form AWS takes; the task definition copy keeps every key ECS knows.
+def test_requested_by_with_characters_rds_refuses_still_takes_the_snapshot(pipeline, aws):
+    event = pipeline.events.snapshot_requested()
+    event["detail"]["requested_by"] = "github-actions[bot] / ci job #42 (alice)"
+    assert pipeline.invoke("snapshot_requested", event)["action"] == "snapshot"
+    snapshot = aws.client("rds").describe_db_snapshots(DBSnapshotIdentifier="xy-0146-dev-20261127200000")
+    tags = {t["Key"]: t["Value"] for t in snapshot["DBSnapshots"][0]["TagList"]}
+    assert tags["tierlift:requested-by"] == "github-actions_bot_ / ci job _42 _alice_"
+
+
+def test_task_definition_copy_keeps_keys_from_botocores_input_shape(deps):
+    config = deps.store
+    del config
+    target_config = parse_config(
+        Tenant.parse("xy-0146"),
+        {
+            "tenant": "xy-0146",
+            "environments": ["dev", "qa"],
+            "source": {"environment": "dev", "db_instance": "xy-0146-dev"},
+            "targets": {
+                "qa": {
+                    "cluster": "c",
+                    "service": "s",
+                    "container": "app",
+                    "db": {"instance_class": "db.t3.micro", "subnet_group": "g", "security_groups": ["sg-01234567"]},
+                }
+            },
+        },
+    )
+    current = {
+        "family": "xy-0146-qa",
+        "containerDefinitions": [{"name": "app", "image": "nginx"}],
+        "enableFaultInjection": True,
+        "taskDefinitionArn": "arn:aws:ecs:us-east-1:1:task-definition/x:1",
+        "revision": 1,
+        "status": "ACTIVE",
+    }
+    spec = task_definition_spec(
+        current,
+        ns=QA,
+        version=Version(V2),
+        target=target_config.target("qa"),
+        db=DbRecord("s", "i", "db.example", 3306, "snap", V2),
+        db_parameter="/tierlift/xy-0146/qa/db/" + V2,
+        image=None,
+        accepted_keys=deps.services.register_keys(),
+    )
+    assert spec["enableFaultInjection"] is True
+    assert "taskDefinitionArn" not in spec and "revision" not in spec and "status" not in spec
+
+
+# 8. Going back to the version just superseded waits for its old stack's delete, then restores it once.
+def test_request_for_a_version_whose_stack_is_being_deleted_waits_then_restores_once(ready, aws, monkeypatch):
+    p = ready
+    p.promote(V2)  # active V2, V1's stack deleted
+    p.outbox.drain()
+    cfn = aws.client("cloudformation")
+    from moto.cloudformation.models import cloudformation_backends
+
+    backend = cloudformation_backends["123456789012"]["us-east-1"]
+    deleting: list[str] = []
+
+    def slow_delete(name: str) -> None:  # CloudFormation deletes asynchronously; moto at once
+        stack = next(s for s in backend.stacks.values() if s.name == name and s.status != "DELETE_COMPLETE")
+        stack.status = "DELETE_IN_PROGRESS"
+        deleting.append(name)
+
+    monkeypatch.setattr(p.deps.stacks, "delete", slow_delete)
+    back = p.request("qa", V1)  # A: back to V1
+    queued = p.request("qa", V2)  # B: to V2, the version active when both were sent
+    assert queued["action"] == "queue"
+    p.stack_event(V1, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")  # A completes: V2's stack is being deleted; B starts and must wait
+    promotion = p.promotion()
+    assert promotion is not None and promotion.id == queued["event"]["id"] and promotion.stage is Stage.REQUESTED
+    assert deleting == [f"xy-0146-qa-db-{V2}"]
+    monkeypatch.undo()
+    cfn.delete_stack(StackName=f"xy-0146-qa-db-{V2}")
+    p.stack_event(V2, "DELETE_COMPLETE")  # the delete finished: B restores V2 now
+    assert p.promotion().stage is Stage.RESTORING
+    p.stack_event(V2, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    assert p.active() == V2 and p.promotion() is None
+    counts = terminal_counts(p)
+    assert counts[back["event"]["id"]] == 1 and counts[queued["event"]["id"]] == 1
+    assert sum(1 for e in p.outbox.seen if e["detail-type"] == "Promotion Failed") == 0
+
+
+# 9a. Newest means the request's own time, not the last delivery.
+def test_a_late_older_request_never_displaces_a_newer_one(ready):
+    p = ready
+    p.request("qa", V2)
+    older = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+    newer = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    assert p.invoke("promotion_requested", newer)["action"] == "queue"
+    p.invoke("promotion_requested", older)  # delivered late
+    p.invoke("promotion_requested", older)  # and again
+    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [newer["id"]]
+    p.stack_event(V2, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    p.stack_event(V4, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    assert p.active() == V4
+    counts = terminal_counts(p)
+    assert counts[older["id"]] == 1 and counts[newer["id"]] == 1
+
+
+# 9b. A displaced request gets its terminal event even when the PutEvents that carries it is throttled.
+def test_superseded_request_gets_its_rejection_when_put_events_fails_once(ready, monkeypatch):
+    from chalicelib.aws import PutEventsFailed
+
+    p = ready
+    p.request("qa", V2)
+    older = p.request("qa", V3)
+    newer = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    original = p.deps.bus.put
+    calls = {"n": 0}
+
+    def flaky(events):
+        calls["n"] += 1
+        if any(e.detail_type == "Promotion Rejected" for e in events) and calls["n"] < 3:
+            raise PutEventsFailed("throttled")
+        return original(events)
+
+    monkeypatch.setattr(p.deps.bus, "put", flaky)
+    with pytest.raises(PutEventsFailed):
+        p.invoke("promotion_requested", newer, "inv-new")
+    p.invoke("promotion_requested", newer, "inv-new")  # Lambda's retry of the same invocation
+    counts = terminal_counts(p)
+    assert counts[older["event"]["id"]] == 1
+
+
+# 9e. A stack event for a tenant or environment tierlift does not know writes nothing.
+@pytest.mark.parametrize("stack", ["zz-9999-qa-db-20261127200000", "xy-0146-stage-db-20261127200000"])
+def test_delete_complete_for_an_unknown_namespace_changes_nothing(pipeline, calls, stack):
+    calls.calls.clear()
+    result = pipeline.invoke("stack_status", pipeline.events.stack_status(stack, "DELETE_COMPLETE"))
+    assert result["action"] == "ignore"
+    assert calls.mutating == []
