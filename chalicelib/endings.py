@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 
+from botocore.exceptions import ClientError
+
 from chalicelib import events as ev
-from chalicelib.aws import Stacks
+from chalicelib.aws import Stacks, error_code
 from chalicelib.config import InvalidConfig
 from chalicelib.deps import Deps
 from chalicelib.ecs_spec import primary_deployment
@@ -69,7 +71,15 @@ def delete_stack(
     if stack.get("StackStatus") == "DELETE_IN_PROGRESS":
         return True
     logger.info("deleting stack %s: %s", name, why)
-    deps.stacks.delete(name)
+    try:
+        deps.stacks.delete(name)
+    except ClientError as exc:
+        if error_code(exc) != "ValidationError":
+            raise
+        # CloudFormation refuses while the stack is in a state it cannot delete from yet: its next
+        # status event (or the sweep) deletes it once it can.
+        logger.warning("stack %s cannot be deleted yet (%s): %s", name, why, exc)
+        return False
     return True
 
 

@@ -1,0 +1,240 @@
+"""Operators' control on the Lambda side: approval before cutover, cancel, rollback, policy, schedules."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.config import parse_config
+from chalicelib.names import Namespace, Tenant
+from chalicelib.snapshots import on_snapshot_schedule
+from chalicelib.state import Stage
+from chalicelib.sweep import run_sweep
+
+V1, V2, V3 = "20261120093000", "20261127200000", "20261128010000"
+PROD = Namespace.parse("xy-0146-prod")
+TENANT = Tenant.parse("xy-0146")
+
+
+def configure(pipeline: Any, **prod: Any) -> None:
+    store = pipeline.deps.store
+    config = store.get_config(TENANT)
+    raw = dict(config.raw)
+    raw["targets"] = {**raw["targets"], "prod": {**raw["targets"]["prod"], **prod}}
+    raw.update(prod.pop("tenant_level", {}))
+    store.put_config(parse_config(TENANT, raw))
+
+
+def command(pipeline: Any, detail_type: str, verb: str, promotion_id: str, **extra: Any) -> dict[str, Any]:
+    event = pipeline.events.promotion_requested(
+        tenant="xy-0146",
+        environment="prod",
+        promotion_id=promotion_id,
+        command=verb,
+        requested_by="alice@example.com",
+        **extra,
+    )
+    event["detail-type"] = detail_type
+    handler = "promotion_approved" if verb == "approve" else "promotion_cancelled"
+    return pipeline.invoke(handler, event)
+
+
+def types(pipeline: Any, promotion_id: str) -> list[str]:
+    pipeline.outbox.drain()
+    return [e["detail-type"] for e in pipeline.outbox.seen if e["detail"].get("promotion_id") == promotion_id]
+
+
+@pytest.fixture
+def prod_ready(pipeline):
+    """qa holds V2 (and completed V1 before); prod holds V1; prod needs approval."""
+    for version in (V1, V2, V3):
+        pipeline.snapshot(version)
+    pipeline.promote(V1)
+    pipeline.promote(V1, "prod")
+    pipeline.promote(V2)
+    configure(pipeline, approval="required", approval_timeout=3600)
+    pipeline.outbox.drain()
+    return pipeline
+
+
+def test_approval_gate_waits_with_the_new_db_ready_and_nothing_switched(prod_ready):
+    p = prod_ready
+    request = p.request("prod", V2)
+    pid = request["event"]["id"]
+    old_td = p.service("prod")["taskDefinition"]
+    result = p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    assert result["action"] == "await_approval"
+    assert p.promotion("prod").stage is Stage.AWAITING_APPROVAL
+    assert p.active("prod") == V1 and p.service("prod")["taskDefinition"] == old_td
+    assert types(p, pid) == ["Promotion Started", "Approval Requested"]
+    approved = command(p, "Promotion Approved", "approve", pid)
+    assert approved["action"] == "deploy"
+    assert p.active("prod") == V2
+    deploying = [e for e in p.outbox.drain() if e["detail-type"] == "Service Deploying"]
+    assert deploying and deploying[0]["detail"]["approved_by"] == "alice@example.com"
+    p.deployment_event("COMPLETED", "prod")
+    assert types(p, pid)[-1] == "Promotion Completed"
+    assert p.promotion("prod") is None
+
+
+def test_duplicate_approval_deploys_once(prod_ready):
+    p = prod_ready
+    pid = p.request("prod", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    assert command(p, "Promotion Approved", "approve", pid)["action"] == "deploy"
+    again = command(p, "Promotion Approved", "approve", pid)
+    assert again["action"] == "reject" and "not awaiting approval" in again["reason"]
+    assert types(p, pid).count("Service Deploying") == 1
+
+
+@pytest.mark.parametrize("case", ["not_waiting", "other_id", "no_command"])
+def test_approval_of_the_wrong_promotion_is_rejected_and_changes_nothing(prod_ready, calls, case):
+    p = prod_ready
+    pid = p.request("prod", V2)["event"]["id"]
+    if case != "not_waiting":
+        p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    calls.calls.clear()
+    if case == "no_command":
+        event = p.events.promotion_requested(tenant="xy-0146", environment="prod", promotion_id=pid)
+        event["detail-type"] = "Promotion Approved"
+        result = p.invoke("promotion_approved", event)
+    else:
+        result = command(
+            p, "Promotion Approved", "approve", "11111111-2222-3333-4444-555555555555" if case == "other_id" else pid
+        )
+    assert result["action"] == "reject", result
+    assert calls.mutating == []
+    assert p.active("prod") == V1
+
+
+@pytest.mark.parametrize("when", ["restoring", "awaiting_approval"])
+def test_cancel_before_cutover_removes_the_new_stack_and_releases_the_lock(prod_ready, when):
+    p = prod_ready
+    pid = p.request("prod", V2)["event"]["id"]
+    queued = p.request("prod", V3, override="test")
+    if when == "awaiting_approval":
+        p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    result = command(p, "Promotion Cancelled", "cancel", pid, reason="window closed")
+    assert result["action"] == "cancel"
+    assert "xy-0146-prod-db-20261127200000" not in p.stacks()
+    assert p.active("prod") == V1
+    cancelled = [e for e in p.outbox.drain() if e["detail-type"] == "Promotion Cancelled"]
+    assert len(cancelled) == 1 and "window closed" in cancelled[0]["detail"]["reason"]
+    assert "command" not in cancelled[0]["detail"]  # the pipeline's event never re-triggers the rule
+    # the queue moves on
+    assert p.promotion("prod").id == queued["event"]["id"]
+
+
+def test_cancel_while_deploying_is_refused(prod_ready):
+    p = prod_ready
+    configure(p, approval="none")
+    pid = p.request("prod", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    result = command(p, "Promotion Cancelled", "cancel", pid)
+    assert result["action"] == "reject" and "past the point of cancelling" in result["reason"]
+    assert p.promotion("prod").stage is Stage.DEPLOYING
+
+
+def test_approval_timeout_cancels_through_the_sweep(prod_ready):
+    p = prod_ready
+    pid = p.request("prod", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    base = p.deps.clock
+    p.deps.clock = lambda: base() + timedelta(hours=2)
+    try:
+        result = run_sweep(p.deps, "xy-0146")
+    finally:
+        p.deps.clock = base
+    assert [e.outcome for e in result.by_kind("reconcile")] == ["approval expired: cancel"]
+    assert types(p, pid)[-1] == "Promotion Cancelled"
+    assert p.promotion("prod") is None and p.active("prod") == V1
+
+
+def test_rollback_on_purpose_is_a_promotion_of_the_previous_version(prod_ready):
+    p = prod_ready
+    result = p.request("qa", V1, requested_by="alice (rollback)")
+    assert result["action"] == "start"
+    p.stack_event(V1, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    assert p.active() == V1
+
+
+def test_rollback_to_a_version_whose_snapshot_is_gone_is_refused(prod_ready, aws):
+    p = prod_ready
+    aws.client("rds").delete_db_snapshot(DBSnapshotIdentifier=f"xy-0146-dev-{V1}")
+    result = p.request("qa", V1)
+    assert result["action"] == "reject" and "does not exist" in result["reason"]
+
+
+# Promotion policy ------------------------------------------------------------------------------------
+def test_prod_takes_only_versions_that_completed_in_qa_unless_overridden(prod_ready):
+    p = prod_ready
+    configure(p, approval="none")
+    refused = p.request("prod", V3)
+    assert refused["action"] == "reject" and "has not completed in qa" in refused["reason"]
+    allowed = p.request("prod", V3, override="hotfix INC-42 approved by bob")
+    assert allowed["action"] == "start"
+    started = [e for e in p.outbox.drain() if e["detail-type"] == "Promotion Started"]
+    assert started[-1]["detail"]["override"] == "hotfix INC-42 approved by bob"
+
+
+def test_images_only_from_allowed_repositories(prod_ready, calls):
+    p = prod_ready
+    configure(p, approval="none", allowed_images=["123456789012.dkr.ecr.us-east-1.amazonaws.com/xy-0146/"])
+    calls.calls.clear()
+    refused = p.request("prod", V2, image="attacker.example.com/evil:latest")
+    assert refused["action"] == "reject" and "not from an allowed repository" in refused["reason"]
+    assert calls.mutating == []
+    ok = p.request("prod", V2, image="123456789012.dkr.ecr.us-east-1.amazonaws.com/xy-0146/app:1.2")
+    assert ok["action"] == "start"
+
+
+def test_events_only_from_allowed_accounts(prod_ready):
+    p = prod_ready
+    configure(p, approval="none", accounts=["210987654321"])
+    refused = p.request("prod", V2)  # the samples come from 123456789012
+    assert refused["action"] == "reject" and "account 123456789012" in refused["reason"]
+
+
+# Scheduled snapshots ---------------------------------------------------------------------------------
+def test_scheduled_snapshot_is_requested_once_per_due_time(pipeline):
+    p = pipeline
+    configure(p, tenant_level={"snapshot_schedule": {"daily_at": "02:00"}})
+    p.deps.clock = lambda: datetime(2026, 11, 28, 2, 7, tzinfo=UTC)
+    first = on_snapshot_schedule(p.deps, {})
+    again = on_snapshot_schedule(p.deps, {})
+    assert (first.reason, again.reason) == ("1 scheduled snapshot(s) requested", "0 scheduled snapshot(s) requested")
+    requested = [e for e in p.outbox.drain() if e["detail-type"] == "Snapshot Requested"]
+    assert Counter(e["detail"]["tenant"] for e in requested) == {"xy-0146": 1}
+    p.deps.clock = lambda: datetime(2026, 11, 28, 1, 0, tzinfo=UTC)  # before today's due time: yesterday's is old
+    assert on_snapshot_schedule(p.deps, {}).reason == "0 scheduled snapshot(s) requested"
+
+
+def test_invalid_schedule_is_refused_by_the_config():
+    from chalicelib.config import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match="daily_at"):
+        parse_config(
+            TENANT,
+            {
+                "tenant": "xy-0146",
+                "environments": ["dev", "qa"],
+                "source": {"environment": "dev", "db_instance": "xy-0146-dev"},
+                "snapshot_schedule": {"daily_at": "25:00"},
+                "targets": {
+                    "qa": {
+                        "cluster": "c",
+                        "service": "s",
+                        "container": "app",
+                        "db": {
+                            "instance_class": "db.t3.micro",
+                            "subnet_group": "g",
+                            "security_groups": ["sg-01234567"],
+                        },
+                    }
+                },
+            },
+        )
