@@ -117,6 +117,15 @@ class Stacks:
                 return stack
         return None
 
+    def failure_reasons(self, name: str) -> list[str]:
+        """The status reasons of the stack's failed resources (why a create rolled back)."""
+        reasons: list[str] = []
+        for page in self.client.get_paginator("describe_stack_events").paginate(StackName=name):
+            for event in page.get("StackEvents", []):
+                if str(event.get("ResourceStatus", "")).endswith("FAILED") and event.get("ResourceStatusReason"):
+                    reasons.append(str(event["ResourceStatusReason"]))
+        return reasons
+
     def delete(self, name: str) -> None:
         """Ask CloudFormation to delete the stack (a no-op for a stack that is gone)."""
         self.client.delete_stack(StackName=name)

@@ -20,11 +20,12 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib import events as ev
+from chalicelib import headroom
 from chalicelib.aws import Stacks, error_code
 from chalicelib.config import InvalidConfig, Target, TenantConfig
 from chalicelib.deps import Deps
 from chalicelib.ecs_spec import PromotionError, create_service_spec, primary_deployment, task_definition_spec
-from chalicelib.endings import end
+from chalicelib.endings import delete_stack, end
 from chalicelib.names import KIND_TAG, PROMOTION_TAG, Namespace
 from chalicelib.state import DbRecord, Outcome, Promotion, Recorded, Stage, UnknownTenant
 from chalicelib.transitions import Result, claim, event_for, extend, ignore, record
@@ -70,12 +71,22 @@ def stack_parameters(config: TenantConfig, promotion: Promotion) -> dict[str, st
     }
 
 
-def start(deps: Deps, config: TenantConfig, rec: Recorded, promotion: Promotion) -> Result:
-    """The lock is this promotion's: create its DB stack and record ``restoring``."""
+WAITING_FOR_HEADROOM = "waiting for DB instance headroom"
+
+
+def start(deps: Deps, config: TenantConfig, rec: Recorded, promotion: Promotion, *, admitted: bool = False) -> Result:
+    """The lock is this promotion's: create its DB stack (when RDS has room) and record ``restoring``."""
     ns, version = promotion.namespace, promotion.version
+    if not admitted and not headroom.may_start(deps, promotion):
+        return park_for_headroom(deps, promotion)
+    parks = sum(1 for s in promotion.log.steps if s.reason == WAITING_FOR_HEADROOM)
+    if parks:
+        headroom.unpark(deps, promotion)
     name = ns.stack_name(version)
     tags = ns.tags(version, **{PROMOTION_TAG: promotion.id, KIND_TAG: "db-stack"})
-    stack_id = deps.stacks.create(name, deps.template, stack_parameters(config, promotion), tags, promotion.id)
+    # A new token for each attempt after a quota refusal (the refused stack was deleted in between).
+    token = f"{promotion.id}-{parks}" if parks else promotion.id
+    stack_id = deps.stacks.create(name, deps.template, stack_parameters(config, promotion), tags, token)
     if stack_id is None:
         existing = deps.stacks.describe(name)
         if existing is None:
@@ -104,6 +115,21 @@ def start(deps: Deps, config: TenantConfig, rec: Recorded, promotion: Promotion)
             ]
         )
     return Result("start", f"creating {name}", promotion.id, ns.name)
+
+
+def park_for_headroom(deps: Deps, promotion: Promotion, failed_stack: bool = False) -> Result:
+    """Wait for DB-instance headroom holding the lock (stage ``requested``), in request order."""
+    ns = promotion.namespace
+    latest = promotion.log.latest
+    already = latest is not None and latest.reason == WAITING_FOR_HEADROOM
+    if not already and record(deps, ns, promotion.log, Stage.REQUESTED, reason=WAITING_FOR_HEADROOM) is not None:
+        deps.bus.put([event_for(promotion, ev.PROMOTION_QUEUED, reason=WAITING_FOR_HEADROOM)])
+    headroom.park(deps, promotion)
+    if failed_stack:
+        # RDS refused the restore for the quota: the stack goes; its DELETE_COMPLETE retries the start.
+        headroom.forget_cached()
+        delete_stack(deps, ns, promotion.version, WAITING_FOR_HEADROOM, active=None, owner=promotion.id)
+    return Result("wait", WAITING_FOR_HEADROOM, promotion.id, ns.name)
 
 
 def on_stack_ready(deps: Deps, rec: Recorded, promotion: Promotion, stack: dict[str, Any]) -> Result:

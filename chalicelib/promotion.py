@@ -15,10 +15,19 @@ from typing import Any
 
 from chalicelib import events as ev
 from chalicelib.config import InvalidConfig
-from chalicelib.cutover import deploy, on_stack_ready, start
-from chalicelib.decisions import Action, decide_approval, decide_cancel, decide_deployment, decide_stack, resume_stage
+from chalicelib.cutover import deploy, on_stack_ready, park_for_headroom, start
+from chalicelib.decisions import (
+    DELETE_DONE,
+    Action,
+    decide_approval,
+    decide_cancel,
+    decide_deployment,
+    decide_stack,
+    resume_stage,
+)
 from chalicelib.deps import Deps
 from chalicelib.endings import delete_stack, end
+from chalicelib.headroom import admit, is_quota_failure
 from chalicelib.names import InvalidName, Namespace, Versioned
 from chalicelib.requests import drain, on_promotion_requested, reject
 from chalicelib.snapshots import on_snapshot_created, on_snapshot_schedule, request_snapshot
@@ -77,7 +86,10 @@ def on_stack_status(deps: Deps, event: Any) -> Result:
         stack = Versioned.parse_stack(status_event.stack_name)
     except (ev.InvalidEvent, InvalidName) as exc:
         return ignore(f"not a tierlift DB stack event: {exc}")
-    return apply_stack_status(deps, stack, status_event.status, status_event.reason, stack_id=status_event.stack_id)
+    result = apply_stack_status(deps, stack, status_event.status, status_event.reason, stack_id=status_event.stack_id)
+    if status_event.status == DELETE_DONE:
+        admit_waiting(deps)
+    return result
 
 
 def apply_stack_status(
@@ -126,9 +138,25 @@ def apply_stack_status(
     if decision.action is Action.FAIL:
         if live_status == "CREATE_COMPLETE":
             return ignore(f"stale: stack {stack.stack_name} is CREATE_COMPLETE", ns.name, promotion.id)
+        if _refused_for_quota(deps, stack, reason, live):
+            return park_for_headroom(deps, promotion, failed_stack=True)
         reason = f"database stack {status}: {reason}".strip(": ")
         return _then_drain(deps, ns, end(deps, rec, promotion, Outcome.FAILED, reason))
     return ignore(decision.reason, ns.name, promotion.id)
+
+
+def _refused_for_quota(deps: Deps, stack: Versioned, reason: str, live: dict[str, Any] | None) -> bool:
+    """Did RDS refuse the restore for the account's DB-instance quota? (Then wait, never fail.)"""
+    if is_quota_failure(reason) or (live is not None and is_quota_failure(str(live.get("StackStatusReason", "")))):
+        return True
+    if live is None:
+        return False
+    return any(is_quota_failure(r) for r in deps.stacks.failure_reasons(stack.stack_name))
+
+
+def admit_waiting(deps: Deps) -> None:
+    """A DB stack finished deleting: an instance is free, so the oldest promotions waiting for one go."""
+    admit(deps, lambda rec, promotion: start(deps, rec.config(), rec, promotion, admitted=True))
 
 
 def _clean_up_after_cancel(deps: Deps, rec: Recorded, stack: Versioned, status: str) -> None:

@@ -634,6 +634,31 @@ class StateStore:
         """Claim the tenant's scheduled snapshot due at ``due`` (create-only): False when already taken."""
         return self._put(self.schedule_path(tenant, due), due.value, overwrite=False)
 
+    # waiting for DB-instance headroom --------------------------------------------
+    def headroom_path(self) -> str:
+        return f"{self.root}/headroom"
+
+    def headroom_entry(self, requested_at: str, ns: Namespace) -> str:
+        """``/<root>/headroom/<YYYYMMDDHHMMSS>-<namespace>``: sorted by name is sorted by request time."""
+        digits = "".join(c for c in requested_at if c.isdigit())[:14].ljust(14, "0")
+        return f"{self.headroom_path()}/{digits}-{ns.name}"
+
+    def headroom_waiting(self) -> list[tuple[str, Namespace, str]]:
+        """The promotions waiting for headroom, oldest first: (entry, namespace, promotion id)."""
+        out = []
+        for name, value in sorted(self.get_by_path(self.headroom_path(), recursive=False).items()):
+            try:
+                out.append((name, Namespace.parse(name.rsplit("/", 1)[1][15:]), value))
+            except InvalidName:
+                logger.error("unreadable headroom entry %s", name)
+        return out
+
+    def put_headroom(self, entry: str, promotion_id: str) -> bool:
+        return self._put(entry, promotion_id, overwrite=False)
+
+    def delete_headroom(self, entry: str) -> None:
+        self._delete(entry)
+
     # services index -------------------------------------------------------
     def namespace_of_service(self, cluster: str, service: str) -> Namespace | None:
         text = self._get(self.service_path(cluster, service))
@@ -659,7 +684,7 @@ def parse_tree(root: str, params: dict[str, tuple[str, datetime | None]]) -> lis
         if not name.startswith(root + "/"):
             continue
         parts = name[len(root) + 1 :].split("/")
-        if parts[0] in ("services", "schedule") or len(parts) < 2:
+        if parts[0] in ("services", "schedule", "headroom") or len(parts) < 2:
             continue
         if parts[1:] == ["config"]:
             configs[parts[0]] = (name, value[0])

@@ -186,6 +186,7 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
             _safely(result, entry, lambda e: _execute(deps, facts, e))
     if not dry_run:
         _put_events(deps, result)
+        promo.admit_waiting(deps)
     done = time.monotonic()
     result.seconds = done - started
     result.timings = {"gather": gathered - started, "plan": planned - gathered, "act": done - planned}

@@ -199,6 +199,9 @@ def world(aws: boto3.session.Session) -> dict[str, Any]:
 @pytest.fixture
 def deps(aws: boto3.session.Session) -> Deps:
     """The Deps every handler uses during the test (installed as the container-wide instance)."""
+    from chalicelib.headroom import forget_cached
+
+    forget_cached()
     built = Deps.from_session(aws, Settings.from_env())
     set_deps(built)
     return built
