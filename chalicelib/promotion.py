@@ -240,9 +240,8 @@ def _command(deps: Deps, event: Any) -> tuple[ev.Command, Recorded] | Result:
 
 
 def _reject_command(deps: Deps, event: Any, command: ev.Command, reason: str) -> Result:
-    raw = dict(event)
-    raw["id"] = command.promotion_id
-    return reject(deps, raw, f"{command.command} refused: {reason}")
+    """``Promotion Rejected`` for the command itself (its own event id), naming the promotion it targeted."""
+    return reject(deps, event, f"{command.command} of {command.promotion_id} refused: {reason}")
 
 
 def on_promotion_approved(deps: Deps, event: Any) -> Result:
