@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.names import KIND_TAG, Namespace, Version
 from chalicelib.settings import Settings
-from chalicelib.state import Promotion, QueuedRequest
+from chalicelib.state import Request, StateStore, Step
 from chalicelib.sweep_plan import (
     DELETE_DB_RECORD,
     DELETE_SNAPSHOT,
@@ -65,18 +65,37 @@ def stack(
     return StackFact(ns.stack_name(Version(version)), status, created, tags, kw.pop("protected", False))
 
 
-def promotion(version: str, previous: str | None, stage: str = "restoring", updated: datetime = NOW) -> Promotion:
-    return Promotion(
-        id="p-1",
-        tenant="xy-0146",
-        environment="qa",
-        version=version,
-        stage=stage,
-        previous=previous,
-        deployment_id="ecs-svc/1",
-        started=updated.isoformat(),
-        updated=updated.isoformat(),
-    )
+STORE = StateStore(None, ROOT)
+STAGE_STEPS = {
+    "requested": [],
+    "restoring": [("restoring", {})],
+    "deploying": [("restoring", {}), ("deploying", {"deployment_id": "ecs-svc/1"})],
+    "finalizing": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "completed", "done": False})],
+    "failed": [("restoring", {}), ("ending", {"outcome": "failed", "done": False})],
+    "rolled_back": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "rolled_back", "done": False})],
+}
+
+
+def promotion(
+    version: str, previous: str | None, stage: str = "restoring", updated: datetime = NOW, ns: Namespace = QA
+) -> dict[str, str]:
+    """The SSM parameters of promotion ``p-1`` in ``stage``: the lock and its log (last step at ``updated``)."""
+    lock = Request("p-1", "xy-0146", ns.environment, version, previous, started=updated.isoformat())
+    params = {STORE.promotion_path(ns): lock.to_json()}
+    for seq, (name, extra) in enumerate(STAGE_STEPS[stage], start=1):
+        step = Step(seq=seq, stage=name, at=updated.isoformat(), owner="inv", **extra)
+        params[STORE.step_path(ns, "p-1", seq)] = step.to_json()
+    return params
+
+
+def queued(request_id: str, version: str | None, at: datetime, ns: Namespace = QA) -> dict[str, str]:
+    """A request waiting in the queue: its entry and its ``queued`` log entry."""
+    request = Request(request_id, "xy-0146", ns.environment, version, requested_at=at.isoformat())
+    step = Step(seq=1, stage="queued", at=at.isoformat(), owner="inv")
+    return {
+        STORE.queue_entry_path(ns, request_id): request.to_json(),
+        STORE.step_path(ns, request_id, 1): step.to_json(),
+    }
 
 
 def facts(
@@ -143,7 +162,7 @@ def test_stack_tagged_for_another_namespace_or_version_is_never_deleted(tags):
 
 
 def test_in_flight_new_and_previous_are_never_deleted():
-    params = {f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V1).to_json()}
+    params = promotion(V3, V1)
     result = plan(facts(params, [stack(QA, V1), stack(QA, V3), stack(QA, V0)], active=None), SETTINGS)
     assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V0)), "orphan")]
     assert sorted(kinds(result, SKIP)) == [
@@ -231,7 +250,7 @@ def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones
         f"{ROOT}/xy-0146/qa/db/{V1}": "{}",
         f"{ROOT}/xy-0146/qa/db/{V2}": "{}",
         f"{ROOT}/xy-0146/qa/db/{V3}": "{}",
-        f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V2).to_json(),
+        **promotion(V3, V2),
     }
     result = plan(facts(params, [stack(QA, V1)]), SETTINGS)
     assert kinds(result, DELETE_DB_RECORD) == [(f"xy-0146-qa/db/{V0}", "no_stack")]
@@ -255,16 +274,15 @@ def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones
     ],
 )
 def test_a_promotion_is_stuck_after_its_stage_timeout(stage, idle, stuck):
-    params = {f"{ROOT}/xy-0146/qa/promotion": promotion(V3, V2, stage, NOW - idle).to_json()}
+    params = promotion(V3, V2, stage, NOW - idle)
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
     assert kinds(result, RECONCILE) == ([("p-1", f"stuck_{stage}")] if stuck else [])
 
 
 def test_orphaned_queue_slot_is_drained_only_without_a_promotion():
-    queued = QueuedRequest("q-1", "xy-0146", "qa", V3, queued_at=(NOW - timedelta(hours=1)).isoformat())
-    params = {f"{ROOT}/xy-0146/qa/queued": queued.to_json()}
+    params = queued("q-1", V3, NOW - timedelta(hours=1))
     assert kinds(plan(facts(params, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
-    params[f"{ROOT}/xy-0146/qa/promotion"] = promotion(V1, V2).to_json()
+    params.update(promotion(V1, V2))
     assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V1)]), SETTINGS), DRAIN_QUEUE) == []
 
 
@@ -340,9 +358,9 @@ def test_no_request_when_something_shows_one_was_made(evidence):
     if evidence == "active":
         active, stacks = V3, [stack(QA, V3)]
     elif evidence == "in_flight":
-        params[f"{ROOT}/xy-0146/qa/promotion"] = promotion(V3, V2).to_json()
+        params.update(promotion(V3, V2))
     elif evidence == "queued":
-        params[f"{ROOT}/xy-0146/qa/queued"] = QueuedRequest("q", "xy-0146", "qa", None).to_json()
+        params.update(queued("q", None, NOW))
     elif evidence == "live_stack":
         stacks.append(stack(QA, V3, status="ROLLBACK_COMPLETE"))
     elif evidence == "deleted_stack":
@@ -359,3 +377,32 @@ def test_no_request_when_something_shows_one_was_made(evidence):
 def test_counts_group_by_kind_and_reason():
     result = plan(facts(stacks=[stack(QA, V1), stack(QA, V0), stack(QA, V2)]), SETTINGS)
     assert counts(result.items, result.kept) == {"delete_stack": {"orphan": 2}, "keep": {"active": 1}}
+
+
+def test_an_expired_approval_is_reconciled_a_pending_one_kept():
+    params = promotion(V3, V2, "restoring", NOW - timedelta(hours=3))
+    expires = NOW - timedelta(minutes=1)
+    waiting = Step(
+        seq=2, stage="awaiting_approval", at=(NOW - timedelta(hours=3)).isoformat(), expires_at=expires.isoformat()
+    )
+    params[STORE.step_path(QA, "p-1", 2)] = waiting.to_json()
+    assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS), RECONCILE) == [
+        ("p-1", "approval_expired")
+    ]
+    later = Step(seq=2, stage="awaiting_approval", at=NOW.isoformat(), expires_at=(NOW + timedelta(days=2)).isoformat())
+    params[STORE.step_path(QA, "p-1", 2)] = later.to_json()
+    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
+
+
+def test_logs_of_ended_requests_go_after_the_retention_never_the_in_flight_or_queued_ones():
+    params = {**promotion(V3, V2), **queued("q-1", V3, NOW)}
+    ended_old = Step(seq=1, stage="ending", at=(NOW - timedelta(days=2)).isoformat(), outcome="completed")
+    ended_new = Step(seq=1, stage="ending", at=(NOW - timedelta(hours=2)).isoformat(), outcome="failed")
+    params[STORE.step_path(QA, "old-1", 1)] = ended_old.to_json()
+    params[STORE.step_path(QA, "new-1", 1)] = ended_new.to_json()
+    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    from chalicelib.sweep_plan import DELETE_LOGS
+
+    assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
+    assert result.kept["ended_log_retained"] == 1
