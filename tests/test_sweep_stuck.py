@@ -7,6 +7,7 @@ sweep, and both must end in the same recorded state, AWS state and tierlift even
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import boto3
@@ -17,7 +18,7 @@ from moto.ecs.models import ecs_backends
 from chalicelib import promotion as promo
 from chalicelib.deps import Deps
 from chalicelib.names import Namespace, Version
-from chalicelib.state import Promotion
+from chalicelib.state import Log, Promotion, Request, Step
 from chalicelib.sweep import deployment_outcome, run_sweep
 from tests.conftest import take_source_snapshot
 from tests.test_sweep import later
@@ -53,12 +54,25 @@ def set_rollout(state: str) -> None:
     service.deployments[0]["rolloutState"] = state
 
 
+OUTCOMES = {"finalizing": "completed", "failed": "failed", "rolled_back": "rolled_back"}
+
+
 def save_stage(deps: Deps, stage: str, reason: str | None = None) -> None:
-    """What a crash leaves behind: the terminal step recorded, the rest not done."""
+    """What a crash leaves behind: the ending claimed (by an invocation that died), the rest not done."""
     record = deps.store.get_promotion(QA)
     assert record is not None
-    record.stage, record.reason = stage, reason
-    deps.store.save_promotion(record)
+    dead = (deps.clock() - timedelta(hours=1)).isoformat(timespec="seconds")
+    claim = Step(
+        seq=0,
+        stage="ending",
+        at=deps.clock().isoformat(timespec="seconds"),
+        owner="a-lambda-that-died",
+        done=False,
+        lease_until=dead,
+        outcome=OUTCOMES[stage],
+        reason=reason,
+    )
+    deps.store.append(QA, record.log, claim)
 
 
 def end_state(deps: Deps, aws: boto3.session.Session, outbox: Any) -> dict[str, Any]:
@@ -174,16 +188,15 @@ def case_crash_while_rolling_back(deps: Deps, events: Any) -> Deliver:
 def case_crash_after_taking_the_lock(deps: Deps, events: Any) -> Deliver:
     """The request took the lock and crashed before creating the stack; the event is redelivered."""
     event = events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
-    deps.store.create_promotion(
-        Promotion(
+    deps.store.take_lock(
+        Request(
             id=event["id"],
             tenant="xy-0146",
             environment="qa",
             version=V2,
-            stage="requested",
             previous=V1,
+            requested_at=event["time"],
             started=deps.clock().isoformat(timespec="seconds"),
-            updated=deps.clock().isoformat(timespec="seconds"),
         )
     )
 
@@ -263,11 +276,9 @@ def test_dry_run_says_what_reconciling_would_do_and_does_nothing(v1_running, dep
     assert deps.store.get_promotion(QA).stage == "restoring"
 
 
-def _record(**changes: Any) -> Promotion:
-    record = Promotion("p", "xy-0146", "qa", V2, "deploying", V1, task_definition="td:2", deployment_id="ecs-svc/2")
-    for key, value in changes.items():
-        setattr(record, key, value)
-    return record
+def _record() -> Promotion:
+    deploying = Step(seq=1, stage="deploying", at="", task_definition="td:2", deployment_id="ecs-svc/2")
+    return Promotion(Request("p", "xy-0146", "qa", V2, V1), Log("p", (deploying,)))
 
 
 @pytest.mark.parametrize(
