@@ -17,7 +17,7 @@ from app import app
 from chalicelib import promotion as promo
 from chalicelib.deps import Deps, utcnow
 from chalicelib.names import KIND_TAG, Namespace, Version, dict_to_tags
-from chalicelib.state import QueuedRequest
+from chalicelib.state import Log, Request, Stage, Step
 from chalicelib.sweep import Entry, SweepResult, headroom, run_sweep
 from chalicelib.sweep_plan import SWEEP_REQUESTED_TAG, Planned
 from tests.conftest import CallCounter, take_source_snapshot
@@ -88,7 +88,7 @@ def instance_ids(aws: boto3.session.Session) -> set[str]:
 
 def activate(deps: Deps, aws: boto3.session.Session, ns: Namespace, version: str) -> str:
     name = make_stack(deps, aws, ns, version)
-    deps.store.set_active(ns, Version(version))
+    deps.store.set_active(ns, Version(version), was=deps.store.get_active(ns))
     return name
 
 
@@ -179,11 +179,11 @@ def test_active_version_is_never_deleted_even_when_its_stack_looks_failed(qa_act
 
 def test_in_flight_new_and_previous_versions_are_never_deleted(world, deps, aws, outbox, events):
     previous = make_stack(deps, aws, QA, V1)
-    deps.store.set_active(QA, Version(V1))
+    deps.store.set_active(QA, Version(V1), was=deps.store.get_active(QA))
     take_source_snapshot(aws, V3)
     promo.on_promotion_requested(deps, events.promotion_requested(tenant="xy-0146", environment="qa", version=V3))
     # An operator points active elsewhere mid-flight: both of the promotion's stacks are still safe.
-    deps.store.set_active(QA, Version(V0))
+    deps.store.set_active(QA, Version(V0), was=deps.store.get_active(QA))
     later(deps, minutes=90)  # past the grace, not past the restoring timeout
     result = run_sweep(deps)
     assert {previous, QA.stack_name(Version(V3))} <= stack_names(aws)
@@ -220,7 +220,7 @@ def test_dry_run_lists_everything_and_changes_nothing(qa_active, deps, aws, outb
     deps.store._ssm.put_parameter(Name=f"/tierlift/xy-0146/qa/db/{V0}", Value="{}", Type="String")
     final_snapshot(aws, QA, V0)
     take_source_snapshot(aws, V3)  # never promoted: lost event
-    deps.store.put_queued(PROD, QueuedRequest("q-1", "xy-0146", "prod", V2, queued_at="2026-01-01T00:00:00+00:00"))
+    put_queued(deps, PROD, "q-1", V2, "2026-01-01T00:00:00+00:00")
     stacks_before, params_before = stack_names(aws), deps.store.get_by_path("/tierlift")
     snapshots_before = {s["DBSnapshotIdentifier"] for s in deps.rds.snapshots()}
     outbox.drain()
@@ -343,14 +343,22 @@ def test_snapshot_whose_promotion_ran_and_failed_is_not_requested_again(qa_activ
     assert [e for e in outbox.drain() if e["detail-type"] == "Promotion Requested"] == []
 
 
+def put_queued(deps: Deps, ns: Any, request_id: str, version: str, at: str) -> None:
+    """A request left waiting in the queue (its entry and its ``queued`` log entry)."""
+    deps.store.put_queue_entry(ns, Request(request_id, "xy-0146", ns.environment, version, requested_at=at))
+    deps.store.append(ns, Log(request_id), Step(seq=0, stage=Stage.QUEUED, at=at, owner="inv"))
+
+
 def test_orphaned_queue_slot_starts_its_promotion(qa_active, deps, aws, outbox):
     take_source_snapshot(aws, V3)
-    deps.store.put_queued(QA, QueuedRequest("q-1", "xy-0146", "qa", V3, queued_at=utcnow().isoformat()))
+    put_queued(deps, QA, "q-0", V2, (utcnow() - timedelta(minutes=1)).isoformat())  # older: superseded
+    put_queued(deps, QA, "q-1", V3, utcnow().isoformat())
     later(deps, hours=1)
     result = run_sweep(deps)
     assert [(e.item.kind, e.status) for e in result.by_kind("drain_queue")] == [("drain_queue", "done")]
-    assert deps.store.get_queued(QA) is None
+    assert deps.store.read_queue(QA) == []
     assert deps.store.get_promotion(QA).id == "q-1"
+    assert deps.store.read_log(QA, "q-0").latest.outcome == "rejected"
     assert QA.stack_name(Version(V3)) in stack_names(aws)
 
 
@@ -399,8 +407,14 @@ def test_nothing_to_do_costs_few_calls_and_changes_nothing(world, deps, aws, cal
     assert result.entries == []
     assert calls.mutating == []
     assert ("events", "PutEvents") not in calls.calls
-    # one SSM page, one describe_stacks, one describe_db_snapshots, one describe_account_attributes
-    assert len(calls.calls) <= 4, calls.by_service()
+    # one SSM page, one describe_stacks, one describe_db_snapshots, one describe_account_attributes,
+    # and one read of the (empty) list of promotions waiting for DB-instance headroom
+    assert calls.by_service() == {
+        "ssm:GetParametersByPath": 2,
+        "cloudformation:DescribeStacks": 1,
+        "rds:DescribeDBSnapshots": 1,
+        "rds:DescribeAccountAttributes": 1,
+    }
 
 
 def test_result_is_json_serialisable_and_capped_in_the_log():
