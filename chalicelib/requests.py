@@ -216,7 +216,16 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
     # Action.START: take the lock, or wait if someone took it first.
     started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
     if not deps.store.take_lock(started):
+        holder = deps.store.get_promotion(ns)
+        if holder is not None and holder.id == request.id:
+            # A duplicate delivery of this very request took the lock first: it carries on.
+            return ignore(f"duplicate delivery: promotion {request.id} started in another invocation", ns.name)
         return enqueue(deps, rec, request, "environment became busy")
+    if deps.store.read_log(ns, request.id).steps:
+        # A duplicate delivery of this request ran (and maybe ended) between our read and the lock:
+        # the lock is ours alone, so giving it back is safe.
+        deps.store.release_lock(ns)
+        return ignore(f"duplicate delivery: request {request.id} was handled by another invocation", ns.name)
     _supersede(deps, ns, rec.waiting, started)
     return start(deps, config, rec, Promotion(started, Log(started.id)))
 
@@ -333,6 +342,9 @@ def _start_queued(deps: Deps, rec: Recorded, queued: QueuedRequest) -> Result:
         return Result("reject", reason, request.id, ns.name)
     started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
     if not deps.store.take_lock(started):
+        holder = deps.store.get_promotion(ns)
+        if holder is not None and holder.id == request.id:
+            return Result("ignore", "started by another invocation", request.id, ns.name)
         # Someone started another promotion in between: wait again (the log says queued once more).
         if record(deps, ns, queued.log, Stage.QUEUED, reason="environment became busy") is not None:
             deps.store.put_queue_entry(ns, request)

@@ -69,10 +69,11 @@ class Pipeline:
         self.deployment_event(outcome, environment)
 
     def stacks(self) -> dict[str, str]:
-        cfn = self.session.client("cloudformation")
+        pages = self.session.client("cloudformation").get_paginator("describe_stacks").paginate()
         return {
             s["StackName"]: s["StackStatus"]
-            for s in cfn.describe_stacks()["Stacks"]
+            for page in pages
+            for s in page["Stacks"]
             if s["StackStatus"] != "DELETE_COMPLETE"
         }
 

@@ -187,7 +187,8 @@ def check_invariants(world: World, guard: LockGuard, ran: set[str]) -> None:
     assert all(n == 1 for n in owners.values()), owners
     active = store.get_active(world.ns)
     assert active is not None
-    assert world.ns.stack_name(active) in world.p.stacks(), f"active {active} has no stack"
+    live = world.p.deps.stacks.describe(world.ns.stack_name(active))
+    assert live is not None and live["StackStatus"] == "CREATE_COMPLETE", f"active {active} has no stack"
     assert store.get_db(world.ns, active) is not None
 
 
