@@ -8,10 +8,10 @@ V2 = "20261127200000"
 
 # Exclusive transitions cost reads and create-only writes: every handler reads the promotion's log
 # (GetParametersByPath), a request also its own log before and after taking the lock (to recognise a
-# re-delivery, even one running at the same instant) and the queue; the deploy claims then completes its log entry and indexes the service; an ending claims,
-# records ``last`` and ``completed``, and drains (one read of an empty queue). A start reads the
-# headroom waiting list; its ``DescribeAccountAttributes`` is cached per container for a minute (the
-# setup's promotion made it here).
+# re-delivery, even one running at the same instant) and the queue; the deploy claims then completes
+# its log entry and indexes the service; an ending claims, records ``last`` and ``completed``, and
+# drains (one read of an empty queue). A start reads the headroom waiting list; its
+# ``DescribeAccountAttributes`` is cached per container for a minute (the setup's promotion made it).
 EXPECTED = {
     "snapshot_requested": {"ssm:GetParameter": 1, "rds:CreateDBSnapshot": 1},
     "snapshot_created": {"ssm:GetParameter": 1, "rds:DescribeDBSnapshots": 1, "events:PutEvents": 1},
