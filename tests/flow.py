@@ -69,12 +69,13 @@ class Pipeline:
         self.deployment_event(outcome, environment)
 
     def stacks(self) -> dict[str, str]:
+        """The DB stacks (the common and environment stacks of the bootstrap are left out)."""
         pages = self.session.client("cloudformation").get_paginator("describe_stacks").paginate()
         return {
             s["StackName"]: s["StackStatus"]
             for page in pages
             for s in page["Stacks"]
-            if s["StackStatus"] != "DELETE_COMPLETE"
+            if s["StackStatus"] != "DELETE_COMPLETE" and "-db-" in s["StackName"]  # not the world's stacks
         }
 
     def service(self, environment: str = "qa") -> dict[str, Any]:

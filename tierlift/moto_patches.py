@@ -1,16 +1,166 @@
-"""Fixes for moto gaps that stand between our CloudFormation template and moto's RDS.
+"""Fixes for moto gaps that stand between our CloudFormation templates and moto.
 
 Operator wing only (tests, local cloud, benchmarks): never imported by ``chalicelib``. Each patch is
-applied once, idempotently, by :func:`apply`.
+applied once, idempotently, by :func:`apply`. Every patched moto internal is looked up through
+:func:`_require`, so a moto upgrade that moves one fails loudly at start instead of silently
+changing behaviour. Fixes that belong upstream in moto are marked ``upstream:``.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import threading
 from types import SimpleNamespace
 from typing import Any, Protocol
 
 _applied = False
+_once_applied = False
+
+
+def _require(owner: Any, name: str) -> Any:
+    """``owner.name``, or a RuntimeError naming what moved (the patches were written for moto 5.2)."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        import moto
+
+        raise RuntimeError(
+            f"tierlift.moto_patches: moto {moto.__version__} has no {getattr(owner, '__name__', owner)}.{name}; "
+            "the patch that needs it must be revised for this moto version"
+        ) from None
+
+
+def _manage_master_user_password(instance: Any, properties: dict[str, Any], account_id: str, region: str) -> None:
+    """What CloudFormation's AWS::RDS::DBInstance handler does for ``ManageMasterUserPassword: true``.
+
+    upstream: moto's CloudFormation ignores the property. RestoreDBInstanceFromDBSnapshot accepts it for
+    Oracle only, so CloudFormation creates/restores the instance, then calls ModifyDBInstance with
+    ManageMasterUserPassword (applied immediately): RDS generates a new password and keeps it in a new
+    secret ``rds!db-<uuid>``. moto's restore copies the source instance's managed secret flag (RDS does
+    not); that copy is dropped so the instance ends with exactly one secret, its own.
+    """
+    if getattr(instance, "_tierlift_secret_managed", False):
+        return
+    from moto.rds.models import rds_backends
+
+    stale = getattr(instance, "master_user_secret", None)
+    if stale is not None:
+        stale.delete_secret()
+        del instance.master_user_secret
+    kms_key = (properties.get("MasterUserSecret") or {}).get("KmsKeyId") or None
+    rds_backends[account_id][region].modify_db_instance(
+        instance.db_instance_identifier,
+        {"manage_master_user_password": True, "master_user_secret_kms_key_id": kms_key, "apply_immediately": True},
+    )
+    instance._tierlift_secret_managed = True
+
+
+def _apply_once() -> None:
+    """The template fixes that wrap nothing of ours (applied once per process)."""
+    global _once_applied
+    if _once_applied:
+        return
+    from moto.ecs.models import Service, TaskDefinition, ecs_backends
+    from moto.rds.models import DBInstance, MasterUserSecret
+
+    # RDS-managed secrets. upstream: moto stores {"username": "admin", "password": "P@55w0rd!"} for
+    # every instance; RDS stores the instance's master user name and a password of its own.
+    _require(MasterUserSecret, "_generate_secret_string")
+
+    def secret_string(self: Any) -> str:
+        username = getattr(self.resource, "master_username", None) or "admin"
+        return json.dumps({"username": username, "password": secrets.token_urlsafe(24)})
+
+    MasterUserSecret._generate_secret_string = secret_string  # type: ignore[method-assign]
+
+    # upstream: Fn::GetAtt DBInstance.MasterUserSecret.SecretArn is not implemented.
+    has_attr = _require(DBInstance, "has_cfn_attr").__func__
+    get_attr = _require(DBInstance, "get_cfn_attribute")
+
+    def db_has_cfn_attr(cls: Any, attr: str) -> bool:
+        return attr == "MasterUserSecret.SecretArn" or bool(has_attr(cls, attr))
+
+    def db_get_cfn_attribute(self: Any, attribute_name: str) -> Any:
+        secret = getattr(self, "master_user_secret", None)
+        if attribute_name == "MasterUserSecret.SecretArn" and secret is not None:
+            return secret.secret_arn
+        return get_attr(self, attribute_name)
+
+    DBInstance.has_cfn_attr = classmethod(db_has_cfn_attr)  # type: ignore[method-assign,assignment]
+    DBInstance.get_cfn_attribute = db_get_cfn_attribute  # type: ignore[method-assign]
+
+    # upstream: AWS::ECS::TaskDefinition keeps only Family, ContainerDefinitions, Volumes and Memory
+    # (roles, network mode, compatibilities, CPU and tags are dropped).
+    _require(TaskDefinition, "create_from_cloudformation_json")
+    from moto.core.utils import pascal_to_camelcase, remap_nested_keys
+
+    def task_definition_from_cfn(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        return ecs_backends[account_id][region_name].register_task_definition(
+            family=properties.get("Family", resource_name),
+            container_definitions=remap_nested_keys(properties.get("ContainerDefinitions", []), pascal_to_camelcase),
+            volumes=remap_nested_keys(properties.get("Volumes", []), pascal_to_camelcase),
+            network_mode=properties.get("NetworkMode"),
+            tags=[{"key": t["Key"], "value": t["Value"]} for t in properties.get("Tags", [])] or None,
+            requires_compatibilities=properties.get("RequiresCompatibilities"),
+            cpu=properties.get("Cpu"),
+            memory=properties.get("Memory"),
+            task_role_arn=properties.get("TaskRoleArn"),
+            execution_role_arn=properties.get("ExecutionRoleArn"),
+        )
+
+    TaskDefinition.create_from_cloudformation_json = classmethod(task_definition_from_cfn)  # type: ignore[method-assign,assignment]
+
+    # upstream: AWS::ECS::Service drops LaunchType, NetworkConfiguration, DeploymentConfiguration (the
+    # circuit breaker), PropagateTags and Tags.
+    _require(Service, "create_from_cloudformation_json")
+
+    def service_from_cfn(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        cluster = properties["Cluster"]
+        task_definition = properties["TaskDefinition"]
+        vpc = (properties.get("NetworkConfiguration") or {}).get("AwsvpcConfiguration")
+        service = ecs_backends[account_id][region_name].create_service(
+            getattr(cluster, "name", cluster),
+            resource_name,
+            properties.get("DesiredCount"),
+            task_definition_str=getattr(task_definition, "arn", task_definition),
+            tags=[{"key": t["Key"], "value": t["Value"]} for t in properties.get("Tags", [])] or None,
+            launch_type=properties.get("LaunchType"),
+            propagate_tags=properties.get("PropagateTags", "NONE"),
+            network_configuration=(
+                {
+                    "awsvpcConfiguration": {
+                        "subnets": list(vpc.get("Subnets", [])),
+                        "securityGroups": list(vpc.get("SecurityGroups", [])),
+                        "assignPublicIp": vpc.get("AssignPublicIp", "DISABLED"),
+                    }
+                }
+                if vpc
+                else None
+            ),
+        )
+        config = properties.get("DeploymentConfiguration") or {}
+        breaker = config.get("DeploymentCircuitBreaker") or {}
+        service.deployment_configuration = {  # type: ignore[attr-defined]
+            "deploymentCircuitBreaker": {
+                "enable": str(breaker.get("Enable", False)).lower() == "true",
+                "rollback": str(breaker.get("Rollback", False)).lower() == "true",
+            },
+            "maximumPercent": int(config.get("MaximumPercent", 200)),
+            "minimumHealthyPercent": int(config.get("MinimumHealthyPercent", 100)),
+        }
+        if observer is not None and service.deployments:
+            observer.on_deployment(service, service.deployments[0])
+        return service
+
+    Service.create_from_cloudformation_json = classmethod(service_from_cfn)  # type: ignore[method-assign,assignment]
+    _once_applied = True
 
 
 def apply() -> None:
@@ -20,7 +170,8 @@ def apply() -> None:
         return
     from moto.rds.models import DBInstance
 
-    original = DBInstance.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+    _apply_once()
+    original = _require(DBInstance, "create_from_cloudformation_json").__func__
 
     def create_from_cloudformation_json(
         cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
@@ -34,7 +185,10 @@ def apply() -> None:
         if "VPCSecurityGroups" in properties and "VpcSecurityGroupIds" not in properties:
             properties["VpcSecurityGroupIds"] = properties["VPCSecurityGroups"]
         patched = dict(cloudformation_json, Properties=properties)
-        return original(cls, resource_name, patched, account_id, region_name, **kwargs)
+        instance = original(cls, resource_name, patched, account_id, region_name, **kwargs)
+        if str(properties.get("ManageMasterUserPassword", "")).lower() == "true":
+            _manage_master_user_password(instance, properties, account_id, region_name)
+        return instance
 
     DBInstance.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
     _applied = True
