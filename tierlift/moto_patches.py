@@ -160,6 +160,30 @@ def _apply_once() -> None:
         return service
 
     Service.create_from_cloudformation_json = classmethod(service_from_cfn)  # type: ignore[method-assign,assignment]
+
+    # upstream: AWS::IAM::Role stores each inline policy as str(dict) (GetRolePolicy then returns a
+    # Python repr, not JSON).
+    from moto.iam.models import Role
+
+    role_from_cfn = _require(Role, "create_from_cloudformation_json").__func__
+
+    def role_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        properties = dict(cloudformation_json.get("Properties", {}))
+        properties["Policies"] = [
+            dict(
+                p,
+                PolicyDocument=p["PolicyDocument"]
+                if isinstance(p["PolicyDocument"], str)
+                else json.dumps(p["PolicyDocument"]),
+            )
+            for p in properties.get("Policies", [])
+        ]
+        patched = dict(cloudformation_json, Properties=properties)
+        return role_from_cfn(cls, resource_name, patched, account_id, region_name, **kwargs)
+
+    Role.create_from_cloudformation_json = classmethod(role_from_cloudformation_json)  # type: ignore[method-assign,assignment]
     _once_applied = True
 
 
