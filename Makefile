@@ -26,14 +26,14 @@ demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
 test: $(STAMP)  ## lint, types, template lint, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/cfn-lint chalicelib/templates/*.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ruff format --check .
-	$(BIN)/cfn-lint chalicelib/templates/*.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py

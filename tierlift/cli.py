@@ -91,7 +91,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     _local(args)
     config = bootstrap_tenant(_session(args), args.tenant, automatic=tuple(args.automatic))
     table = (
-        f"bootstrapped common-nonprod, common-prod and tenant {args.tenant} at {args.endpoint_url}\n"
+        f"bootstrapped stacks common-nonprod, common-prod, {args.tenant}-qa, {args.tenant}-prod "
+        f"and tenant {args.tenant} at {args.endpoint_url}\n"
         f"  source DB {config['source']['db_instance']}; services "
         + ", ".join(f"{t['cluster']}/{t['service']}" for t in config["targets"].values())
         + f"; automatic: {', '.join(config['automatic']) or '-'}"

@@ -130,7 +130,7 @@ class Demo:
 
     # the story ------------------------------------------------------------------------------------
     def run(self) -> None:
-        self.say("bootstrap: common-nonprod, common-prod, tenant xy-0146 (dev DB, qa and prod services)")
+        self.say("bootstrap: stacks common-nonprod, common-prod, xy-0146-qa, xy-0146-prod (templates/); dev DB; config")
         self.config = bootstrap_tenant(self.session, TENANT)
         self.cloud.settle(self.timeout)
 
