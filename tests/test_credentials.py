@@ -137,11 +137,6 @@ def test_task_environment_never_carries_db_credentials(promoted, pipeline):
         assert values["TIERLIFT_DB"].startswith(f"/tierlift/xy-0146/{env}/db/")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="chalicelib/promotion.py records the DB stack's MasterUserSecretArn in db/<version> and the task "
-    "definition's DB_USER/DB_PASSWORD secrets (the lead's change); remove this marker when it lands",
-)
 def test_db_record_and_task_secrets_point_at_the_versions_secret(promoted, pipeline, aws):
     for env, version in (("qa", V2), ("prod", V1)):
         arn = stack_outputs(aws, f"xy-0146-{env}-db-{version}")["MasterUserSecretArn"]
