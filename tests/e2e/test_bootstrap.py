@@ -32,6 +32,12 @@ def test_bootstrap_deploys_the_templates_and_a_promotion_keeps_its_password_to_i
     )
     assert booted.returncode == 0, booted.stderr
     config = json.loads(booted.stdout)
+    again = run(
+        [sys.executable, "-m", "tierlift", "local", "bootstrap", "--tenant", tenant, "--output", "json"],
+        AWS_ENDPOINT_URL=cloud.endpoint,
+    )
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == config  # idempotent: the stacks exist, their outputs are the same
     cfn_events = Outbox(cloud, tenant, {"source": ["aws.cloudformation"]}, "-cfn")
 
     # The config points at what the stacks made.
@@ -65,6 +71,13 @@ def test_bootstrap_deploys_the_templates_and_a_promotion_keeps_its_password_to_i
     sm = cloud.session.client("secretsmanager")
     tags = {t["Key"]: t["Value"] for t in sm.describe_secret(SecretId=qa_arn)["Tags"]}
     assert tags["aws:rds:primaryDBInstanceArn"] == qa["DBInstanceArn"]
+    owned = [
+        entry["ARN"]
+        for page in sm.get_paginator("list_secrets").paginate()
+        for entry in page["SecretList"]
+        if {"Key": "aws:rds:primaryDBInstanceArn", "Value": qa["DBInstanceArn"]} in entry.get("Tags", [])
+    ]
+    assert owned == [qa_arn], "one secret per database: the restore's copy of dev's is not left behind"
     iam = cloud.session.client("iam")
     document = iam.get_role_policy(RoleName=f"{tenant}-qa-execution", PolicyName="start-tasks")["PolicyDocument"]
     statement = next(s for s in document["Statement"] if s["Sid"] == "ThisEnvironmentsDatabaseSecrets")
