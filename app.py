@@ -15,7 +15,12 @@ from chalice.app import CloudWatchEvent
 
 from chalicelib import observability, promotion
 from chalicelib.entry import run
-from chalicelib.sweep import on_schedule as sweep_on_schedule
+
+# Import only what every handler needs: the sweep's modules (chalicelib.sweep, sweep_plan) are imported
+# by the sweep handler, so the other functions never load them; the sweep function (Chalice names
+# it <app>-<stage>-sweep) loads them at init, with the rest (docs/performance.md, "Cold start").
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith("-sweep"):
+    import chalicelib.sweep  # noqa: F401
 
 app = Chalice(app_name="tierlift")
 observability.setup()
@@ -100,6 +105,8 @@ def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.schedule(SWEEP_SCHEDULE, name="sweep")
 def sweep(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.sweep import on_schedule as sweep_on_schedule
+
     return run("sweep", sweep_on_schedule, event.to_dict(), _request_id(event))
 
 

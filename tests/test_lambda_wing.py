@@ -1,13 +1,18 @@
-"""The Lambda wing stays lean: it imports only the runtime's boto3/botocore, aws-xray-sdk and Chalice."""
+"""The Lambda wing stays lean: it imports only the runtime's boto3/botocore, Chalice and the vendored
+Powertools (with aws-xray-sdk behind its Tracer)."""
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAMBDA_FILES = [ROOT / "app.py", *sorted((ROOT / "chalicelib").glob("*.py"))]
-ALLOWED_THIRD_PARTY = {"boto3", "botocore", "chalice", "aws_xray_sdk"}
+ALLOWED_THIRD_PARTY = {"boto3", "botocore", "chalice", "aws_lambda_powertools", "aws_xray_sdk"}
 FORBIDDEN = {"tierlift", "moto", "pytest", "tests", "bench"}
 
 
@@ -40,7 +45,32 @@ def test_requirements_hold_only_runtime_dependencies():
         for line in (ROOT / "requirements.txt").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    assert lines == ["wrapt"]  # aws-xray-sdk is vendored with --no-deps (see docs/deploy.md)
+    # Powertools, aws-xray-sdk, wrapt and typing_extensions are vendored with --no-deps by
+    # scripts/vendor.py: through requirements.txt they would bring a second botocore (~17 MB).
+    assert lines == []
+
+
+def _lambda_import(function: str) -> list[str]:
+    """The modules a fresh interpreter holds after ``import app`` as Lambda function ``function``."""
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_NAME": f"tierlift-dev-{function}",
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    code = "import sys, json, app; print(json.dumps(sorted(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_lambda_function_imports_nothing_operator_only_and_only_what_it_needs():
+    modules = _lambda_import("promotion_requested")
+    assert not [m for m in modules if m.split(".")[0] in FORBIDDEN]
+    assert "chalicelib.promotion" in modules and "aws_xray_sdk.ext.botocore.patch" in modules  # traced
+    assert "chalicelib.sweep" not in modules and "chalicelib.sweep_plan" not in modules
+    assert "asyncio" not in modules  # wrapt 2 would import it (docs/performance.md, "Cold start")
+    sweep = _lambda_import("sweep")
+    assert "chalicelib.sweep" in sweep and not [m for m in sweep if m.split(".")[0] in FORBIDDEN]
 
 
 def test_the_template_ships_inside_chalicelib():
