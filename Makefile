@@ -41,8 +41,8 @@ bench: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/python -m tierlift local serve
 
-vendor: $(STAMP)  ## aws-xray-sdk without its own botocore (the Lambda runtime has one)
-	rm -rf vendor && $(BIN)/pip install --quiet --no-deps --target vendor aws-xray-sdk==2.15.0
+vendor: $(STAMP)  ## Powertools + aws-xray-sdk without botocore, pruned, as bytecode (scripts/vendor.py)
+	$(BIN)/python scripts/vendor.py --target vendor
 
 package: vendor  ## the deployment package and SAM template, in ./build (STAGE=dev|prod)
 	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} build
