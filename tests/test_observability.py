@@ -265,3 +265,29 @@ def test_enum_members_name_their_value(emf):
     metrics.stage_completed("xy-0146", "qa", Stage.DEPLOYING, 42)
     (doc,) = emf()
     assert doc["stage"] == "deploying"
+
+
+# --------------------------------------------------------------------------------------------------
+# Dashboard
+# --------------------------------------------------------------------------------------------------
+def test_the_dashboard_has_a_widget_per_metric_and_per_stage():
+    from pathlib import Path
+
+    from chalicelib.settings import DEFAULT_STAGE_TIMEOUTS
+
+    template = json.loads((Path(__file__).resolve().parents[1] / "templates" / "dashboard.json").read_text())
+    dashboard = template["Resources"]["Dashboard"]
+    assert dashboard["Type"] == "AWS::CloudWatch::Dashboard"
+    body = json.loads(dashboard["Properties"]["DashboardBody"]["Fn::Sub"].replace("${AWS::Region}", "eu-west-1"))
+    searches = [
+        metric["expression"]
+        for widget in body["widgets"]
+        if widget["type"] == "metric"
+        for (metric,) in widget["properties"]["metrics"]
+    ]
+    assert all(f"{{{observability.METRIC_NAMESPACE}," in s for s in searches)
+    named = {s.split('MetricName="')[1].split('"')[0] for s in searches}
+    emitted = {*metrics.OUTCOMES.values(), "PromotionsStarted", "PromotionsRejected", "PromotionDuration"}
+    assert named == emitted | {"StageDuration"}
+    stages = {s.split('stage="')[1].split('"')[0] for s in searches if "StageDuration" in s}
+    assert stages == set(DEFAULT_STAGE_TIMEOUTS)  # a stage renamed or added needs its widget
