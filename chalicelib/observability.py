@@ -178,6 +178,7 @@ class PromotionMetrics:
         "failed": "PromotionsFailed",
         "rolled_back": "PromotionsRolledBack",
         "cancelled": "PromotionsCancelled",
+        "rejected": "PromotionsRejected",
     }
 
     def __init__(self) -> None:
@@ -188,8 +189,8 @@ class PromotionMetrics:
         self._count("PromotionsStarted", tenant, environment)
 
     def promotion_ended(self, tenant: str, environment: str, outcome: str, seconds: float | None = None) -> None:
-        """A promotion ended: ``outcome`` is ``completed``, ``failed``, ``rolled_back`` or ``cancelled``;
-        ``seconds`` from its request to its end (``PromotionDuration``)."""
+        """A promotion ended: ``outcome`` is ``completed``, ``failed``, ``rolled_back``, ``cancelled`` or
+        ``rejected`` (``state.Outcome``); ``seconds`` from its request to its end (``PromotionDuration``)."""
         name = self.OUTCOMES.get(_value(outcome))
         if name is None:
             raise ValueError(f"promotion outcome {outcome!r} is not one of {sorted(self.OUTCOMES)}")
