@@ -207,24 +207,40 @@ class PromotionMetrics:
         """A promotion left ``stage`` after ``seconds`` in it (``StageDuration``, dimension ``stage``)."""
         self._emit("StageDuration", MetricUnit.Seconds, _seconds(seconds), tenant, environment, stage=_value(stage))
 
+    def stage_entered(
+        self, tenant: str, environment: str, stage: str, previous: str | None = None, seconds: float | None = None
+    ) -> None:
+        """The same seen from the entering side: the promotion entered ``stage`` after ``seconds`` in
+        ``previous``; emits ``StageDuration`` for ``previous`` (nothing when either is None, e.g. the first
+        stage). ``stage`` is checked like a dimension value."""
+        if not _checked("StageDuration", {"stage": _value(stage)}):
+            return
+        if previous is not None and seconds is not None:
+            self.stage_completed(tenant, environment, previous, seconds)
+
     def _count(self, name: str, tenant: str, environment: str) -> None:
         self._emit(name, MetricUnit.Count, 1, tenant, environment)
 
     def _emit(self, name: str, unit: MetricUnit, value: float, tenant: str, environment: str, **more: str) -> None:
         dimensions = {"tenant": _value(tenant), "environment": _value(environment), **more}
-        bad = [f"{key}={dim!r}" for key, dim in dimensions.items() if not _valid_dimension(dim)]
-        if bad:
-            # A caller's bug: fail loudly in tests; in Lambda never fail the handler for a metric.
-            if not in_lambda():
-                raise ValueError(f"metric {name}: dimension {', '.join(bad)} is not a validated name")
-            logging.getLogger(__name__).error("metric %s not emitted: bad dimension %s", name, ", ".join(bad))
-            return
-        if not self.enabled:
+        if not _checked(name, dimensions) or not self.enabled:
             return
         with single_metric(
             name=name, unit=unit, value=value, namespace=METRIC_NAMESPACE, default_dimensions=dimensions
         ):
             pass
+
+
+def _checked(name: str, dimensions: dict[str, str]) -> bool:
+    """True when every dimension value is a plain name. A caller's bug otherwise: raises outside Lambda
+    (tests fail), logs an error in Lambda (a metric never fails a handler)."""
+    bad = [f"{key}={dim!r}" for key, dim in dimensions.items() if not _valid_dimension(dim)]
+    if not bad:
+        return True
+    if not in_lambda():
+        raise ValueError(f"metric {name}: dimension {', '.join(bad)} is not a validated name")
+    logging.getLogger(__name__).error("metric %s not emitted: bad dimension %s", name, ", ".join(bad))
+    return False
 
 
 def _valid_dimension(value: str) -> bool:

@@ -297,3 +297,12 @@ def test_the_dashboard_has_a_widget_per_metric_and_per_stage():
     stages = {s.split('stage="')[1].split('"')[0] for s in searches if "StageDuration" in s}
     in_flight = {s.value for s in Stage} - {e.value for e in Ending} - {Stage.ENDING.value}
     assert stages == in_flight  # a stage renamed or added needs its widget
+
+
+def test_stage_entered_is_the_duration_of_the_stage_left(emf):
+    metrics.stage_entered("xy-0146", "qa", "requested")  # the first stage: nothing to measure
+    metrics.stage_entered("xy-0146", "qa", "deploying", previous="restoring", seconds=600)
+    (doc,) = emf()
+    assert _metric(doc)[2:] == ("StageDuration", "Seconds", [600.0]) and doc["stage"] == "restoring"
+    with pytest.raises(ValueError, match="dimension"):
+        metrics.stage_entered("xy-0146", "qa", "not a stage")
