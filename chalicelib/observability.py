@@ -38,7 +38,6 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 SERVICE = "tierlift"
 METRIC_NAMESPACE = "tierlift"
 OUTCOME_LOGGER = "chalicelib.entry"
-ANNOTATIONS = ("handler", "tenant", "environment", "version", "promotion_id", "action")
 
 _tracer: Any = None  # Powertools' Tracer, in Lambda only
 
