@@ -14,6 +14,7 @@ The queue is drained by the caller afterwards (no call back into the request pat
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from botocore.exceptions import ClientError
 
@@ -23,6 +24,7 @@ from chalicelib.config import InvalidConfig
 from chalicelib.deps import Deps
 from chalicelib.ecs_spec import primary_deployment
 from chalicelib.names import PROMOTION_TAG, VERSION_TAG, Namespace, Version
+from chalicelib.observability import metrics
 from chalicelib.state import LastOutcome, Outcome, Promotion, Recorded, Stage, UnknownTenant
 from chalicelib.transitions import Result, claim, event_for, extend, ignore, now_text
 
@@ -129,8 +131,18 @@ def end(deps: Deps, rec: Recorded, promotion: Promotion, outcome: Outcome, reaso
                 previous=promotion.request.previous,
             ),
         )
+        metrics.promotion_ended(ns.tenant.name, ns.environment, outcome, _seconds_since(promotion, deps))
     deps.store.release_lock(ns)
     return Result(ACTIONS[outcome], reason, promotion.id, ns.name)
+
+
+def _seconds_since(promotion: Promotion, deps: Deps) -> float:
+    """From the request (its own time) to now: the whole promotion, across its invocations."""
+    started = promotion.request.requested_at or promotion.request.started
+    try:
+        return max(0.0, (deps.clock() - datetime.fromisoformat(started)).total_seconds())
+    except ValueError:
+        return 0.0
 
 
 def _restore_service(deps: Deps, rec: Recorded, promotion: Promotion) -> None:

@@ -29,6 +29,7 @@ from chalicelib.ecs_spec import PromotionError
 from chalicelib.endings import end
 from chalicelib.invocation import current_id
 from chalicelib.names import InvalidName, Namespace, Version, Versioned
+from chalicelib.observability import metrics
 from chalicelib.state import Log, Outcome, Promotion, QueuedRequest, Recorded, Request, Stage, UnknownTenant
 from chalicelib.transitions import Result, claim, event_for, extend, ignore, now_text, record
 
@@ -59,6 +60,7 @@ def reject(deps: Deps, raw: Any, reason: str) -> Result:
             )
         ]
     )
+    metrics.promotion_rejected(None, None)
     return Result("reject", reason, ev.safe(request_id))
 
 
@@ -73,6 +75,7 @@ def reject_logged(deps: Deps, ns: Namespace, request: Request, log: Log, reason:
     deps.bus.put([event_for(request, ev.PROMOTION_REJECTED, reason=reason, outcome=Outcome.REJECTED.value)])
     deps.store.complete(ns, request.id, step)
     deps.store.delete_queue_entry(ns, request.id)
+    metrics.promotion_rejected(ns.tenant.name, ns.environment)
     logger.warning("request %s rejected: %s", request.id, reason)
     return True
 
@@ -227,6 +230,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         deps.store.release_lock(ns)
         return ignore(f"duplicate delivery: request {request.id} was handled by another invocation", ns.name)
     _supersede(deps, ns, rec.waiting, started)
+    metrics.promotion_started(ns.tenant.name, ns.environment)
     return start(deps, config, rec, Promotion(started, Log(started.id)))
 
 
@@ -350,4 +354,5 @@ def _start_queued(deps: Deps, rec: Recorded, queued: QueuedRequest) -> Result:
             deps.store.put_queue_entry(ns, request)
         return Result("queue", "environment became busy", request.id, ns.name)
     deps.store.delete_queue_entry(ns, request.id)
+    metrics.promotion_started(ns.tenant.name, ns.environment)
     return start(deps, config, rec, Promotion(started, queued.log))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from chalicelib import events as ev
@@ -21,6 +21,7 @@ from chalicelib.decisions import ClaimVerdict, claim_verdict
 from chalicelib.deps import Deps
 from chalicelib.invocation import current_id
 from chalicelib.names import Namespace
+from chalicelib.observability import metrics
 from chalicelib.state import Conflict, Log, Promotion, Request, Stage, Step
 
 logger = logging.getLogger(__name__)
@@ -62,14 +63,28 @@ def event_for(record: Promotion | Request, detail_type: str, **extra: Any) -> Ou
     )
 
 
+def _stage_left(ns: Namespace, log: Log, step: Step) -> None:
+    """The stage the log was in is over: its duration, measured between the two entries' times."""
+    previous = log.latest
+    if previous is None or previous.stage == step.stage:
+        return
+    try:
+        seconds = (datetime.fromisoformat(step.at) - datetime.fromisoformat(previous.at)).total_seconds()
+    except ValueError:
+        return
+    metrics.stage_completed(ns.tenant.name, ns.environment, previous.stage, max(0.0, seconds))
+
+
 def record(deps: Deps, ns: Namespace, log: Log, stage: Stage, **data: Any) -> Step | None:
     """Append a finished step (no work pending). None when someone else appended first."""
     step = Step(seq=0, stage=stage, at=now_text(deps), owner=current_id(), **data)
     try:
-        return deps.store.append(ns, log, step)
+        appended = deps.store.append(ns, log, step)
     except Conflict as exc:
         logger.info("transition to %s lost: %s", stage, exc)
         return None
+    _stage_left(ns, log, appended)
+    return appended
 
 
 def claim(deps: Deps, ns: Namespace, log: Log, stage: Stage, **data: Any) -> Step | None:
@@ -93,10 +108,12 @@ def claim(deps: Deps, ns: Namespace, log: Log, stage: Stage, **data: Any) -> Ste
         **data,
     )
     try:
-        return deps.store.append(ns, log, step)
+        appended = deps.store.append(ns, log, step)
     except Conflict as exc:
         logger.info("claim of %s lost: %s", stage, exc)
         return None
+    _stage_left(ns, log, appended)
+    return appended
 
 
 def extend(log: Log, step: Step) -> Log:
