@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench serve package vendor clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "tierlift needs Python 3.13 (the Lambda runtime it deploys on): install it"; \
 	  echo "(apt-get install python3.13, or pyenv install 3.13), or run make PYTHON=/path/to/python3.13"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' || { \
@@ -18,6 +18,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e .  # the `tierlift` command
 	touch $(STAMP)
 
 demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS

@@ -23,6 +23,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.names import Tenant
+from chalicelib.state import StateStore
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 TIER_NETWORKS = {"nonprod": 10, "prod": 20}
@@ -159,6 +160,7 @@ def tenant_config(
     *,
     automatic: tuple[str, ...] = ("qa",),
     environments: dict[str, dict[str, str]] | None = None,
+    approval: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """The contract's example config, pointed at the common namespaces and the environments' stacks.
 
@@ -176,6 +178,7 @@ def tenant_config(
         if outputs.get("ExecutionRoleArn"):
             task["execution_role_arn"] = outputs["ExecutionRoleArn"]
         return {
+            **({"approval": "required"} if env in approval else {}),
             "cluster": common.cluster,
             "service": outputs.get("Service", f"{tenant}-{env}"),
             "container": outputs.get("ContainerName", "app"),
@@ -201,10 +204,8 @@ def tenant_config(
 
 
 def register_tenant(session: boto3.session.Session, config: dict[str, Any], ssm_root: str = "/tierlift") -> None:
-    Tenant.parse(config["tenant"])
-    session.client("ssm").put_parameter(
-        Name=f"{ssm_root}/{config['tenant']}/config", Value=json.dumps(config), Type="String", Overwrite=True
-    )
+    name = StateStore(session.client("ssm"), ssm_root).config_path(Tenant.parse(config["tenant"]))
+    session.client("ssm").put_parameter(Name=name, Value=json.dumps(config), Type="String", Overwrite=True)
 
 
 def bootstrap_source_db(session: boto3.session.Session, tenant: str, common: Common) -> None:
@@ -240,6 +241,7 @@ def bootstrap_tenant(
     ssm_root: str = "/tierlift",
     with_services: bool = True,
     automatic: tuple[str, ...] = ("qa",),
+    approval: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``common-nonprod``/``common-prod``, the dev DB, the qa/prod environment stacks and the config.
 
@@ -253,6 +255,6 @@ def bootstrap_tenant(
     if with_services:
         for env, common in (("qa", nonprod), ("prod", prod)):
             environments[env] = bootstrap_environment(session, tenant, env, common, ssm_root=ssm_root)
-    config = tenant_config(tenant, nonprod, prod, automatic=automatic, environments=environments)
+    config = tenant_config(tenant, nonprod, prod, automatic=automatic, environments=environments, approval=approval)
     register_tenant(session, config, ssm_root)
     return config

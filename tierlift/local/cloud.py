@@ -338,6 +338,10 @@ class LocalCloud:
             sqs.create_queue(QueueName=name)
         events.put_rule(Name=TIMELINE_QUEUE, EventPattern=json.dumps({"version": ["0"]}))
         events.put_targets(Rule=TIMELINE_QUEUE, Targets=[{"Id": "timeline", "Arn": self._queue_arn(TIMELINE_QUEUE)}])
+        # The history ledger, as the packaged template deploys it: source tierlift -> CloudWatch Logs.
+        from tierlift.history import ensure_ledger
+
+        ensure_ledger(boto3.session.Session(region_name=self.region))
         for source in self.app.event_sources:
             if not isinstance(source, CloudWatchEventConfig | ScheduledEventConfig):
                 continue

@@ -1,0 +1,373 @@
+"""The history ledger: every ``source: tierlift`` event, kept in a CloudWatch Logs group.
+
+An EventBridge rule (``tierlift-ledger``, pattern ``{"source": ["tierlift"]}``) sends the pipeline's
+events, and the operators' requests and commands, to the log group named by ``TIERLIFT_LEDGER_LOG_GROUP``
+(deployed as ``/aws/events/tierlift-<stage>-ledger`` with a retention; locally
+``/aws/events/tierlift-ledger``). Unlike ``active``'s parameter history (100 versions), it keeps every
+promotion for the retention, at CloudWatch Logs' storage price (a few hundred bytes per event).
+
+This module reads it (``FilterLogEvents``, paginated), folds the events into one record per promotion
+(who asked, the stages with their times, the outcome and the reason) and renders them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from chalicelib import events as ev
+
+# The approval stage's events (the lead's chalicelib.events names them; until it lands on main).
+APPROVAL_REQUESTED: str = getattr(ev, "APPROVAL_REQUESTED", "Approval Requested")
+PROMOTION_APPROVED: str = getattr(ev, "PROMOTION_APPROVED", "Promotion Approved")
+PROMOTION_CANCELLED: str = getattr(ev, "PROMOTION_CANCELLED", "Promotion Cancelled")
+
+DEFAULT_LOG_GROUP = "/aws/events/tierlift-ledger"
+LEDGER_RULE = "tierlift-ledger"
+LEDGER_PATTERN = {"source": [ev.SOURCE]}
+
+# What each event of a promotion means for its stage (the pipeline's Stage values). ``Promotion
+# Cancelled`` with a ``command`` is an operator's command, not the pipeline's terminal event.
+STAGE_OF_EVENT = {
+    ev.PROMOTION_REQUESTED: "requested",
+    ev.PROMOTION_QUEUED: "queued",
+    ev.PROMOTION_STARTED: "restoring",
+    ev.DATABASE_READY: "database_ready",
+    APPROVAL_REQUESTED: "awaiting_approval",
+    PROMOTION_APPROVED: "approved",
+    ev.SERVICE_DEPLOYING: "deploying",
+    ev.PROMOTION_COMPLETED: "completed",
+    ev.PROMOTION_FAILED: "failed",
+    ev.PROMOTION_ROLLED_BACK: "rolled_back",
+    ev.PROMOTION_REJECTED: "rejected",
+    PROMOTION_CANCELLED: "cancelled",
+}
+TERMINAL = {
+    ev.PROMOTION_COMPLETED: "completed",
+    ev.PROMOTION_FAILED: "failed",
+    ev.PROMOTION_ROLLED_BACK: "rolled_back",
+    ev.PROMOTION_REJECTED: "rejected",
+    PROMOTION_CANCELLED: "cancelled",
+}
+
+
+def ledger_log_group() -> str:
+    return os.environ.get("TIERLIFT_LEDGER_LOG_GROUP") or DEFAULT_LOG_GROUP
+
+
+class LedgerMissing(LookupError):
+    """The ledger's log group does not exist (the rule and group are not deployed here)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The ledger's resources (the local cloud and `local bootstrap`; the packaged template deploys its own)
+# --------------------------------------------------------------------------------------------------
+def ensure_ledger(
+    session: boto3.session.Session, log_group: str | None = None, *, retention_days: int | None = None
+) -> str:
+    """Create the log group and the rule sending ``source: tierlift`` events to it; idempotent.
+
+    On AWS the log group also needs a resource policy letting ``events.amazonaws.com`` write to it (the
+    packaged template has it); moto needs none. Returns the log group's ARN.
+    """
+    group = log_group or ledger_log_group()
+    logs, events = session.client("logs"), session.client("events")
+    try:
+        logs.create_log_group(logGroupName=group)
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "ResourceAlreadyExistsException":
+            raise
+    if retention_days:
+        logs.put_retention_policy(logGroupName=group, retentionInDays=retention_days)
+    account = session.client("sts").get_caller_identity()["Account"]
+    arn = f"arn:aws:logs:{session.region_name or 'us-east-1'}:{account}:log-group:{group}"
+    events.put_rule(Name=LEDGER_RULE, EventPattern=json.dumps(LEDGER_PATTERN), State="ENABLED")
+    events.put_targets(Rule=LEDGER_RULE, Targets=[{"Id": "ledger", "Arn": arn}])
+    return arn
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One ``tierlift`` event as the ledger holds it (the EventBridge envelope)."""
+
+    id: str
+    detail_type: str
+    time: datetime
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_message(cls, message: str) -> LedgerEvent | None:
+        try:
+            raw = json.loads(message)
+        except ValueError:
+            return None
+        if not isinstance(raw, dict) or raw.get("source") != ev.SOURCE or not isinstance(raw.get("detail"), dict):
+            return None
+        try:
+            when = datetime.fromisoformat(str(raw.get("time", "")).replace("Z", "+00:00")).astimezone(UTC)
+        except ValueError:
+            return None
+        return cls(str(raw.get("id", "")), str(raw.get("detail-type", "")), when, raw["detail"])
+
+    @property
+    def is_command(self) -> bool:
+        """An operator's command (approve, cancel) rather than one of the pipeline's outputs."""
+        return "command" in self.detail
+
+    @property
+    def promotion_id(self) -> str | None:
+        """The promotion this event is about: a request's own event id, else ``detail.promotion_id``."""
+        if self.detail_type == ev.PROMOTION_REQUESTED:
+            return self.id
+        value = self.detail.get("promotion_id")
+        return str(value) if value else None
+
+    @property
+    def terminal(self) -> str | None:
+        """The outcome when this is a terminal event of the pipeline, else None."""
+        return None if self.is_command else TERMINAL.get(self.detail_type)
+
+
+def _pattern(tenant: str | None, environment: str | None, promotion_id: str | None) -> str | None:
+    """A CloudWatch Logs JSON filter pattern; the values are checked names or ids (no quotes inside)."""
+    terms = []
+    if promotion_id:
+        terms.append(f'$.detail.promotion_id = "{promotion_id}"')
+    if tenant:
+        terms.append(f'$.detail.tenant = "{tenant}"')
+    if environment:
+        terms.append(f'$.detail.environment = "{environment}"')
+    return "{ " + " && ".join(terms) + " }" if terms else None
+
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def read_ledger(
+    logs: Any,
+    log_group: str,
+    *,
+    tenant: str | None = None,
+    environment: str | None = None,
+    promotion_id: str | None = None,
+    start: datetime | None = None,
+) -> list[LedgerEvent]:
+    """The ledger's events (oldest first) matching the filters; FilterLogEvents, every page.
+
+    The server-side pattern narrows what is read on AWS; the same filters are applied here too (moto
+    ignores JSON patterns). A request (``Promotion Requested``) matches ``promotion_id`` by its event id,
+    which the JSON pattern cannot say, so with ``promotion_id`` the pattern is left to tenant/environment.
+    """
+    for value in (tenant, environment, promotion_id):
+        if value is not None and not _SAFE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a name or an id")
+    kwargs: dict[str, Any] = {"logGroupName": log_group, "interleaved": True}
+    pattern = _pattern(tenant, environment, None)
+    if pattern:
+        kwargs["filterPattern"] = pattern
+    if start is not None:
+        kwargs["startTime"] = int(start.timestamp() * 1000)
+    found: dict[tuple[str, str], LedgerEvent] = {}
+    try:
+        for page in logs.get_paginator("filter_log_events").paginate(**kwargs):
+            for item in page.get("events", []):
+                event = LedgerEvent.from_message(item.get("message", ""))
+                if event is None or not _matches(event, tenant, environment, promotion_id):
+                    continue
+                # At-least-once: the same event (id) twice, or a terminal event re-put after a crash
+                # (same promotion id and detail-type): keep the first.
+                key = (
+                    (event.promotion_id or event.id, event.detail_type)
+                    if not event.is_command and event.promotion_id
+                    else (event.id, event.detail_type)
+                )
+                if key not in found or event.time < found[key].time:
+                    found[key] = event
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+            raise LedgerMissing(f"the ledger log group {log_group} does not exist") from None
+        raise
+    return sorted(found.values(), key=lambda e: (e.time, _ORDER.get(e.detail_type, 50)))
+
+
+# Events of one second come in pipeline order (EventBridge times have a one-second resolution).
+_ORDER = {name: i for i, name in enumerate(STAGE_OF_EVENT)}
+
+
+def stage_of(event: LedgerEvent) -> str | None:
+    """The stage an event marks (``cancel_requested`` for an operator's cancel command)."""
+    if event.is_command and event.detail_type == PROMOTION_CANCELLED:
+        return "cancel_requested"
+    return STAGE_OF_EVENT.get(event.detail_type)
+
+
+def _matches(event: LedgerEvent, tenant: str | None, environment: str | None, promotion_id: str | None) -> bool:
+    detail = event.detail
+    if tenant is not None and detail.get("tenant") != tenant:
+        return False
+    if environment is not None and detail.get("environment") != environment:
+        return False
+    return promotion_id is None or event.promotion_id == promotion_id
+
+
+# --------------------------------------------------------------------------------------------------
+# One record per promotion
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class StageAt:
+    stage: str
+    at: datetime
+    by: str | None = None
+
+
+@dataclass
+class PromotionHistory:
+    id: str
+    tenant: str
+    environment: str
+    version: str | None = None
+    previous: str | None = None
+    requested_by: str | None = None
+    requested_at: datetime | None = None
+    image: str | None = None
+    override: str | None = None
+    stages: list[StageAt] = field(default_factory=list)
+    outcome: str | None = None
+    reason: str | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"{self.tenant}-{self.environment}"
+
+    @property
+    def began(self) -> datetime | None:
+        return self.requested_at or (self.stages[0].at if self.stages else None)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["namespace"] = self.namespace
+        return data
+
+
+def fold(events: Iterable[LedgerEvent]) -> list[PromotionHistory]:
+    """The ledger's events folded into one record per promotion, in the order they were requested."""
+    records: dict[str, PromotionHistory] = {}
+    for event in sorted(events, key=lambda e: (e.time, _ORDER.get(e.detail_type, 50))):
+        pid = event.promotion_id
+        detail = event.detail
+        if not pid or event.detail_type not in STAGE_OF_EVENT:
+            continue
+        record = records.get(pid)
+        if record is None:
+            record = records[pid] = PromotionHistory(
+                pid, str(detail.get("tenant", "")), str(detail.get("environment", ""))
+            )
+        record.version = record.version or _text(detail.get("version"))
+        record.previous = record.previous or _text(detail.get("previous"))
+        record.image = record.image or _text(detail.get("image"))
+        record.override = record.override or _text(detail.get("override"))
+        if event.detail_type == ev.PROMOTION_REQUESTED:
+            record.requested_at = event.time
+            record.requested_by = _text(detail.get("requested_by")) or record.requested_by
+            continue
+        if not event.is_command:
+            record.requested_by = record.requested_by or _text(detail.get("requested_by"))
+        stage = stage_of(event) or event.detail_type
+        by = _text(detail.get("requested_by")) if event.is_command else None
+        if event.is_command and detail.get("reason"):
+            by = f"{by or 'unknown'}: {detail['reason']}"
+        record.stages.append(StageAt(stage, event.time, by))
+        if event.terminal and record.outcome is None:
+            record.outcome = event.terminal
+            record.reason = _text(detail.get("reason"))
+            record.ended_at = event.time
+    return sorted(records.values(), key=lambda r: (r.began or datetime.min.replace(tzinfo=UTC), r.id))
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------------
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h04m``, ``3d04h``: compact and exact enough for a status line."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def _clock(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_history(records: list[PromotionHistory]) -> str:
+    """Two lines per promotion: who asked what and how it ended; then its stages with their times."""
+    if not records:
+        return "(no promotions in the ledger for that selection)"
+    lines: list[str] = []
+    for record in records:
+        began = record.began
+        outcome = record.outcome or "in flight"
+        took = f" after {duration((record.ended_at - began).total_seconds())}" if record.ended_at and began else ""
+        head = (
+            f"{_clock(began) if began else '?':<19}  {record.namespace:<20} {record.version or '(default)':<14} "
+            f"by {record.requested_by or 'unknown'}: {outcome}{took}"
+        )
+        if record.reason:
+            head += f" ({record.reason})"
+        lines.append(head)
+        extras = []
+        if record.previous:
+            extras.append(f"previous {record.previous}")
+        if record.image:
+            extras.append(f"image {record.image}")
+        if record.override:
+            extras.append(f"override: {record.override}")
+        steps = []
+        for step in record.stages:
+            offset = f"+{duration((step.at - began).total_seconds())}" if began else _clock(step.at)
+            steps.append(f"{step.stage} {offset}" + (f" ({step.by})" if step.by else ""))
+        lines.append("    " + "  ".join(steps) + (f"   [{'; '.join(extras)}]" if extras else ""))
+        lines.append(f"    id {record.id}")
+    return "\n".join(lines)
+
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """``30m``, ``12h``, ``7d``, ``2w``; an ISO date or time (UTC unless it says); ``YYYYMMDDHHMMSS``."""
+    now = now or datetime.now(UTC)
+    value = text.strip()
+    match = _DURATION.fullmatch(value)
+    if match:
+        return now - timedelta(seconds=int(match.group(1)) * _UNIT[match.group(2)])
+    if re.fullmatch(r"\d{14}", value):
+        return datetime.strptime(value, "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give a duration (30m, 12h, 7d, 2w), an ISO date/time or YYYYMMDDHHMMSS"
+        ) from None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
