@@ -198,35 +198,37 @@ def _last_text(row: EnvStatus) -> str:
     return f"{text}: {row.last['reason']}" if row.last.get("reason") else text
 
 
+# What on-call needs first is on the left; the line is cut to the terminal's width, so on a narrow one
+# the columns on the right (task definition, snapshot, endpoint) go first. --output json has everything.
 COLUMNS: tuple[tuple[str, int], ...] = (
-    ("NAMESPACE", 22),
+    ("NAMESPACE", 24),
     ("ACTIVE", 14),
     ("AGE", 6),
-    ("SNAPSHOT", 27),
-    ("DB ENDPOINT", 30),
-    ("TASK DEF", 20),
     ("IN FLIGHT", 32),
     ("FOR", 6),
     ("QUEUED", 17),
-    ("LAST", 60),
+    ("LAST", 48),
+    ("TASK DEF", 24),
+    ("SNAPSHOT", 38),
+    ("DB ENDPOINT", 64),
 )
 
 
 def _cells(row: EnvStatus, now: datetime) -> list[str]:
     if row.error:
-        return [row.namespace, "?", "", "", "", "", "", "", "", f"error: {row.error}"]
+        return [row.namespace, "?", "", "", "", "", f"error: {row.error}", "", "", ""]
     in_flight = f"{row.stage} {row.promotion_version}" if row.stage else "-"
     return [
         row.namespace,
         row.active or "-",
         duration((now - row.active_since).total_seconds()) if row.active_since else "-",
-        row.snapshot or "-",
-        row.endpoint or "-",
-        row.task_definition or "-",
         in_flight,
         duration((now - row.stage_since).total_seconds()) if row.stage_since and row.stage else "-",
         _queue_text(row),
         _last_text(row),
+        row.task_definition or "-",
+        row.snapshot or "-",
+        row.endpoint or "-",
     ]
 
 

@@ -1,0 +1,205 @@
+"""``status`` (every tenant on one screen) and ``history`` (the ledger folded per promotion): pure parts."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tierlift.cli import previous_version
+from tierlift.history import LedgerEvent, fold, parse_since, read_ledger, render_history
+from tierlift.status import EnvStatus, render_overview, summary_line
+
+NOW = datetime(2026, 11, 28, 8, 0, 0, tzinfo=UTC)
+
+
+def env(tenant: str, environment: str, **kw: Any) -> EnvStatus:
+    row = EnvStatus(f"{tenant}-{environment}", tenant, environment, active="20261120000000")
+    row.active_since = NOW - timedelta(days=3)
+    row.snapshot = f"{tenant}-dev-20261120000000"
+    row.endpoint = f"{tenant}-{environment}-20261120000000.abc.us-east-1.rds.amazonaws.com"
+    for key, value in kw.items():
+        setattr(row, key, value)
+    return row
+
+
+def fleet() -> list[EnvStatus]:
+    rows = [env(f"t{i:03d}-0001", e) for i in range(1000) for e in ("qa", "prod")]
+    rows[1] = env(
+        "t000-0001",
+        "prod",
+        stage="awaiting_approval",
+        stage_since=NOW - timedelta(minutes=42),
+        promotion_version="20261128070000",
+        promotion_id="p1",
+    )
+    waiting = {"id": "q1", "version": "20261128075800", "requested_by": "ci", "requested_at": ""}
+    rows[2] = env(
+        "t001-0001",
+        "qa",
+        stage="restoring",
+        stage_since=NOW - timedelta(minutes=3),
+        promotion_version="20261128075700",
+        promotion_id="p2",
+        queued=[waiting],
+    )
+    an_hour_ago, days_ago = (NOW - timedelta(hours=1)).isoformat(), (NOW - timedelta(days=3)).isoformat()
+    rolled_back = {"outcome": "rolled_back", "version": "20261128060000", "reason": "circuit breaker"}
+    rows[3] = env("t001-0001", "prod", last={**rolled_back, "at": an_hour_ago, "promotion_id": "p0"})
+    failed = {"outcome": "failed", "version": "20261120000000", "reason": "old", "at": days_ago, "promotion_id": "x"}
+    rows[4] = env("t002-0001", "qa", last=failed)
+    rows[5] = env("t002-0001", "prod", active=None, active_since=None, snapshot=None, endpoint=None)
+    return rows
+
+
+def test_a_thousand_tenants_fit_one_screen_non_idle_rows_first() -> None:
+    rows = fleet()
+    text = render_overview(rows, NOW, height=24, width=200)
+    lines = text.splitlines()
+    assert len(lines) <= 24
+    assert lines[0] == (
+        "1000 tenant(s), 2000 environment(s): 2 in flight (1 awaiting approval), 1 with a queue, "
+        "1 ended badly in the last 24h, 1997 idle (1 never promoted)"
+    )
+    assert lines[1].split()[:3] == ["NAMESPACE", "ACTIVE", "AGE"]
+    assert lines[2].startswith("t000-0001-prod") and "awaiting_approval 20261128070000" in lines[2]
+    assert "42m00s" in lines[2]
+    assert lines[3].startswith("t001-0001-qa") and "restoring" in lines[3] and "20261128075800" in lines[3]
+    assert lines[4].startswith("t001-0001-prod") and "rolled_back 20261128060000: circuit breaker" in lines[4]
+    assert len(lines) == 6 and lines[-1] == "idle environments not shown: tierlift status --all"
+    assert all(len(line) <= 200 for line in lines)
+
+
+def test_more_non_idle_rows_than_fit_are_cut_and_counted() -> None:
+    rows = [env(f"t{i:03d}-0001", "qa", stage="restoring", stage_since=NOW) for i in range(50)]
+    lines = render_overview(rows, NOW, height=24).splitlines()
+    assert len(lines) == 23
+    assert lines[-1] == "… 30 more not shown: tierlift status --all (or --output json)"
+
+
+def test_all_lists_every_row() -> None:
+    assert len(render_overview(fleet(), NOW, show_all=True).splitlines()) == 2002
+
+
+def test_nothing_to_look_at_says_so() -> None:
+    rows = [env("xy-0146", "qa")]
+    assert render_overview(rows, NOW).splitlines()[1].startswith("nothing in flight")
+    assert "1 idle" in summary_line(rows, NOW)
+
+
+def test_json_rows_carry_every_field() -> None:
+    row = fleet()[2].as_dict(NOW)
+    assert row["stage"] == "restoring" and row["stage_seconds"] == 180
+    assert row["active_age_seconds"] == 3 * 86400 and row["snapshot"] == "t001-0001-dev-20261120000000"
+    assert row["queued"][0]["version"] == "20261128075800"
+    json.dumps(row)
+
+
+def test_previous_version_from_actives_history() -> None:
+    assert previous_version(["1", "2", "3"], "3") == "2"
+    assert previous_version(["1", "2", "1"], "1") == "2"
+    assert previous_version(["3"], "3") is None
+    assert previous_version([], "3") is None
+
+
+# history ------------------------------------------------------------------------------------------
+def ledger_message(detail_type: str, seconds: int, event_id: str, **detail: Any) -> dict[str, Any]:
+    when = datetime(2026, 11, 28, 7, 0, 0, tzinfo=UTC) + timedelta(seconds=seconds)
+    body = {
+        "id": event_id,
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": "tierlift",
+        "detail-type": detail_type,
+        "detail": {"tenant": "xy-0146", "environment": "prod", **detail},
+    }
+    return {"message": json.dumps(body), "timestamp": int(when.timestamp() * 1000)}
+
+
+class FakeLogs:
+    """FilterLogEvents in two pages, as CloudWatch Logs pages it."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.calls: list[dict[str, Any]] = []
+
+    def get_paginator(self, name: str) -> FakeLogs:
+        assert name == "filter_log_events"
+        return self
+
+    def paginate(self, **kwargs: Any) -> list[dict[str, Any]]:
+        self.calls.append(kwargs)
+        half = len(self.events) // 2
+        return [{"events": self.events[:half], "nextToken": "x"}, {"events": self.events[half:]}]
+
+
+def promotion_story() -> list[dict[str, Any]]:
+    pid = "p-1"
+    common = {"promotion_id": pid, "version": "20261127200000"}
+    return [
+        ledger_message("Promotion Requested", 0, pid, version="20261127200000", requested_by="alice"),
+        ledger_message("Promotion Started", 1, "e1", previous="20261120000000", **common),
+        ledger_message("Database Ready", 600, "e2", **common),
+        ledger_message("Approval Requested", 601, "e3", expires_at="2026-11-28T09:00:00Z", **common),
+        ledger_message("Promotion Approved", 1800, "e4", command="approve", requested_by="carol", promotion_id=pid),
+        ledger_message("Service Deploying", 1801, "e5", **common),
+        ledger_message("Promotion Completed", 2100, "e6", **common),
+        ledger_message("Promotion Completed", 2101, "e6-dup", **common),  # re-put after a crash: deduped
+        ledger_message("Stack Swept", 2200, "e7", promotion_id="sweep", version="20261120000000"),
+        {"message": "not json", "timestamp": 0},
+    ]
+
+
+def test_history_folds_the_ledger_per_promotion() -> None:
+    logs = FakeLogs(promotion_story())
+    events = read_ledger(logs, "/aws/events/tierlift-ledger", tenant="xy-0146", environment="prod")
+    assert logs.calls[0]["filterPattern"] == '{ $.detail.tenant = "xy-0146" && $.detail.environment = "prod" }'
+    records = fold(events)
+    assert len(records) == 1
+    record = records[0]
+    assert (record.requested_by, record.version, record.previous) == ("alice", "20261127200000", "20261120000000")
+    assert [s.stage for s in record.stages] == [
+        "restoring",
+        "database_ready",
+        "awaiting_approval",
+        "approved",
+        "deploying",
+        "completed",
+    ]
+    assert record.stages[3].by == "carol"
+    assert record.outcome == "completed" and record.ended_at is not None
+    text = render_history(records)
+    assert "xy-0146-prod" in text and "by alice: completed after 35m00s" in text
+    assert "approved +30m00s (carol)" in text and "previous 20261120000000" in text
+
+
+def test_history_of_a_promotion_id_and_a_start_time() -> None:
+    logs = FakeLogs(promotion_story())
+    start = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    events = read_ledger(logs, "g", tenant="xy-0146", promotion_id="p-1", start=start)
+    assert logs.calls[0]["startTime"] == int(start.timestamp() * 1000)
+    assert {e.promotion_id for e in events} == {"p-1"}
+    assert events[0].detail_type == "Promotion Requested"
+
+
+def test_ledger_event_parsing_is_tolerant() -> None:
+    assert LedgerEvent.from_message("[]") is None
+    assert LedgerEvent.from_message(json.dumps({"source": "aws.rds", "detail": {}})) is None
+    assert LedgerEvent.from_message(json.dumps({"source": "tierlift", "detail": {}, "time": "nope"})) is None
+
+
+def test_ids_that_would_break_the_filter_pattern_are_refused() -> None:
+    with pytest.raises(ValueError):
+        read_ledger(FakeLogs([]), "g", tenant='x" || 1=1')
+
+
+def test_since() -> None:
+    now = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)
+    assert parse_since("30m", now) == now - timedelta(minutes=30)
+    assert parse_since("7d", now) == now - timedelta(days=7)
+    assert parse_since("20261127200000", now) == datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
+    assert parse_since("2026-11-27", now) == datetime(2026, 11, 27, tzinfo=UTC)
+    assert parse_since("2026-11-27T10:00:00+01:00", now) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="duration"):
+        parse_since("yesterday", now)
