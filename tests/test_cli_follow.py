@@ -151,3 +151,57 @@ def test_live_mode_rewrites_the_current_line() -> None:
     follower.run()
     text = out.getvalue()
     assert "\r" in text and "restoring          ... 3s" in text
+
+
+# where the ledger is missing: the recorded state -------------------------------------------------
+class FakeLogsMissing:
+    def get_paginator(self, name: str) -> FakeLogsMissing:
+        return self
+
+    def paginate(self, **kwargs: Any) -> list[Any]:
+        from botocore.exceptions import ClientError
+
+        raise ClientError({"Error": {"Code": "ResourceNotFoundException", "Message": "no"}}, "FilterLogEvents")
+
+
+class FakeStore:
+    """``StateStore.recorded`` answers in turn: in flight, then ended (``last``)."""
+
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers = answers
+        self.reads = 0
+
+    def recorded(self, ns: Namespace) -> Any:
+        self.reads += 1
+        return self.answers[min(self.reads, len(self.answers)) - 1]
+
+
+class Obj:
+    def __init__(self, **kw: Any) -> None:
+        self.__dict__.update(kw)
+
+
+def test_without_a_ledger_the_recorded_state_is_followed() -> None:
+    from tierlift.follow import StateSource, choose_source
+
+    promotion = Obj(id=PID, stage="deploying", updated="2026-11-28T07:10:00Z", started="", version="20261127200000")
+    last = Obj(promotion_id=PID, version="20261127200000", outcome="completed", reason=None, at="2026-11-28T07:14Z")
+    store = FakeStore(
+        [
+            Obj(promotion=promotion, queued=[], last=None),
+            Obj(promotion=None, queued=[], last=last),
+        ]
+    )
+    source, note = choose_source(FakeLogsMissing(), "/aws/events/tierlift-ledger", store, NS, PID, T0)
+    assert isinstance(source, StateSource) and note is not None and "recorded state" in note
+    result, out, _ = follow(source)
+    assert result.code == ExitCode.OK and [m.stage for m in result.milestones] == ["deploying", "completed"]
+    assert store.reads == 2 and "deploying" in out
+
+
+def test_a_queued_request_in_the_recorded_state() -> None:
+    from tierlift.follow import StateSource
+
+    queued = Obj(id=PID, version=None, requested_by="ci", requested_at="2026-11-28T07:00:00Z")
+    source = StateSource(FakeStore([Obj(promotion=None, queued=[queued], last=None)]), NS, PID)
+    assert [m.stage for m in source.read()] == ["queued"]
