@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chalicelib.names import Namespace
+from chalicelib.state import LastOutcome, Log, Outcome, Promotion, QueuedRequest, Recorded, Request, Stage, Step
 from tierlift.errors import ExitCode
 from tierlift.follow import Follower, Milestone, milestones_from_events, summary
 from tierlift.history import LedgerEvent
@@ -167,41 +168,43 @@ class FakeLogsMissing:
 class FakeStore:
     """``StateStore.recorded`` answers in turn: in flight, then ended (``last``)."""
 
-    def __init__(self, answers: list[Any]) -> None:
+    def __init__(self, answers: list[Recorded]) -> None:
         self.answers = answers
         self.reads = 0
 
-    def recorded(self, ns: Namespace) -> Any:
+    def recorded(self, ns: Namespace) -> Recorded:
         self.reads += 1
         return self.answers[min(self.reads, len(self.answers)) - 1]
 
 
-class Obj:
-    def __init__(self, **kw: Any) -> None:
-        self.__dict__.update(kw)
+def recorded(**kw: Any) -> Recorded:
+    return Recorded(namespace=NS, config_text=None, config_path="/tierlift/xy-0146/config", active=None, **kw)
+
+
+def request(request_id: str, **kw: Any) -> Request:
+    return Request(request_id, "xy-0146", "prod", "20261127200000", **kw)
 
 
 def test_without_a_ledger_the_recorded_state_is_followed() -> None:
     from tierlift.follow import StateSource, choose_source
 
-    promotion = Obj(id=PID, stage="deploying", updated="2026-11-28T07:10:00Z", started="", version="20261127200000")
-    last = Obj(promotion_id=PID, version="20261127200000", outcome="completed", reason=None, at="2026-11-28T07:14Z")
-    store = FakeStore(
-        [
-            Obj(promotion=promotion, queued=[], last=None),
-            Obj(promotion=None, queued=[], last=last),
-        ]
-    )
-    source, note = choose_source(FakeLogsMissing(), "/aws/events/tierlift-ledger", store, NS, PID, T0)
+    step = Step(seq=3, stage=Stage.DEPLOYING, at="2026-11-28T07:10:00+00:00")
+    in_flight = Promotion(request(PID, started="2026-11-28T07:00:00+00:00"), Log(PID, (step,)))
+    last = LastOutcome(PID, "20261127200000", Outcome.COMPLETED, None, "2026-11-28T07:14:00+00:00")
+    store = FakeStore([recorded(promotion=in_flight), recorded(promotion=None, last=last)])
+    source, note = choose_source(FakeLogsMissing(), "/aws/events/tierlift-ledger", store, NS, PID, T0)  # type: ignore[arg-type]
     assert isinstance(source, StateSource) and note is not None and "recorded state" in note
     result, out, _ = follow(source)
     assert result.code == ExitCode.OK and [m.stage for m in result.milestones] == ["deploying", "completed"]
-    assert store.reads == 2 and "deploying" in out
+    assert store.reads == 2 and "deploying" in out and "+10m00s" in out
 
 
 def test_a_queued_request_in_the_recorded_state() -> None:
-    from tierlift.follow import StateSource
+    from tierlift.follow import milestones_from_state
 
-    queued = Obj(id=PID, version=None, requested_by="ci", requested_at="2026-11-28T07:00:00Z")
-    source = StateSource(FakeStore([Obj(promotion=None, queued=[queued], last=None)]), NS, PID)
-    assert [m.stage for m in source.read()] == ["queued"]
+    waiting = QueuedRequest(
+        request(PID, requested_at="2026-11-28T07:00:00+00:00"), Log(PID, (Step(1, Stage.QUEUED, "x"),))
+    )
+    state = recorded(promotion=None, queued=[waiting])
+    assert [(m.stage, m.at) for m in milestones_from_state(state, PID)] == [("queued", T0)]
+    assert milestones_from_state(state, "someone-else") == []

@@ -203,3 +203,72 @@ def test_since() -> None:
     assert parse_since("2026-11-27T10:00:00+01:00", now) == datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
     with pytest.raises(ValueError, match="duration"):
         parse_since("yesterday", now)
+
+
+# rows from the recorded state ----------------------------------------------------------------------
+def test_rows_from_the_recorded_state() -> None:
+    from chalicelib.names import Tenant, Version
+    from chalicelib.state import DbRecord, LastOutcome, Log, Promotion, QueuedRequest, Recorded, Request, Stage, Step
+    from tierlift.status import from_recorded, rows_from
+    from tierlift.world import Common, tenant_config
+
+    common = Common("nonprod", "vpc-1", ("subnet-0123456789abcdef0",), "sg-0123456789abcdef0", "db", "common-nonprod")
+    config = json.dumps(tenant_config("xy-0146", common, common, approval=("prod",)))
+    tenant = Tenant.parse("xy-0146")
+    active = Version.parse("20261120000000")
+    db = DbRecord(
+        "xy-0146-prod-db-20261120000000", "i", "xy-0146-prod-20261120000000.abc", 3306, "snap-x", active.value
+    )
+    pid, qid = "p-1", "q-1"
+    in_flight = Promotion(
+        Request(pid, "xy-0146", "prod", "20261128070000", started="2026-11-28T07:00:00+00:00"),
+        Log(
+            pid,
+            (
+                Step(1, Stage.RESTORING, "2026-11-28T07:00:01+00:00"),
+                Step(2, Stage.AWAITING_APPROVAL, "2026-11-28T07:10:00+00:00"),
+            ),
+        ),
+    )
+    waiting = QueuedRequest(
+        Request(qid, "xy-0146", "prod", None, requested_by="ci", requested_at="2026-11-28T07:30:00+00:00"),
+        Log(qid, ()),
+    )
+    last = LastOutcome("p-0", "20261127000000", "rolled_back", "circuit breaker", "2026-11-28T06:00:00+00:00")
+
+    def state(env: str, **kw: Any) -> Recorded:
+        return Recorded(tenant.namespace(env), config, "/tierlift/xy-0146/config", **kw)
+
+    prod = state(
+        "prod",
+        active=active,
+        promotion=in_flight,
+        queued=[waiting],
+        last=last,
+        active_since=NOW - timedelta(days=2),
+        db={active.value: db},
+    )
+    row = from_recorded(prod)
+    assert row is not None
+    assert (row.active, row.snapshot, row.endpoint, row.stack) == (active.value, "snap-x", db.endpoint, db.stack)
+    assert (row.stage, row.promotion_version, row.cluster, row.service) == (
+        "awaiting_approval",
+        "20261128070000",
+        "common-nonprod",
+        "xy-0146-prod",
+    )
+    assert row.stage_since == datetime(2026, 11, 28, 7, 10, tzinfo=UTC)
+    assert row.queued == [
+        {"id": qid, "version": None, "requested_by": "ci", "requested_at": "2026-11-28T07:30:00+00:00"}
+    ]
+    assert row.last is not None and row.last["outcome"] == "rolled_back" and row.last["reason"] == "circuit breaker"
+    # The source environment has no row; a namespace of a tenant without a config shows the error.
+    assert from_recorded(state("dev", active=None, promotion=None)) is None
+    orphan = Recorded(tenant.namespace("qa"), None, "/tierlift/xy-0146/config", active=None, promotion=None)
+    broken = from_recorded(orphan)
+    assert broken is not None and broken.error is not None and "no config" in broken.error
+    qa = state("qa", active=active, promotion=None)
+    (qa_row, prod_row) = rows_from([prod, qa, state("dev", active=None, promotion=None)])[::-1]
+    assert qa_row.snapshot == "xy-0146-dev-20261120000000" and qa_row.stack == "xy-0146-qa-db-20261120000000"
+    text = render_overview([qa_row, prod_row], NOW, width=300)
+    assert "awaiting_approval 20261128070000" in text and "50m00s" in text

@@ -27,7 +27,7 @@ from tierlift.errors import ExitCode, OperatorError
 if TYPE_CHECKING:
     from chalicelib.config import TenantConfig
     from chalicelib.names import Namespace
-    from chalicelib.state import StateStore
+    from chalicelib.state import Promotion, StateStore
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # An operator's command answers in seconds or says why: short connect timeout, few retries.
@@ -303,20 +303,16 @@ def _request(
     return _follow(args, session, store, ns, promotion_id, started)
 
 
-def _in_flight(store: StateStore, ns: Namespace) -> Any:
-    return store.recorded(ns).promotion
-
-
 def cmd_approve(args: argparse.Namespace) -> int:
-    from tierlift.history import PROMOTION_APPROVED
+    from chalicelib.events import PROMOTION_APPROVED
+    from chalicelib.state import Stage
 
     session = _session(args)
     store = _store(session)
     _, ns = _target(store, args.tenant, args.environment)
     assert ns is not None
-    promotion = _in_flight(store, ns)
-    awaiting = promotion is not None and str(promotion.stage) == "awaiting_approval"
-    if not awaiting:
+    promotion = store.recorded(ns, with_queue=False).promotion
+    if promotion is None or promotion.stage != Stage.AWAITING_APPROVAL:
         where = f"{promotion.id} is {promotion.stage}" if promotion is not None else "nothing is in flight"
         raise OperatorError(ExitCode.REFUSED, f"no promotion of {ns} is awaiting approval ({where})")
     if args.promotion_id and args.promotion_id != promotion.id:
@@ -340,17 +336,17 @@ def cmd_approve(args: argparse.Namespace) -> int:
     return _follow(args, session, store, ns, promotion.id, _started(promotion, started))
 
 
-def _started(promotion: Any, default: datetime) -> datetime:
-    text = getattr(promotion, "started", "") or ""
+def _started(promotion: Promotion, default: datetime) -> datetime:
+    """When the promotion started (its record's ``started``), to show times from its start."""
     try:
-        when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        when = datetime.fromisoformat(promotion.started.replace("Z", "+00:00"))
     except ValueError:
         return default
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from tierlift.history import PROMOTION_CANCELLED
+    from chalicelib.events import PROMOTION_CANCELLED
 
     session = _session(args)
     store = _store(session)
@@ -358,8 +354,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     assert ns is not None
     recorded = store.recorded(ns)
     promotion = recorded.promotion
-    waiting = getattr(recorded, "waiting", None)
-    queued = list(waiting) if isinstance(waiting, list) else [q for q in [recorded.queued] if q is not None]
+    queued = recorded.waiting
     wanted = args.promotion_id or (promotion.id if promotion is not None else None)
     if wanted is None and len(queued) == 1:
         wanted = queued[0].id

@@ -16,32 +16,37 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from chalicelib.names import Namespace
+from chalicelib.state import Outcome, Recorded, Stage, StateStore
 from tierlift.errors import ExitCode
-from tierlift.history import LedgerEvent, LedgerMissing, duration, read_ledger, stage_of
+from tierlift.history import (
+    APPROVED_MILESTONE,
+    CANCEL_REQUESTED_MILESTONE,
+    DATABASE_READY_MILESTONE,
+    LedgerEvent,
+    LedgerMissing,
+    duration,
+    read_ledger,
+    stage_of,
+)
 
 OUTCOME_CODES = {
-    "completed": ExitCode.OK,
-    "rejected": ExitCode.REJECTED,
-    "failed": ExitCode.FAILED,
-    "rolled_back": ExitCode.ROLLED_BACK,
-    "cancelled": ExitCode.CANCELLED,
+    Outcome.COMPLETED: ExitCode.OK,
+    Outcome.REJECTED: ExitCode.REJECTED,
+    Outcome.FAILED: ExitCode.FAILED,
+    Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
+    Outcome.CANCELLED: ExitCode.CANCELLED,
 }
 LABELS = {
-    "requested": "requested",
-    "queued": "queued",
-    "restoring": "restoring",
-    "database_ready": "database ready",
-    "awaiting_approval": "awaiting approval",
-    "approved": "approved",
-    "cancel_requested": "cancel requested",
-    "deploying": "deploying",
-    "finalizing": "finalizing",
-    "completed": "completed",
-    "failed": "failed",
-    "rolled_back": "rolled back",
-    "rejected": "rejected",
-    "cancelled": "cancelled",
+    DATABASE_READY_MILESTONE: "database ready",
+    APPROVED_MILESTONE: "approved",
+    CANCEL_REQUESTED_MILESTONE: "cancel requested",
+    Stage.AWAITING_APPROVAL: "awaiting approval",
+    Stage.ROLLED_BACK: "rolled back",
 }
+
+
+def label(stage: str) -> str:
+    return LABELS.get(stage, stage)
 
 
 @dataclass(frozen=True)
@@ -99,27 +104,29 @@ class LedgerSource:
 class StateSource:
     """The recorded state in SSM: where the promotion is now, or how it ended (``last``)."""
 
-    store: Any  # chalicelib.state.StateStore
+    store: StateStore
     namespace: Namespace
     promotion_id: str
 
     def read(self) -> list[Milestone]:
-        recorded = self.store.recorded(self.namespace)
-        promotion = recorded.promotion
-        if promotion is not None and promotion.id == self.promotion_id:
-            since = _when(getattr(promotion, "stage_since", None) or promotion.updated) or datetime.now(UTC)
-            return [Milestone(str(promotion.stage), since, {"version": str(promotion.version)})]
-        queued = recorded.queued if isinstance(recorded.queued, list) else [recorded.queued]
-        for entry in queued:
-            if entry is not None and entry.id == self.promotion_id:
-                at = _when(getattr(entry, "requested_at", None) or getattr(entry, "queued_at", "")) or datetime.now(UTC)
-                return [Milestone("queued", at, {"version": entry.version})]
-        last = getattr(recorded, "last", None)
-        if last is not None and last.promotion_id == self.promotion_id:
-            at = _when(last.at) or datetime.now(UTC)
-            detail = {"version": last.version, "reason": last.reason}
-            return [Milestone(str(last.outcome), at, detail, str(last.outcome))]
-        return []
+        return milestones_from_state(self.store.recorded(self.namespace), self.promotion_id)
+
+
+def milestones_from_state(recorded: Recorded, promotion_id: str) -> list[Milestone]:
+    """Where ``promotion_id`` is in a namespace's recorded state: in flight, waiting, or ended."""
+    promotion = recorded.promotion
+    if promotion is not None and promotion.id == promotion_id:
+        since = _when(promotion.updated) or datetime.now(UTC)
+        return [Milestone(str(promotion.stage), since, {"version": str(promotion.version)})]
+    for entry in recorded.waiting:
+        if entry.id == promotion_id:
+            at = _when(entry.requested_at) or datetime.now(UTC)
+            return [Milestone(Stage.QUEUED, at, {"version": entry.version})]
+    last = recorded.last
+    if last is not None and last.promotion_id == promotion_id:
+        at = _when(last.at) or datetime.now(UTC)
+        return [Milestone(last.outcome, at, {"version": last.version, "reason": last.reason}, last.outcome)]
+    return []
 
 
 def _when(text: Any) -> datetime | None:
@@ -155,16 +162,16 @@ class Result:
 def _info(milestone: Milestone, namespace: Namespace, promotion_id: str) -> str:
     d = milestone.detail
     parts: list[str] = []
-    if milestone.stage == "requested" and d.get("requested_by"):
+    if milestone.stage == Stage.REQUESTED and d.get("requested_by"):
         parts.append(f"by {d['requested_by']}")
-    if d.get("version") and milestone.stage in ("restoring", "queued"):
+    if d.get("version") and milestone.stage in (Stage.RESTORING, Stage.QUEUED):
         parts.append(f"version {d['version']}")
-    if d.get("previous") and milestone.stage == "restoring":
+    if d.get("previous") and milestone.stage == Stage.RESTORING:
         parts.append(f"previous {d['previous']}")
     for key in ("stack", "endpoint", "task_definition", "deployment_id"):
         if d.get(key):
             parts.append(f"{key.replace('_', ' ')} {str(d[key]).rsplit('/', 1)[-1]}")
-    if milestone.stage == "awaiting_approval":
+    if milestone.stage == Stage.AWAITING_APPROVAL:
         if d.get("expires_at"):
             parts.append(f"expires {d['expires_at']}")
         parts.append(
@@ -215,10 +222,9 @@ class Follower:
         if self.seen:
             before = self.seen[-1]
             spent = duration((milestone.at - before.at).total_seconds())
-            took = f"({LABELS.get(before.stage, before.stage)} took {spent})"
+            took = f"({label(before.stage)} took {spent})"
         info = _info(milestone, self.namespace, self.promotion_id)
-        label = LABELS.get(milestone.stage, milestone.stage)
-        return f"  {self._offset(milestone.at):>8}  {label:<18} {took:<30} {info}".rstrip()
+        return f"  {self._offset(milestone.at):>8}  {label(milestone.stage):<18} {took:<30} {info}".rstrip()
 
     def _write(self, text: str, *, final: bool) -> None:
         if self.live:
@@ -234,7 +240,7 @@ class Follower:
             return
         current = self.seen[-1]
         waited = duration((self.now() - current.at).total_seconds())
-        self._write(f"  {'':>8}  {LABELS.get(current.stage, current.stage):<18} ... {waited}", final=False)
+        self._write(f"  {'':>8}  {label(current.stage):<18} ... {waited}", final=False)
 
     def run(self) -> Result:
         deadline = self.clock() + self.timeout
@@ -263,9 +269,9 @@ class Follower:
         return next((str(m.detail["version"]) for m in reversed(self.seen) if m.detail.get("version")), None)
 
     def _result(self, milestone: Milestone) -> Result:
-        outcome = milestone.outcome or "failed"
+        outcome = milestone.outcome or Outcome.FAILED
         return Result(
-            OUTCOME_CODES.get(outcome, ExitCode.FAILED),
+            OUTCOME_CODES.get(Outcome(outcome), ExitCode.FAILED),
             outcome,
             milestone.detail.get("reason"),
             self._version(),
@@ -279,18 +285,18 @@ def summary(result: Result, namespace: Namespace, timeout: float) -> str:
     if len(result.milestones) >= 2:
         took = f" in {duration((result.milestones[-1].at - result.milestones[0].at).total_seconds())}"
     if result.outcome is None:
-        where = LABELS.get(result.milestones[-1].stage, "?") if result.milestones else "not seen yet"
+        where = label(result.milestones[-1].stage) if result.milestones else "not seen yet"
         return (
             f"timed out after {duration(timeout)} ({where}); the promotion goes on: "
             f"tierlift status {namespace.tenant} / tierlift history {namespace.tenant} {namespace.environment}"
         )
-    if result.outcome == "completed":
+    if result.outcome == Outcome.COMPLETED:
         return f"completed{took}: {namespace} runs {result.version}"
-    return f"{LABELS.get(result.outcome, result.outcome)}{took}: {result.reason or 'no reason given'}"
+    return f"{label(result.outcome)}{took}: {result.reason or 'no reason given'}"
 
 
 def choose_source(
-    logs: Any, log_group: str, store: Any, namespace: Namespace, promotion_id: str, start: datetime
+    logs: Any, log_group: str, store: StateStore, namespace: Namespace, promotion_id: str, start: datetime
 ) -> tuple[Source, str | None]:
     """The ledger when it exists, else the recorded state; the note says which when it is not the ledger."""
     ledger = LedgerSource(logs, log_group, namespace, promotion_id, start)

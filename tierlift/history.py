@@ -24,11 +24,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib import events as ev
-
-# The approval stage's events (the lead's chalicelib.events names them; until it lands on main).
-APPROVAL_REQUESTED: str = getattr(ev, "APPROVAL_REQUESTED", "Approval Requested")
-PROMOTION_APPROVED: str = getattr(ev, "PROMOTION_APPROVED", "Promotion Approved")
-PROMOTION_CANCELLED: str = getattr(ev, "PROMOTION_CANCELLED", "Promotion Cancelled")
+from chalicelib.events import APPROVAL_REQUESTED, PROMOTION_APPROVED, PROMOTION_CANCELLED
+from chalicelib.state import Outcome, Stage
 
 DEFAULT_LOG_GROUP = "/aws/events/tierlift-ledger"
 LEDGER_RULE = "tierlift-ledger"
@@ -36,26 +33,31 @@ LEDGER_PATTERN = {"source": [ev.SOURCE]}
 
 # What each event of a promotion means for its stage (the pipeline's Stage values). ``Promotion
 # Cancelled`` with a ``command`` is an operator's command, not the pipeline's terminal event.
-STAGE_OF_EVENT = {
-    ev.PROMOTION_REQUESTED: "requested",
-    ev.PROMOTION_QUEUED: "queued",
-    ev.PROMOTION_STARTED: "restoring",
-    ev.DATABASE_READY: "database_ready",
-    APPROVAL_REQUESTED: "awaiting_approval",
-    PROMOTION_APPROVED: "approved",
-    ev.SERVICE_DEPLOYING: "deploying",
-    ev.PROMOTION_COMPLETED: "completed",
-    ev.PROMOTION_FAILED: "failed",
-    ev.PROMOTION_ROLLED_BACK: "rolled_back",
-    ev.PROMOTION_REJECTED: "rejected",
-    PROMOTION_CANCELLED: "cancelled",
+# Two milestones are not stages of the pipeline: the new DB being ready (within restoring) and an
+# operator's approval (between awaiting_approval and deploying).
+DATABASE_READY_MILESTONE = "database_ready"
+APPROVED_MILESTONE = "approved"
+CANCEL_REQUESTED_MILESTONE = "cancel_requested"
+STAGE_OF_EVENT: dict[str, str] = {
+    ev.PROMOTION_REQUESTED: Stage.REQUESTED,
+    ev.PROMOTION_QUEUED: Stage.QUEUED,
+    ev.PROMOTION_STARTED: Stage.RESTORING,
+    ev.DATABASE_READY: DATABASE_READY_MILESTONE,
+    APPROVAL_REQUESTED: Stage.AWAITING_APPROVAL,
+    PROMOTION_APPROVED: APPROVED_MILESTONE,
+    ev.SERVICE_DEPLOYING: Stage.DEPLOYING,
+    ev.PROMOTION_COMPLETED: Stage.COMPLETED,
+    ev.PROMOTION_FAILED: Stage.FAILED,
+    ev.PROMOTION_ROLLED_BACK: Stage.ROLLED_BACK,
+    ev.PROMOTION_REJECTED: Stage.REJECTED,
+    PROMOTION_CANCELLED: Stage.CANCELLED,
 }
-TERMINAL = {
-    ev.PROMOTION_COMPLETED: "completed",
-    ev.PROMOTION_FAILED: "failed",
-    ev.PROMOTION_ROLLED_BACK: "rolled_back",
-    ev.PROMOTION_REJECTED: "rejected",
-    PROMOTION_CANCELLED: "cancelled",
+TERMINAL: dict[str, str] = {
+    ev.PROMOTION_COMPLETED: Outcome.COMPLETED,
+    ev.PROMOTION_FAILED: Outcome.FAILED,
+    ev.PROMOTION_ROLLED_BACK: Outcome.ROLLED_BACK,
+    ev.PROMOTION_REJECTED: Outcome.REJECTED,
+    PROMOTION_CANCELLED: Outcome.CANCELLED,
 }
 
 
@@ -136,7 +138,8 @@ class LedgerEvent:
     @property
     def terminal(self) -> str | None:
         """The outcome when this is a terminal event of the pipeline, else None."""
-        return None if self.is_command else TERMINAL.get(self.detail_type)
+        outcome = None if self.is_command else TERMINAL.get(self.detail_type)
+        return str(outcome) if outcome is not None else None
 
 
 def _pattern(tenant: str | None, environment: str | None, promotion_id: str | None) -> str | None:
@@ -208,8 +211,9 @@ _ORDER = {name: i for i, name in enumerate(STAGE_OF_EVENT)}
 def stage_of(event: LedgerEvent) -> str | None:
     """The stage an event marks (``cancel_requested`` for an operator's cancel command)."""
     if event.is_command and event.detail_type == PROMOTION_CANCELLED:
-        return "cancel_requested"
-    return STAGE_OF_EVENT.get(event.detail_type)
+        return CANCEL_REQUESTED_MILESTONE
+    stage = STAGE_OF_EVENT.get(event.detail_type)
+    return str(stage) if stage is not None else None
 
 
 def _matches(event: LedgerEvent, tenant: str | None, environment: str | None, promotion_id: str | None) -> bool:

@@ -18,8 +18,8 @@ import boto3
 from botocore.exceptions import ClientError
 
 from chalicelib.config import InvalidConfig
-from chalicelib.names import Namespace, Tenant
-from chalicelib.state import StateStore, UnknownTenant
+from chalicelib.names import Tenant
+from chalicelib.state import Outcome, Recorded, Stage, StateStore, UnknownTenant
 from tierlift.history import duration
 
 ATTENTION_WINDOW = timedelta(hours=24)
@@ -57,7 +57,7 @@ class EnvStatus:
         """Not idle: in flight, something queued, or a recent outcome other than completed."""
         if self.busy() or self.error:
             return True
-        if self.last and self.last.get("outcome") not in (None, "completed"):
+        if self.last and self.last.get("outcome") not in (None, Outcome.COMPLETED):
             at = _when(self.last.get("at"))
             return at is None or now - at <= ATTENTION_WINDOW
         return False
@@ -90,9 +90,9 @@ def _when(value: Any) -> datetime | None:
 # --------------------------------------------------------------------------------------------------
 # From the recorded state (chalicelib.state.Recorded) to rows
 # --------------------------------------------------------------------------------------------------
-def from_recorded(recorded: Any) -> EnvStatus | None:
-    """The row of one namespace's :class:`chalicelib.state.Recorded`; None for the source environment."""
-    ns: Namespace = recorded.namespace
+def from_recorded(recorded: Recorded) -> EnvStatus | None:
+    """The row of one namespace's recorded state; None for the source environment (never a target)."""
+    ns = recorded.namespace
     row = EnvStatus(ns.name, ns.tenant.name, ns.environment)
     try:
         config = recorded.config()
@@ -108,44 +108,36 @@ def from_recorded(recorded: Any) -> EnvStatus | None:
     row.cluster, row.service = target.cluster, target.service
     if recorded.active is not None:
         row.active = recorded.active.value
-        row.active_since = _when(getattr(recorded, "active_since", None))
-        row.stack = ns.stack_name(recorded.active)
-        db = getattr(recorded, "db", {}).get(recorded.active.value)
+        row.active_since = _when(recorded.active_since)
+        db = recorded.db.get(recorded.active.value)
         if db is not None:
-            row.snapshot, row.endpoint, row.stack = db.snapshot, db.endpoint, db.stack or row.stack
+            row.snapshot, row.endpoint, row.stack = db.snapshot, db.endpoint, db.stack
         else:
-            row.snapshot = config.source.snapshot_id(recorded.active)
+            row.snapshot, row.stack = config.source.snapshot_id(recorded.active), ns.stack_name(recorded.active)
     promotion = recorded.promotion
     if promotion is not None:
         row.stage = str(promotion.stage)
-        row.stage_since = _when(getattr(promotion, "stage_since", None) or promotion.updated or promotion.started)
+        row.stage_since = _when(promotion.updated)
         row.promotion_id = promotion.id
         row.promotion_version = str(promotion.version)
         row.requested_by = promotion.requested_by
-    waiting = getattr(recorded, "waiting", None)
-    queued = waiting if isinstance(waiting, list) else [q for q in [recorded.queued] if q is not None]
     row.queued = [
-        {
-            "id": q.id,
-            "version": q.version,
-            "requested_by": q.requested_by,
-            "requested_at": getattr(q, "requested_at", None) or getattr(q, "queued_at", None),
-        }
-        for q in queued
+        {"id": q.id, "version": q.version, "requested_by": q.requested_by, "requested_at": q.requested_at}
+        for q in recorded.waiting
     ]
-    last = getattr(recorded, "last", None)
+    last = recorded.last
     if last is not None:
         row.last = {
             "promotion_id": last.promotion_id,
             "version": last.version,
-            "outcome": str(last.outcome),
+            "outcome": last.outcome,
             "reason": last.reason,
             "at": last.at,
         }
     return row
 
 
-def rows_from(recorded: Iterable[Any]) -> list[EnvStatus]:
+def rows_from(recorded: Iterable[Recorded]) -> list[EnvStatus]:
     rows = [row for row in (from_recorded(r) for r in recorded) if row is not None]
     return sorted(rows, key=lambda r: (r.tenant, r.environment))
 
@@ -175,7 +167,7 @@ def task_definitions(ecs: Any, rows: list[EnvStatus]) -> None:
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
-STAGE_ORDER = {"awaiting_approval": 0, "deploying": 1, "finalizing": 1, "restoring": 2, "requested": 3}
+STAGE_ORDER: dict[str, int] = {Stage.AWAITING_APPROVAL: 0, Stage.DEPLOYING: 1, Stage.FINALIZING: 1, Stage.RESTORING: 2}
 
 
 def _cut(text: str | None, width: int) -> str:
@@ -248,7 +240,7 @@ def render_rows(rows: list[EnvStatus], now: datetime, width: int | None = None) 
 def summary_line(rows: list[EnvStatus], now: datetime) -> str:
     tenants = len({r.tenant for r in rows})
     in_flight = [r for r in rows if r.stage]
-    awaiting = sum(1 for r in in_flight if r.stage == "awaiting_approval")
+    awaiting = sum(1 for r in in_flight if r.stage == Stage.AWAITING_APPROVAL)
     queued = sum(1 for r in rows if r.queued)
     bad = sum(1 for r in rows if not r.busy() and r.attention(now))
     idle = sum(1 for r in rows if not r.attention(now))
@@ -304,7 +296,7 @@ def overview(
     session: boto3.session.Session, store: StateStore, *, with_services: Callable[[EnvStatus], bool]
 ) -> list[EnvStatus]:
     """Every tenant's rows from one paginated walk of the SSM root; task definitions where asked."""
-    rows = rows_from(store.all_recorded())  # type: ignore[attr-defined]
+    rows = rows_from(store.all_recorded())
     task_definitions(session.client("ecs"), [r for r in rows if with_services(r)])
     return rows
 
