@@ -61,7 +61,7 @@ def test_a_thousand_tenants_fit_one_screen_non_idle_rows_first() -> None:
     assert len(lines) <= 24
     assert lines[0] == (
         "1000 tenant(s), 2000 environment(s): 2 in flight (1 awaiting approval), 1 with a queue, "
-        "1 ended badly in the last 24h, 1997 idle (1 never promoted)"
+        "1 ended badly in the last 24h, 1997 idle; 1 never promoted"
     )
     assert lines[1].split()[:3] == ["NAMESPACE", "ACTIVE", "AGE"]
     assert lines[2].startswith("t000-0001-prod") and "awaiting_approval 20261128070000" in lines[2]

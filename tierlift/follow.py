@@ -179,7 +179,7 @@ def _info(milestone: Milestone, namespace: Namespace, promotion_id: str) -> str:
         )
     if d.get("by"):
         parts.append(f"by {d['by']}")
-    if d.get("reason"):
+    if d.get("reason") and milestone.stage != Stage.COMPLETED:
         parts.append(f"reason: {d['reason']}")
     return "; ".join(parts)
 

@@ -33,8 +33,9 @@ LEDGER_PATTERN = {"source": [ev.SOURCE]}
 
 # What each event of a promotion means for its stage (the pipeline's Stage values). ``Promotion
 # Cancelled`` with a ``command`` is an operator's command, not the pipeline's terminal event.
-# Two milestones are not stages of the pipeline: the new DB being ready (within restoring) and an
-# operator's approval (between awaiting_approval and deploying).
+# In the order the pipeline puts them (which orders events of the same second: EventBridge times have a
+# one-second resolution). Two milestones are not stages of the pipeline: the new DB being ready (at the
+# cutover) and an operator's approval (between awaiting_approval and deploying).
 DATABASE_READY_MILESTONE = "database_ready"
 APPROVED_MILESTONE = "approved"
 CANCEL_REQUESTED_MILESTONE = "cancel_requested"
@@ -42,9 +43,9 @@ STAGE_OF_EVENT: dict[str, str] = {
     ev.PROMOTION_REQUESTED: Stage.REQUESTED,
     ev.PROMOTION_QUEUED: Stage.QUEUED,
     ev.PROMOTION_STARTED: Stage.RESTORING,
-    ev.DATABASE_READY: DATABASE_READY_MILESTONE,
     APPROVAL_REQUESTED: Stage.AWAITING_APPROVAL,
     PROMOTION_APPROVED: APPROVED_MILESTONE,
+    ev.DATABASE_READY: DATABASE_READY_MILESTONE,
     ev.SERVICE_DEPLOYING: Stage.DEPLOYING,
     ev.PROMOTION_COMPLETED: Stage.COMPLETED,
     ev.PROMOTION_FAILED: Stage.FAILED,
@@ -204,7 +205,6 @@ def read_ledger(
     return sorted(found.values(), key=lambda e: (e.time, _ORDER.get(e.detail_type, 50)))
 
 
-# Events of one second come in pipeline order (EventBridge times have a one-second resolution).
 _ORDER = {name: i for i, name in enumerate(STAGE_OF_EVENT)}
 
 
@@ -256,12 +256,18 @@ class PromotionHistory:
         return f"{self.tenant}-{self.environment}"
 
     @property
+    def rollback(self) -> bool:
+        """A promotion to a version older than the one it replaced: a rollback on purpose."""
+        return bool(self.version and self.previous and self.version < self.previous)
+
+    @property
     def began(self) -> datetime | None:
         return self.requested_at or (self.stages[0].at if self.stages else None)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["namespace"] = self.namespace
+        data["rollback"] = self.rollback
         return data
 
 
@@ -336,11 +342,13 @@ def render_history(records: list[PromotionHistory]) -> str:
             f"{_clock(began) if began else '?':<19}  {record.namespace:<20} {record.version or '(default)':<14} "
             f"by {record.requested_by or 'unknown'}: {outcome}{took}"
         )
-        if record.reason:
+        if record.reason and record.outcome != Outcome.COMPLETED:
             head += f" ({record.reason})"
         lines.append(head)
         extras = []
-        if record.previous:
+        if record.rollback:
+            extras.append(f"rollback from {record.previous}")
+        elif record.previous:
             extras.append(f"previous {record.previous}")
         if record.image:
             extras.append(f"image {record.image}")

@@ -187,7 +187,8 @@ def _last_text(row: EnvStatus) -> str:
     if not row.last:
         return "-"
     text = f"{row.last.get('outcome')} {row.last.get('version') or ''}".strip()
-    return f"{text}: {row.last['reason']}" if row.last.get("reason") else text
+    failed = row.last.get("reason") and row.last.get("outcome") != Outcome.COMPLETED
+    return f"{text}: {row.last['reason']}" if failed else text
 
 
 # What on-call needs first is on the left; the line is cut to the terminal's width, so on a narrow one
@@ -248,7 +249,7 @@ def summary_line(rows: list[EnvStatus], now: datetime) -> str:
     return (
         f"{tenants} tenant(s), {len(rows)} environment(s): {len(in_flight)} in flight"
         f" ({awaiting} awaiting approval), {queued} with a queue, {bad} ended badly in the last"
-        f" {int(ATTENTION_WINDOW.total_seconds() // 3600)}h, {idle} idle ({never} never promoted)"
+        f" {int(ATTENTION_WINDOW.total_seconds() // 3600)}h, {idle} idle; {never} never promoted"
     )
 
 
@@ -380,11 +381,13 @@ def _tenant_cells(row: dict[str, Any]) -> dict[str, str]:
     cells["for"] = duration(row["stage_seconds"]) if row.get("stage_seconds") is not None and row.get("stage") else "-"
     cells["queued"] = ", ".join(str(q.get("version") or "(default)") for q in row.get("queued") or []) or "-"
     last = row.get("last")
-    cells["last"] = (
-        f"{last['outcome']} {last.get('version') or ''}".strip() + (f": {last['reason']}" if last.get("reason") else "")
-        if last
-        else "-"
-    )
+    if last:
+        failed = last.get("reason") and last["outcome"] != Outcome.COMPLETED
+        cells["last"] = f"{last['outcome']} {last.get('version') or ''}".strip() + (
+            f": {last['reason']}" if failed else ""
+        )
+    else:
+        cells["last"] = "-"
     if row.get("stage"):
         cells["in_flight"] = f"{row['stage']} {row.get('promotion_version') or ''}".strip()
     return cells

@@ -112,7 +112,9 @@ def test_rollback_wait_to_the_previous_version_and_refused_when_its_snapshot_is_
     refused = cli(cloud, "rollback", tenant, "qa")
     assert refused.returncode == ExitCode.REFUSED
     assert f"its source snapshot {tenant}-dev-{v2} is gone" in refused.stderr
-    assert [r["outcome"] for r in history(cloud, tenant, "qa")] == ["completed", "completed", "completed"]
+    records = history(cloud, tenant, "qa")
+    assert [r["outcome"] for r in records] == ["completed", "completed", "completed"]
+    assert [r["rollback"] for r in records] == [False, False, True] and records[-1]["previous"] == v2
 
 
 def test_wrong_tenant_unknown_environment_nothing_to_approve(cloud: Cloud) -> None:
