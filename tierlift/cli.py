@@ -65,7 +65,18 @@ def _ssm_root() -> str:
 
 
 # commands -----------------------------------------------------------------------------------------
+def _source_checkout() -> None:
+    """The local cloud runs the Chalice app (app.py) of a source checkout, which ``pip install .`` lacks."""
+    if not (REPO_ROOT / "app.py").exists():
+        raise OperatorError(
+            ExitCode.USAGE,
+            "the local cloud and the demo run from a source checkout (app.py next to tierlift/): "
+            "run them in the repository, or install it with pip install -e .",
+        )
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    _source_checkout()
     from tierlift.local import LocalCloud
     from tierlift.local.faults import Faults
 
@@ -97,6 +108,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    _source_checkout()
     from tierlift.demo import run_demo
 
     return run_demo(speed=args.speed, timeout=args.timeout, quiet=args.quiet)

@@ -325,8 +325,12 @@ def tenant_status(session: boto3.session.Session, tenant: str, ssm_root: str = "
                 }
             )
             continue
-        row = from_recorded(store.recorded(ns))
+        recorded = store.recorded(ns)
+        row = from_recorded(recorded)
         assert row is not None
+        if recorded.active is not None and not row.endpoint:  # recorded() reads no db records: this one
+            db = store.get_db(ns, recorded.active) or {}
+            row.endpoint, row.snapshot = db.get("endpoint"), db.get("snapshot") or row.snapshot
         data = row.as_dict(now)
         data.update(stack="-", db=row.endpoint or "-", service="-", image="-", version_in_task="-", rollout="-")
         data["active"] = row.active or "-"

@@ -77,7 +77,9 @@ def test_promote_wait_on_a_completed_promotion_then_status_and_history(cloud: Cl
     assert row["last"]["outcome"] == "completed" and row["last"]["promotion_id"] == promotion_id
     table = ok(cli(cloud, "status", "--all"))
     assert any(line.startswith(f"{tenant}-qa ") and version in line for line in table.splitlines())
-    assert ok(cli(cloud, "status", tenant))  # one tenant's view keeps working
+    one = {r["environment"]: r for r in json.loads(ok(cli(cloud, "status", tenant, "--output", "json")))}
+    assert one["qa"]["db"] == row["endpoint"] and one["qa"]["stack"] == "CREATE_COMPLETE"
+    assert one["qa"]["last"]["outcome"] == "completed" and one["dev"]["active"] == "(source)"
 
     (record,) = history(cloud, tenant, "qa")
     assert record["id"] == promotion_id and record["requested_by"] == "e2e-operator"
