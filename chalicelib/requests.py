@@ -224,14 +224,16 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
             # A duplicate delivery of this very request took the lock first: it carries on.
             return ignore(f"duplicate delivery: promotion {request.id} started in another invocation", ns.name)
         return enqueue(deps, rec, request, "environment became busy")
-    if deps.store.read_log(ns, request.id).steps:
-        # A duplicate delivery of this request ran (and maybe ended) between our read and the lock:
-        # the lock is ours alone, so giving it back is safe.
+    log = deps.store.read_log(ns, request.id)
+    if any(step.stage in (Stage.ENDING, Stage.QUEUED) for step in log.steps):
+        # A duplicate delivery of this request already queued or ended it between our read and the lock:
+        # the lock is ours alone, so giving it back is safe. (Steps a duplicate appended under this very
+        # lock, resuming its start, are not a reason: the start below is idempotent.)
         deps.store.release_lock(ns)
         return ignore(f"duplicate delivery: request {request.id} was handled by another invocation", ns.name)
     _supersede(deps, ns, rec.waiting, started)
     metrics.promotion_started(ns.tenant.name, ns.environment)
-    return start(deps, config, rec, Promotion(started, Log(started.id)))
+    return start(deps, config, rec, Promotion(started, log))
 
 
 def replace_request(request: Request, **changes: Any) -> Request:

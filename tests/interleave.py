@@ -57,7 +57,7 @@ class Scheduler:
         worker = self.by_thread.get(threading.get_ident())
         if worker is None or not is_point(model.service_model.service_name, model.name):
             return
-        name = params.get("Name", "") if isinstance(params, dict) else ""
+        name = (params.get("Name") or params.get("Path") or "") if isinstance(params, dict) else ""
         self._park(worker, f"{model.service_model.service_name}:{model.name} {name}".strip())
 
     def _park(self, worker: Worker, label: str) -> None:
@@ -162,19 +162,25 @@ def _preemptions(choices: list[int], decisions: list[tuple[int, list[int]]]) -> 
     return count
 
 
-def stale_read(first: int = 0, second: int = 1, at: tuple[str, ...] = ("ssm:PutParameter", "ssm:DeleteParameter")):
+def stale_read(
+    first: int = 0, second: int = 1, at: tuple[str, ...] = ("ssm:PutParameter", "ssm:DeleteParameter"), skip: int = 0
+):
     """A policy: ``first`` runs until it is about to make a call whose label starts with one of ``at``,
     ``second`` then runs to its end, then ``first`` goes on.
 
-    The classic stale read: ``first`` decided on what it read before ``second`` changed it.
+    The classic stale read: ``first`` decided on what it read before ``second`` changed it. With
+    ``skip``, ``first`` passes that many matching calls before it is held.
     """
-    held = {"yes": False}
+    held = {"yes": False, "passed": 0}
 
     def policy(workers: list[Worker], current: int | None) -> int:
         a, b = workers[first], workers[second]
         if not held["yes"] and not a.done:
             label = a.waiting_at or ""
             if label == "start" or not label.startswith(at):
+                return first
+            if held["passed"] < skip:
+                held["passed"] += 1
                 return first
             held["yes"] = True
         return second if not b.done else first

@@ -398,3 +398,21 @@ def test_delete_complete_for_an_unknown_namespace_changes_nothing(pipeline, call
     result = pipeline.invoke("stack_status", pipeline.events.stack_status(stack, "DELETE_COMPLETE"))
     assert result["action"] == "ignore"
     assert calls.mutating == []
+
+
+# Found by the bound-2 interleavings: a duplicate that resumes the start under the lock its twin just
+# took must not make the twin give the lock back.
+def test_a_duplicate_resuming_the_start_under_the_twins_lock_is_not_mistaken_for_an_earlier_run(ready):
+    p = ready
+    event = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    steps = "ssm:GetParametersByPath /tierlift/xy-0146/qa/steps/" + event["id"]
+    race(
+        p,
+        [("A", deliver(p, "promotion_requested", event, "a")), ("B", deliver(p, "promotion_requested", event, "b"))],
+        stale_read(at=(steps,), skip=1),  # A holds after taking the lock, at its second look at its own log
+    )
+    promotion = p.promotion()
+    assert promotion is not None and promotion.id == event["id"] and promotion.stage is Stage.RESTORING
+    p.stack_event(V2, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    assert p.active() == V2 and terminal_counts(p)[event["id"]] == 1
