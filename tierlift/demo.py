@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from tierlift.local import LocalCloud
 from tierlift.status import render_table, tenant_status
-from tierlift.world import bootstrap_tenant
+from tierlift.world import bootstrap_tenant, register_tenant
 
 TENANT = "xy-0146"
 UNHEALTHY_IMAGE = "public.ecr.aws/nginx/nginx:unhealthy"
@@ -81,7 +81,13 @@ class Demo:
 
     def outcome(self, environment: str, after: int) -> dict[str, Any] | None:
         """The first terminal tierlift event of ``environment`` recorded after entry ``after``."""
-        terminal = {"Promotion Completed", "Promotion Failed", "Promotion Rolled Back", "Promotion Rejected"}
+        terminal = {
+            "Promotion Completed",
+            "Promotion Failed",
+            "Promotion Rolled Back",
+            "Promotion Rejected",
+            "Promotion Cancelled",
+        }
         for entry in self.cloud.timeline.snapshot()[after:]:
             event = entry.event
             if entry.kind != "event" or not event or event.get("source") != "tierlift":
@@ -174,7 +180,69 @@ class Demo:
         prod2 = self.wait_outcome("prod", mark)
         self.checks.check(prod2["detail-type"] == "Promotion Rolled Back", f"prod: promotion of {v2} rolled back")
         self.check_rollback(v1, v2, prod_td_before)
+        self.approval_step(v1, v2)
         self.sweep_step(v1)
+
+    def wait_event(self, detail_type: str, environment: str, after: int) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            for entry in self.cloud.timeline.snapshot()[after:]:
+                event = entry.event
+                if not (entry.kind == "event" and event and event.get("source") == "tierlift"):
+                    continue
+                if event.get("detail-type") == detail_type and event["detail"].get("environment") == environment:
+                    found.append(event)
+                    return True
+            return False
+
+        self.cloud.wait(seen, self.timeout, f"{detail_type} in {environment}")
+        return found[0]
+
+    def approval_step(self, v1: str, v2: str) -> None:
+        """prod now needs a person's go-ahead: one promotion is approved, the next cancelled."""
+        self.say("prod now requires approval: the config says so (approval: required)")
+        self.config["targets"]["prod"]["approval"] = "required"
+        register_tenant(self.session, self.config)
+        self.say(f"promoting {v2} to prod again, healthy: it restores, then waits for approval")
+        mark = len(self.cloud.timeline.snapshot())
+        self.put("Promotion Requested", tenant=TENANT, environment="prod", version=v2, requested_by="demo")
+        asked = self.wait_event("Approval Requested", "prod", mark)
+        self.checks.check(self.active("prod") == v1, f"prod: while awaiting approval, {v1} stays active")
+        self.say("an operator approves it (Promotion Approved, command approve)")
+        self.put(
+            "Promotion Approved",
+            tenant=TENANT,
+            environment="prod",
+            promotion_id=asked["detail"]["promotion_id"],
+            command="approve",
+            requested_by="alice@example.com",
+        )
+        approved = self.wait_outcome("prod", mark)
+        self.checks.check(
+            approved["detail-type"] == "Promotion Completed" and self.active("prod") == v2,
+            f"prod: approved promotion of {v2} completed",
+        )
+        self.say(f"rolling prod back to {v1} on purpose, then cancelling it while it waits for approval")
+        mark = len(self.cloud.timeline.snapshot())
+        self.put("Promotion Requested", tenant=TENANT, environment="prod", version=v1, requested_by="demo")
+        asked = self.wait_event("Approval Requested", "prod", mark)
+        self.put(
+            "Promotion Cancelled",
+            tenant=TENANT,
+            environment="prod",
+            promotion_id=asked["detail"]["promotion_id"],
+            command="cancel",
+            requested_by="alice@example.com",
+            reason="maintenance window closed",
+        )
+        cancelled = self.wait_outcome("prod", mark)
+        self.checks.check(
+            cancelled["detail-type"] == "Promotion Cancelled" and self.active("prod") == v2,
+            f"prod: cancelled rollback left {v2} active",
+        )
+        self.cloud.settle(self.timeout)
+        self.checks.check(self.stack(f"{TENANT}-prod-db-{v1}") is None, f"prod: the cancelled {v1} stack is gone")
 
     def check_rollback(self, v1: str, v2: str, td_before: str) -> None:
         service = self.service("prod")
