@@ -326,9 +326,13 @@ class Demo:
             "Promotion Failed",
             "Promotion Rolled Back",
             "Promotion Rejected",
+            "Promotion Cancelled",
+            "Approval Requested",
             "Stack Swept",
         }
         seen = [e for e in self.cloud.timeline.events(source="tierlift") if e.get("detail-type") in outputs]
+        # An operator's command is also a `Promotion Cancelled` (with `command`): it is an input, not ours.
+        seen = [e for e in seen if "command" not in e.get("detail", {})]
         keys = ("tenant", "environment", "promotion_id", "version")
         missing = [e["detail-type"] for e in seen if not all(k in e.get("detail", {}) for k in keys)]
         self.checks.check(
@@ -338,17 +342,17 @@ class Demo:
         for event in seen:
             if event["detail-type"] != "Stack Swept":
                 by_promotion.setdefault(str(event["detail"].get("promotion_id")), []).append(event["detail-type"])
-        ends = {"Promotion Completed", "Promotion Rolled Back", "Promotion Failed"}
-        out_of_order = [
-            pid
-            for pid, types in by_promotion.items()
-            if types[:3] != ["Promotion Started", "Database Ready", "Service Deploying"]
-            or len(types) != 4
-            or types[3] not in ends
-        ]
+        allowed = (
+            ["Promotion Started", "Database Ready", "Service Deploying", "Promotion Completed"],
+            ["Promotion Started", "Database Ready", "Service Deploying", "Promotion Rolled Back"],
+            ["Promotion Started", "Approval Requested", "Database Ready", "Service Deploying", "Promotion Completed"],
+            ["Promotion Started", "Approval Requested", "Promotion Cancelled"],
+        )
+        out_of_order = [pid for pid, types in by_promotion.items() if types not in allowed]
         self.checks.check(
-            len(by_promotion) == 4 and not out_of_order,
-            f"each of the {len(by_promotion)} promotions went Started -> Database Ready -> Service Deploying -> an end",
+            len(by_promotion) == 6 and not out_of_order,
+            f"each of the {len(by_promotion)} promotions went Started -> [Approval Requested ->] Database Ready -> "
+            "Service Deploying -> one end, or Started -> Approval Requested -> Cancelled",
         )
 
     def invariants(self) -> None:

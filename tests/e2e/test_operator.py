@@ -73,7 +73,9 @@ def test_promote_wait_on_a_completed_promotion_then_status_and_history(cloud: Cl
     row = status_rows(cloud)[f"{tenant}-qa"]
     assert row["active"] == version and row["stage"] is None and row["queued"] == []
     assert row["snapshot"] == f"{tenant}-dev-{version}" and row["endpoint"]
-    assert row["task_definition"] == f"{tenant}-qa:2"
+    service = cloud.session.client("ecs").describe_services(cluster="common-nonprod", services=[f"{tenant}-qa"])
+    running = service["services"][0]["taskDefinition"]  # the revision the promotion registered
+    assert running.endswith(f"/{row['task_definition']}") and row["task_definition"].startswith(f"{tenant}-qa:")
     assert row["last"]["outcome"] == "completed" and row["last"]["promotion_id"] == promotion_id
     table = ok(cli(cloud, "status", "--all"))
     assert any(line.startswith(f"{tenant}-qa ") and version in line for line in table.splitlines())
