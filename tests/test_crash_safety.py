@@ -124,11 +124,13 @@ EXPECTED = {
 # State-changing calls (PutEvents included) of each delivery of each scenario, undisturbed:
 # tests/test_call_counts.py pins the totals. One more than these would not reach a crash point.
 MUTATING_CALLS = {"completed": [4, 8, 6], "rolled_back": [4, 8, 7], "queue_drain": [4, 3, 8, 12, 8, 6]}
+# rolled_back shares its first two deliveries with completed: only its last one is crashed separately.
 CASES = [
     (name, step, k)
     for name, calls in MUTATING_CALLS.items()
     for step, count in enumerate(calls)
     for k in range(1, count + 1)
+    if not (name == "rolled_back" and step < 2)
 ]
 
 
