@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench serve package vendor clean
+.PHONY: demo test lint lint-package bench serve package vendor clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "tierlift needs Python 3.13 (the Lambda runtime it deploys on): install it"; \
@@ -28,6 +28,7 @@ test: $(STAMP)  ## lint, types, template lint, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml
+	$(MAKE) --no-print-directory lint-package
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
@@ -46,8 +47,22 @@ vendor: $(STAMP)  ## Powertools + aws-xray-sdk without botocore, pruned, as byte
 	$(BIN)/python scripts/vendor.py --target vendor
 
 package: vendor  ## the deployment package and SAM template, in ./build (STAGE=dev|prod)
-	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} build
+	$(BIN)/python -m tierlift.package merge $${STAGE:-dev} --out build/merge-$${STAGE:-dev}.json
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $${STAGE:-dev} \
+	  --merge-template build/merge-$${STAGE:-dev}.json build
 	@ls -l build/deployment.zip
+	@test $$(stat -c %s build/deployment.zip) -le 1048576 || { echo "build/deployment.zip is over 1 MB"; exit 1; }
+
+lint-package: vendor  ## package BOTH stages, then cfn-lint and the SAM translator on the packaged templates
+	for s in dev prod; do \
+	  $(BIN)/python -m tierlift.package merge $$s --out build/lint/merge-$$s.json >/dev/null && \
+	  AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1} $(BIN)/chalice package --stage $$s \
+	    --merge-template build/lint/merge-$$s.json build/lint/$$s >/dev/null || exit 1; \
+	  test $$(stat -c %s build/lint/$$s/deployment.zip) -le 1048576 || { echo "$$s zip over 1 MB"; exit 1; }; \
+	done
+	$(BIN)/cfn-lint build/lint/dev/sam.json build/lint/prod/sam.json
+	$(BIN)/python -m tierlift.package sam-check build/lint/dev/sam.json build/lint/prod/sam.json
+	$(BIN)/python -m tierlift.policies check
 
 clean:
 	rm -rf $(VENV) build vendor .pytest_cache .ruff_cache

@@ -82,8 +82,12 @@ class Rds:
 
 
 class Stacks:
-    def __init__(self, cfn: Any) -> None:
+    def __init__(self, cfn: Any, role_arn: str | None = None) -> None:
         self.client = cfn
+        # The CloudFormation service role (TIERLIFT_CFN_ROLE_ARN): CloudFormation creates and deletes DB
+        # stacks with its permissions, not the Lambda's. None (locally): no RoleARN.
+        self.role_arn = role_arn
+        self._role: dict[str, str] = {"RoleARN": role_arn} if role_arn else {}
 
     def create(
         self, name: str, template: str, parameters: dict[str, str], tags: dict[str, str], token: str
@@ -97,6 +101,7 @@ class Stacks:
                 Tags=dict_to_tags(tags),
                 ClientRequestToken=token[:128],
                 OnFailure="ROLLBACK",
+                **self._role,
             )
         except ClientError as exc:
             if error_code(exc) == "AlreadyExistsException":
@@ -128,7 +133,7 @@ class Stacks:
 
     def delete(self, name: str) -> None:
         """Ask CloudFormation to delete the stack (a no-op for a stack that is gone)."""
-        self.client.delete_stack(StackName=name)
+        self.client.delete_stack(StackName=name, **self._role)
 
     def all(self) -> Iterator[dict[str, Any]]:
         """Every live stack with its tags and outputs, paginated ``describe_stacks``."""

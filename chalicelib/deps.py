@@ -76,7 +76,7 @@ class Deps:
         return cls(
             store=StateStore(LazyClient("ssm", session), settings.ssm_root),
             rds=Rds(LazyClient("rds", session)),
-            stacks=Stacks(LazyClient("cloudformation", session)),
+            stacks=Stacks(LazyClient("cloudformation", session), settings.cfn_role_arn),
             services=Services(LazyClient("ecs", session)),
             bus=Bus(LazyClient("events", session), settings.event_bus),
             settings=settings,

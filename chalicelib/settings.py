@@ -41,6 +41,8 @@ class Settings:
     claim_lease_seconds: int = 960
     # Transition logs of ended requests are kept this long: re-deliveries within it are recognised.
     ended_retention_seconds: int = 86400
+    # The CloudFormation service role passed as RoleARN to CreateStack/DeleteStack (unset locally).
+    cfn_role_arn: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -62,4 +64,5 @@ class Settings:
             stage_timeouts=timeouts,
             claim_lease_seconds=_int("TIERLIFT_CLAIM_LEASE_SECONDS", 960),
             ended_retention_seconds=_int("TIERLIFT_ENDED_RETENTION_SECONDS", 86400),
+            cfn_role_arn=os.environ.get("TIERLIFT_CFN_ROLE_ARN") or None,
         )

@@ -162,6 +162,22 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq_redrive(args: argparse.Namespace) -> int:
+    from tierlift import dlq
+
+    session = _session(args)
+    report = dlq.redrive(
+        session.client("sqs"),
+        session.client("events"),
+        session.client("lambda"),
+        bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
+        queue=args.queue,
+        dry_run=args.dry_run,
+    )
+    _print(args, report, dlq.table(report))
+    return 0
+
+
 def cmd_register(args: argparse.Namespace) -> int:
     from chalicelib.config import InvalidConfig, parse_config
     from chalicelib.names import InvalidName, Tenant
@@ -708,6 +724,14 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("tenant", nargs="?")
     sweep.add_argument("--dry-run", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
+
+    dlq_top = sub.add_parser("dlq", help="the deployed pipeline's dead-letter queues", parents=[common])
+    redrive = dlq_top.add_subparsers(dest="dlq_command", required=True).add_parser(
+        "redrive", help="send dead-lettered events back (put-events, or re-invoke for AWS events)", parents=[common]
+    )
+    redrive.add_argument("--queue", help="one queue name (default: every tierlift-*-dlq queue)")
+    redrive.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    redrive.set_defaults(func=cmd_dlq_redrive)
     return top
 
 
