@@ -26,9 +26,11 @@ MANAGED = {"StringEquals": {"aws:ResourceTag/tierlift:managed": "true"}}
 DB_STACKS = "arn:aws:cloudformation:*:*:stack/*-db-*/*"
 CFN_ROLE = "arn:aws:iam::*:role/tierlift-*-cloudformation"
 
-# What each function calls (recorded from the test suite's runs of every handler, plus the paths the
-# tests reach only in part: a stack event may admit waiting promotions, so it may create stacks).
+# What each function calls: recorded from the test suite's runs of every handler (a botocore hook per
+# handler), plus the paths the tests reach only in part (a stack event may admit waiting promotions, so
+# it may create stacks; an approval may find the DB ready and cut over).
 STATE = "state"  # SSM under the root: read, write, delete (claims, transition logs, records)
+STATE_READ = "state_read"  # SSM under the root: read only (tenant configs)
 EVENTS = "events"  # put tierlift's own events on the bus
 TRACING = "tracing"
 SNAPSHOTS_READ = "snapshots_read"  # rds:DescribeDBSnapshots/DescribeDBInstances
@@ -44,19 +46,28 @@ SERVICES_READ = "services_read"  # ecs:DescribeServices/DescribeTaskDefinition
 SERVICES_DEPLOY = "services_deploy"  # RegisterTaskDefinition (+tags, +PassRole of task roles), UpdateService
 SERVICES_CREATE = "services_create"  # CreateService (first promotion into an environment without one)
 
-_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE, STACKS_DELETE}
+_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE}
 _CUTOVER = {SERVICES_READ, SERVICES_DEPLOY, SERVICES_CREATE}
 
 FUNCTIONS: dict[str, set[str]] = {
-    "promotion_requested": _START | {SERVICES_READ},
-    "promotion_approved": _START,
-    "promotion_cancelled": {STATE, EVENTS, TRACING, STACKS_READ, STACKS_DELETE, SNAPSHOTS_READ, QUOTA, STACKS_CREATE},
-    "snapshot_requested": {STATE, EVENTS, TRACING, SNAPSHOTS_READ, SNAPSHOTS_CREATE},
-    "snapshot_schedule": {STATE, EVENTS, TRACING, SNAPSHOTS_READ, SNAPSHOTS_CREATE},
-    "snapshot_created": _START | {SERVICES_READ},
-    "stack_status": _START | _CUTOVER,
-    "deployment_state": _START | _CUTOVER,
-    "sweep": _START | _CUTOVER | {STACKS_LIST, SNAPSHOTS_DELETE, SNAPSHOTS_TAG},
+    # starts a promotion: resolves the version, checks headroom, creates the DB stack
+    "promotion_requested": _START,
+    # resumes an approved promotion: its DB may be ready already, so it may cut over
+    "promotion_approved": _START | _CUTOVER,
+    # deletes the cancelled promotion's stack; the room it frees admits waiting promotions
+    "promotion_cancelled": _START | {STACKS_DELETE},
+    # one manual snapshot of the tenant's source DB (reads the tenant's config only)
+    "snapshot_requested": {STATE_READ, TRACING, SNAPSHOTS_CREATE},
+    # puts Snapshot Requested for due schedules, marking each due time once in SSM
+    "snapshot_schedule": {STATE, EVENTS, TRACING},
+    # reads the snapshot and the tenant's config, puts Promotion Requested for automatic environments
+    "snapshot_created": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_READ},
+    # DB ready -> cut over (task definition, service); failure -> delete the stack; admit waiting
+    "stack_status": _START | _CUTOVER | {STACKS_DELETE},
+    # stable -> delete the previous stack; failed -> roll the service back; admit waiting
+    "deployment_state": _START | _CUTOVER | {STACKS_DELETE},
+    # orphans, stuck promotions (resume, roll back, end), retention of snapshots, re-requests
+    "sweep": _START | _CUTOVER | {STACKS_DELETE, STACKS_LIST, SNAPSHOTS_DELETE, SNAPSHOTS_TAG},
 }
 
 
@@ -91,6 +102,13 @@ def statements(grant: str, root: str, bus: str) -> list[dict[str, Any]]:
                 "Resource": [f"arn:aws:ssm:*:*:parameter{root}", f"arn:aws:ssm:*:*:parameter{root}/*"],
             }
         ],
+        STATE_READ: [
+            {
+                "Sid": "ReadState",
+                "Action": ["ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath"],
+                "Resource": [f"arn:aws:ssm:*:*:parameter{root}", f"arn:aws:ssm:*:*:parameter{root}/*"],
+            }
+        ],
         EVENTS: [{"Sid": "Events", "Action": "events:PutEvents", "Resource": f"arn:aws:events:*:*:event-bus/{bus}"}],
         TRACING: [{"Sid": "Tracing", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"}],
         SNAPSHOTS_READ: [
@@ -117,12 +135,8 @@ def statements(grant: str, root: str, bus: str) -> list[dict[str, Any]]:
             }
         ],
         SNAPSHOTS_TAG: [
-            {
-                "Sid": "TagManagedSnapshots",
-                "Action": "rds:AddTagsToResource",
-                "Resource": f"{rds}:snapshot:*",
-                "Condition": MANAGED,
-            }
+            # the sweep marks a source snapshot it re-requested a promotion of
+            {"Sid": "TagSnapshots", "Action": "rds:AddTagsToResource", "Resource": f"{rds}:snapshot:*"}
         ],
         STACKS_READ: [
             {
