@@ -79,6 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _source_checkout()
     from tierlift.local import LocalCloud
     from tierlift.local.faults import Faults
+    from tierlift.local.quotas import Quotas
 
     faults_text = args.faults
     if faults_text and faults_text.startswith("@"):
@@ -93,6 +94,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         schedules=not args.no_schedules,
         echo=True,
         handler_log=log,
+        concurrency=args.concurrency,
+        quotas=Quotas(args.db_instance_quota, args.snapshot_quota),
     )
     cloud.start()
     print(f"tierlift local cloud: {cloud.endpoint} (speed x{args.speed:g}); handlers: {', '.join(cloud.handlers)}")
@@ -646,6 +649,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--speed", type=float, default=600.0, help="divide every AWS duration by this")
     serve.add_argument("--faults", help="fault injection JSON, or @FILE (see docs/local-cloud.md)")
     serve.add_argument("--no-schedules", action="store_true", help="never fire scheduled rules on their own")
+    serve.add_argument("--concurrency", type=int, default=4, help="invocations in flight at once (1: one at a time)")
+    serve.add_argument("--db-instance-quota", type=int, default=40, help="the account's RDS DBInstances quota")
+    serve.add_argument("--snapshot-quota", type=int, default=100, help="the account's RDS ManualSnapshots quota")
     serve.add_argument(
         "--handler-log",
         default=str(Path(tempfile.gettempdir()) / "tierlift-local" / "handlers.log"),

@@ -194,16 +194,78 @@ def test_faults_parse_and_count_down() -> None:
 def test_crash_after_k_calls() -> None:
     faults = Faults.parse({"crash": [{"handler": "stack_status", "after_calls": 2, "times": 1}]})
     counter = CallCounter()
-    counter.start("stack_status", faults.crash_after("stack_status"))
+    counter.start("stack_status", faults.crash_after("stack_status"), faults)
+    counter()
+    assert counter.stop() == 1  # an invocation that never reaches call 3 does not use the crash up
+    counter.start("stack_status", faults.crash_after("stack_status"), faults)
     counter()
     counter()
     with pytest.raises(InjectedCrash, match="after 2 call"):
         counter()
     assert counter.stop() == 3
-    counter.start("stack_status", faults.crash_after("stack_status"))  # used up: no crash now
+    counter.start("stack_status", faults.crash_after("stack_status"), faults)  # used up: no crash now
     for _ in range(5):
         counter()
     assert counter.stop() == 5
+
+
+def test_crash_counts_are_per_invocation_thread() -> None:
+    """Two invocations running side by side count their own calls: only the armed one crashes."""
+    import threading
+
+    faults = Faults.parse({"crash": [{"handler": "a", "after_calls": 1, "times": 1}]})
+    counter = CallCounter()
+    outcome: dict[str, str] = {}
+    ready = threading.Barrier(2)
+
+    def run(handler: str) -> None:
+        counter.start(handler, faults.crash_after(handler), faults)
+        ready.wait()
+        try:
+            for _ in range(3):
+                counter()
+                ready.wait()
+            outcome[handler] = "done"
+        except InjectedCrash:
+            outcome[handler] = "crashed"
+            ready.abort()
+        except threading.BrokenBarrierError:
+            outcome[handler] = "done"
+        finally:
+            counter.stop()
+
+    threads = [threading.Thread(target=run, args=(h,)) for h in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(5)
+    assert outcome == {"a": "crashed", "b": "done"}
+
+
+def test_simultaneous_and_probabilistic_crash_knobs() -> None:
+    faults = Faults.parse(
+        {"seed": 1, "simultaneous": 1.0, "crash": [{"handler": "*", "after_calls": 0, "times": 2, "probability": 0.5}]}
+    )
+    assert faults.active and faults.should_duplicate_simultaneously()
+    armed = [faults.crash_after("x") is not None for _ in range(200)]
+    assert 40 < sum(armed) < 160  # about half the invocations are armed
+    with pytest.raises(ValueError, match="unknown fault knobs"):
+        Faults.parse({"simultaneous": 1, "nope": 1})
+
+
+def test_retries_keep_the_request_id_duplicates_get_their_own() -> None:
+    from tierlift.local.cloud import Invocation, LocalCloud
+
+    cloud = LocalCloud(port=0, concurrency=2)
+    first = cloud._push("h", {"id": "e"}, 0.0)
+    cloud._retry(first, 60.0)
+    cloud.deliver("h", {"id": "e"}, copies=2)
+    pending: list[Invocation] = cloud._pending
+    retry = next(i for i in pending if i.attempt == 1)
+    assert retry.request_id == first.request_id
+    twins = [i for i in pending if i.barrier is not None]
+    assert len(twins) == 2 and twins[0].barrier is twins[1].barrier
+    assert len({first.request_id, *(t.request_id for t in twins)}) == 3
 
 
 def test_local_rules() -> None:

@@ -9,6 +9,7 @@ async event queue; delivery reads those queues.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import io
@@ -20,7 +21,9 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +136,11 @@ class Invocation:
     handler: str = field(compare=False)
     event: dict[str, Any] = field(compare=False)
     attempt: int = field(default=0, compare=False)
+    # Lambda retries an async invocation with the same aws_request_id; a duplicate delivery is a
+    # separate invocation with its own.
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()), compare=False)
+    # Invocations sharing a barrier start their handler at the same instant (simultaneous duplicates).
+    barrier: threading.Barrier | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -182,8 +190,15 @@ class LocalCloud:
         durations: Durations | None = None,
         handler_log: Path | None = None,
         environment: dict[str, str] | None = None,
+        concurrency: int = 4,
+        quotas: Any = None,
     ) -> None:
         self.host, self.port, self.speed, self.region = host, port, float(speed), region
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        # Invocations in flight at once (Lambda runs them side by side; 1 = one at a time).
+        self.concurrency = int(concurrency)
+        self.quotas = quotas
         self.lock = threading.RLock()
         self._faults = faults or Faults()
         self.schedules_enabled = schedules
@@ -206,7 +221,17 @@ class LocalCloud:
         self.invocations = 0
         self._pending: list[Invocation] = []
         self._seq = 0
-        self._busy = False
+        self._busy = 0  # invocations running (or handed to the pool)
+        self._busy_lock = threading.Lock()
+        self._pending_lock = threading.Lock()  # the pending list: the delivery thread and retries
+        self._pool: ThreadPoolExecutor | None = None
+        # What soaks and benches read: AWS calls by "service:Operation" and by handler, handler
+        # durations (seconds, per handler), and hooks called after each invocation.
+        self.calls_by_operation: Counter[str] = Counter()
+        self.calls_by_handler: Counter[str] = Counter()
+        self.durations: dict[str, list[float]] = {}
+        self._stats_lock = threading.Lock()
+        self.on_invocation: list[Callable[[dict[str, Any]], None]] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: Any = None
@@ -247,12 +272,20 @@ class LocalCloud:
         self._configure_environment()
         self._load_handlers()
         self._route()
+        if self.quotas is not None:
+            from tierlift.local import quotas as quota_module
+
+            quota_module.install(self.quotas, ACCOUNT, self.region)
         self.emulator.start()
+        if self.concurrency > 1:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="tierlift-lambda")
         self._spawn(self._deliver_forever, "tierlift-delivery")
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
         self.emulator.stop()
         moto_patches.set_observer(None)
         if self._server is not None:
@@ -320,7 +353,17 @@ class LocalCloud:
         session = boto3.session.Session(region_name=self.region)
         # Counts each invocation's AWS calls (the crash fault); otherwise the Lambda's own Deps.
         session._session.register("before-call", self.counter)  # type: ignore[attr-defined]
+        session._session.register("before-call", self._count_call)  # type: ignore[attr-defined]
         set_deps(Deps.from_session(session))
+
+    def _count_call(self, model: Any = None, **_: Any) -> None:
+        handler = self.counter.current_handler()
+        if model is None or handler is None:
+            return
+        operation = f"{model.service_model.service_name}:{model.name}"
+        with self._stats_lock:
+            self.calls_by_operation[operation] += 1
+            self.calls_by_handler[handler] += 1
 
     def client(self, service: str) -> Any:
         return boto3.session.Session(region_name=self.region).client(service, endpoint_url=self.endpoint)
@@ -408,10 +451,29 @@ class LocalCloud:
                     if message.receipt_handle is not None:
                         backend.delete_message(queue, message.receipt_handle)
 
-    def _push(self, handler: str, event: dict[str, Any], delay: float, attempt: int = 0) -> None:
+    def _push(
+        self,
+        handler: str,
+        event: dict[str, Any],
+        delay: float,
+        attempt: int = 0,
+        request_id: str | None = None,
+        barrier: threading.Barrier | None = None,
+    ) -> Invocation:
         self._seq += 1
-        self._pending.append(Invocation(time.monotonic() + delay, self._seq, handler, event, attempt))
-        self._pending.sort()
+        invocation = Invocation(time.monotonic() + delay, self._seq, handler, event, attempt, barrier=barrier)
+        if request_id is not None:
+            invocation.request_id = request_id
+        with self._pending_lock:
+            self._pending.append(invocation)
+            self._pending.sort()
+        return invocation
+
+    def deliver(self, handler: str, event: dict[str, Any], copies: int = 1) -> None:
+        """Deliver ``event`` to ``handler`` now, ``copies`` times at the same instant (own request ids)."""
+        barrier = threading.Barrier(copies) if copies > 1 and self.concurrency >= copies else None
+        for _ in range(copies):
+            self._push(handler, copy.deepcopy(event), 0.0, barrier=barrier)
 
     def _refresh_faults(self) -> None:
         if time.monotonic() - self._faults_checked < 0.25:
@@ -458,34 +520,75 @@ class LocalCloud:
         faults = self.faults()
         for queue, handler in self.queues.items():
             for event in self._receive(queue):
+                if self.concurrency > 1 and faults.should_duplicate_simultaneously():
+                    self.deliver(handler, event, copies=2)
+                    self.timeline.add(
+                        "note", f"local: simultaneous duplicate delivery to {handler}", detail=event.get("id", "")
+                    )
+                    continue
                 self._push(handler, event, faults.delay_for() / self.speed)
                 if faults.should_duplicate():
                     self._push(handler, copy.deepcopy(event), faults.delay_for() / self.speed)
                     self.timeline.add("note", f"local: duplicate delivery to {handler}", detail=event.get("id", ""))
-        ready = [inv for inv in self._pending if inv.due <= time.monotonic()]
-        if not ready:
-            return False
-        self._pending = [inv for inv in self._pending if inv not in ready]
+        now = time.monotonic()
+        with self._busy_lock, self._pending_lock:
+            ready = [inv for inv in self._pending if inv.due <= now]
+            if not ready:
+                return False
+            self._pending = [inv for inv in self._pending if inv.due > now]
+            self._busy += len(ready)  # counted before they leave the pending list: quiet() never misses them
         faults.shuffle(ready)
-        self._busy = True
-        try:
+        if self._pool is None:
             for invocation in ready:
-                self._invoke(invocation)
-        finally:
-            self._busy = False
+                try:
+                    self._invoke(invocation)
+                finally:
+                    with self._busy_lock:
+                        self._busy -= 1
+        else:
+            for invocation in ready:
+                self._pool.submit(self._run_pooled, invocation)
         for event in self._receive(TIMELINE_QUEUE):
             self.timeline.event(event)
         return True
 
+    def _run_pooled(self, invocation: Invocation) -> None:
+        try:
+            self._invoke(invocation)
+        except Exception as exc:  # never lose a pool thread's error silently
+            logger.exception("invocation failed outside the handler")
+            self.timeline.add("note", "[DELIVERY ERROR]", detail=f"{type(exc).__name__}: {exc}"[:200])
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+
+    def _retry(self, invocation: Invocation, delay: float) -> None:
+        self._push(
+            invocation.handler,
+            invocation.event,
+            delay / self.speed,
+            invocation.attempt + 1,
+            request_id=invocation.request_id,
+        )
+
     def _invoke(self, invocation: Invocation) -> None:
         name = invocation.handler
-        context = LambdaContext(name, str(uuid.uuid4()))
-        self.counter.start(name, self.faults().crash_after(name))
-        self.invocations += 1
+        # The context keeps the invocation's aws_request_id across Lambda's retries.
+        context = LambdaContext(name, invocation.request_id)
+        if invocation.barrier is not None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                invocation.barrier.wait(timeout=5)
+        faults = self.faults()
+        self.counter.start(name, faults.crash_after(name), faults)
+        with self._stats_lock:
+            self.invocations += 1
+        started = time.perf_counter()
         try:
             result = self.handlers[name](copy.deepcopy(invocation.event), context)
         except Exception as exc:
+            operations = self.counter.operations()
             calls = self.counter.stop()
+            self._record(invocation, started, calls, f"{type(exc).__name__}: {exc}", None, operations)
             logger.exception("handler %s failed (attempt %d)", name, invocation.attempt + 1)
             error = f"{type(exc).__name__}: {exc}"
             if invocation.attempt < len(RETRY_DELAYS):
@@ -497,12 +600,14 @@ class LocalCloud:
                     "-",
                     f"attempt {invocation.attempt + 1}/3 after {calls} AWS call(s): {error}"[:160],
                 )
-                self._push(name, invocation.event, delay / self.speed, invocation.attempt + 1)
+                self._retry(invocation, delay)
             else:
                 self._dead_letter(invocation, error)
             return
-        self.counter.stop()
+        operations = self.counter.operations()
+        calls = self.counter.stop()
         result = result if isinstance(result, dict) else {}
+        self._record(invocation, started, calls, None, result, operations)
         self.timeline.add(
             "handler",
             f"λ {name}",
@@ -510,6 +615,35 @@ class LocalCloud:
             str(result.get("namespace") or "-"),
             str(result.get("reason", ""))[:160],
         )
+
+    def _record(
+        self,
+        invocation: Invocation,
+        started: float,
+        calls: int,
+        error: str | None,
+        result: dict[str, Any] | None,
+        operations: list[str],
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        with self._stats_lock:
+            self.durations.setdefault(invocation.handler, []).append(elapsed)
+        record = {
+            "handler": invocation.handler,
+            "request_id": invocation.request_id,
+            "attempt": invocation.attempt + 1,
+            "event": invocation.event,
+            "calls": calls,
+            "operations": operations,
+            "seconds": elapsed,
+            "error": error,
+            "result": result,
+        }
+        for hook in list(self.on_invocation):
+            try:
+                hook(record)
+            except Exception:
+                logger.exception("invocation hook failed")
 
     def _dead_letter(self, invocation: Invocation, error: str) -> None:
         from moto.sqs.models import sqs_backends
@@ -520,7 +654,8 @@ class LocalCloud:
             "error": error,
             "event": invocation.event,
         }
-        self.dead_letters.append(record)
+        with self._stats_lock:
+            self.dead_letters.append(record)
         with self.lock:
             sqs_backends[ACCOUNT][self.region].send_message(DLQ, json.dumps(record, default=str))
         self.timeline.add("dead-letter", f"λ {invocation.handler}: dead-lettered", "dead-letter", "-", error[:160])
@@ -530,7 +665,9 @@ class LocalCloud:
         """Nothing in flight: no timers, no deliveries pending or running, no queued events."""
         from moto.sqs.models import sqs_backends
 
-        if self._busy or self._pending or not self.emulator.idle():
+        with self._busy_lock, self._pending_lock:
+            busy = self._busy or self._pending
+        if busy or not self.emulator.idle():
             return False
         with self.lock:
             backend = sqs_backends[ACCOUNT][self.region]

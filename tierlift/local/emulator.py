@@ -164,7 +164,9 @@ class Emulator:
 
     # CloudFormation stacks --------------------------------------------------------------------
     def stack_failure(self, stack_name: str) -> str | None:
-        return self.faults().stack_failure(stack_name)
+        from tierlift.local import quotas  # RDS's DB-instance quota (InstanceQuotaExceeded), when enforced
+
+        return self.faults().stack_failure(stack_name) or quotas.stack_failure()
 
     def _bump(self, stack: Any) -> int:
         generation = self._generation.get(stack.stack_id, 0) + 1

@@ -7,6 +7,7 @@ Every knob is optional::
     {
       "seed": 7,                       # random seed of the probabilistic knobs
       "duplicate": 0.5,                # probability that a delivery is made twice
+      "simultaneous": 0.2,             # probability that a delivery is made twice at the same instant
       "delay": 120,                    # each delivery waits up to this many AWS seconds (scaled)
       "reorder": true,                 # deliveries that are due together go in random order
       "drop": {"source": "aws.rds", "event_ids": ["RDS-EVENT-0042"], "count": 1},
@@ -42,6 +43,7 @@ class CrashRule:
     handler: str
     after_calls: int
     times: int = 1
+    probability: float = 1.0  # chance that an invocation of the handler is the one that crashes
 
 
 @dataclass
@@ -79,6 +81,7 @@ class Faults:
 
     seed: int | None = None
     duplicate: float = 0.0
+    simultaneous: float = 0.0
     delay: float = 0.0
     reorder: bool = False
     drop: DropRule | None = None
@@ -99,7 +102,17 @@ class Faults:
         data = json.loads(text) if isinstance(text, str) else dict(text)
         if not isinstance(data, dict):
             raise ValueError("faults must be a JSON object")
-        unknown = set(data) - {"seed", "duplicate", "delay", "reorder", "drop", "crash", "throttle", "fail_stacks"}
+        unknown = set(data) - {
+            "seed",
+            "duplicate",
+            "simultaneous",
+            "delay",
+            "reorder",
+            "drop",
+            "crash",
+            "throttle",
+            "fail_stacks",
+        }
         if unknown:
             raise ValueError(f"unknown fault knobs: {sorted(unknown)}")
         drop = data.get("drop")
@@ -107,6 +120,7 @@ class Faults:
             return cls(
                 seed=data.get("seed"),
                 duplicate=float(data.get("duplicate", 0.0)),
+                simultaneous=float(data.get("simultaneous", 0.0)),
                 delay=float(data.get("delay", 0.0)),
                 reorder=bool(data.get("reorder", False)),
                 drop=DropRule(
@@ -117,7 +131,9 @@ class Faults:
                 if isinstance(drop, dict)
                 else None,
                 crash=[
-                    CrashRule(c["handler"], int(c["after_calls"]), int(c.get("times", 1)))
+                    CrashRule(
+                        c["handler"], int(c["after_calls"]), int(c.get("times", 1)), float(c.get("probability", 1.0))
+                    )
                     for c in data.get("crash", [])
                 ],
                 throttle=[ThrottleRule(t["operation"], int(t["count"])) for t in data.get("throttle", [])],
@@ -130,13 +146,24 @@ class Faults:
     @property
     def active(self) -> bool:
         return bool(
-            self.duplicate or self.delay or self.reorder or self.drop or self.crash or self.throttle or self.fail_stacks
+            self.duplicate
+            or self.simultaneous
+            or self.delay
+            or self.reorder
+            or self.drop
+            or self.crash
+            or self.throttle
+            or self.fail_stacks
         )
 
     # decisions ------------------------------------------------------------------------------
     def should_duplicate(self) -> bool:
         with self._lock:
             return self.duplicate > 0 and self.random.random() < self.duplicate
+
+    def should_duplicate_simultaneously(self) -> bool:
+        with self._lock:
+            return self.simultaneous > 0 and self.random.random() < self.simultaneous
 
     def delay_for(self) -> float:
         """AWS seconds to hold a delivery back (unscaled)."""
@@ -167,14 +194,23 @@ class Faults:
                     return True
             return False
 
-    def crash_after(self, handler: str) -> int | None:
-        """The call count after which this invocation of ``handler`` crashes (the rule is used up)."""
+    def crash_after(self, handler: str) -> CrashRule | None:
+        """The crash rule armed for this invocation of ``handler`` (used up only when it fires)."""
         with self._lock:
             for rule in self.crash:
                 if rule.handler in (handler, "*") and rule.times > 0:
-                    rule.times -= 1
-                    return rule.after_calls
+                    if rule.probability < 1.0 and self.random.random() >= rule.probability:
+                        continue
+                    return rule
             return None
+
+    def crash_fired(self, rule: CrashRule) -> bool:
+        """Use up one of ``rule``'s crashes; False when another invocation used the last one meanwhile."""
+        with self._lock:
+            if rule.times <= 0:
+                return False
+            rule.times -= 1
+            return True
 
     def stack_failure(self, stack_name: str) -> str | None:
         for pattern in self.fail_stacks:
@@ -187,16 +223,26 @@ class CallCounter:
     """A botocore ``before-call`` hook: counts the current invocation's AWS calls, crashes on cue."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._local = threading.local()  # one invocation per thread: counts and crashes are per invocation
 
-    def start(self, handler: str, crash_after: int | None) -> None:
+    def start(self, handler: str, crash_rule: CrashRule | None, faults: Faults | None = None) -> None:
         self._local.handler = handler
         self._local.calls = 0
-        self._local.crash_after = crash_after
+        self._local.operations = []
+        self._local.crash_rule = crash_rule
+        self._local.faults = faults
+
+    def operations(self) -> list[str]:
+        """The current invocation's AWS operations so far, in order."""
+        return list(getattr(self._local, "operations", []))
+
+    def current_handler(self) -> str | None:
+        """The handler this thread is running (None outside an invocation)."""
+        return getattr(self._local, "handler", None)
 
     def stop(self) -> int:
         calls = int(getattr(self._local, "calls", 0))
-        self._local.crash_after = None
+        self._local.crash_rule = None
         self._local.handler = None
         return calls
 
@@ -204,10 +250,16 @@ class CallCounter:
         if getattr(self._local, "handler", None) is None:
             return
         self._local.calls += 1
-        limit = self._local.crash_after
-        if limit is not None and self._local.calls > limit:
-            self._local.crash_after = None
+        rule: CrashRule | None = self._local.crash_rule
+        if rule is not None and self._local.calls > rule.after_calls:
+            self._local.crash_rule = None
+            faults: Faults | None = self._local.faults
+            if faults is not None and not faults.crash_fired(rule):
+                self._local.operations.append(getattr(model, "name", "?"))
+                return
+            limit = rule.after_calls
             raise InjectedCrash(
                 f"injected crash of {self._local.handler} before its AWS call #{self._local.calls}"
                 f" ({getattr(model, 'name', '?')}), after {limit} call(s)"
             )
+        self._local.operations.append(getattr(model, "name", "?"))
