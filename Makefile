@@ -8,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint lint-package bench serve package vendor clean
+.PHONY: demo test lint lint-package bench serve package vendor clean soak interleavings
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "tierlift needs Python 3.13 (the Lambda runtime it deploys on): install it"; \
@@ -39,6 +39,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py
+
+soak: $(STAMP)  ## the long soak: 1,000 promotions, every fault, 4 in flight (SEED=n to vary)
+	$(BIN)/python -m tierlift soak --tenants 20 --promotions 1000 --faults all --concurrency 4 --seed $${SEED:-1} --settle 600
 
 serve: $(STAMP)
 	$(BIN)/python -m tierlift local serve

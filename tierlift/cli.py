@@ -590,6 +590,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 # parser -------------------------------------------------------------------------------------------
+def cmd_soak(args: argparse.Namespace) -> int:
+    from tierlift.soak import run_soak
+
+    return run_soak(
+        args.tenants, args.promotions, args.faults, args.concurrency, args.seed, args.speed, args.output, args.settle
+    )
+
+
 def _common(top_level: bool) -> argparse.ArgumentParser:
     """The common flags; on subcommands they default to 'not given' so they never undo the top level's."""
 
@@ -674,6 +682,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds each step may take")
     demo.add_argument("--quiet", action="store_true", help="only the status table and the checks, no timeline")
     demo.set_defaults(func=cmd_demo)
+
+    soak = sub.add_parser("soak", help="a seeded, fault-injected soak on the local cloud", parents=[common])
+    soak.add_argument("--tenants", type=int, default=5)
+    soak.add_argument("--promotions", type=int, default=50)
+    soak.add_argument("--faults", default="all", help="all, none, or a comma list (see tierlift/soak.py)")
+    soak.add_argument("--concurrency", type=int, default=4)
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--speed", type=float, default=1200.0)
+    soak.add_argument("--settle", type=float, default=180.0, help="seconds allowed for the world to settle")
+    soak.set_defaults(func=cmd_soak)
 
     tenant = sub.add_parser("tenant", help="tenant configs", parents=[common])
     tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)

@@ -425,6 +425,7 @@ def run_demo(speed: float = 600.0, timeout: float = 60.0, quiet: bool = False) -
         echo=False,
         handler_log=log,
         environment={"TIERLIFT_GRACE_SECONDS": "0"},
+        concurrency=4,  # invocations side by side, as Lambda runs them
     )
     print(f"tierlift demo: local cloud at speed x{speed:g} (handler logs: {log})", flush=True)
     print(f"times are wall-clock seconds since the cloud started; one second is {speed / 60:g} AWS minutes", flush=True)

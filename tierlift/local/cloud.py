@@ -83,6 +83,9 @@ class CloudApp:
         self.lock = lock
         self.faults = faults
         self.on_throttle = on_throttle
+        # Called under the lock, before the call is served, for every Delete* of the query protocol
+        # (CloudFormation, RDS): (service, operation, parameters). Soaks check each delete here.
+        self.on_delete: Callable[[str, str, dict[str, str]], None] | None = None
 
     @staticmethod
     def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
@@ -126,7 +129,18 @@ class CloudApp:
             # Long polls must not hold the lock; SQS's own state is thread-safe enough for them.
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         with self.lock:
+            if self.on_delete is not None and operation.startswith("Delete") and not json_protocol:
+                self.on_delete(service, operation, self._params(environ))
             return list(self.app(environ, start_response))
+
+    @staticmethod
+    def _params(environ: dict[str, Any]) -> dict[str, str]:
+        """A query-protocol request's parameters (the body is buffered and put back)."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        params = parse_qs(environ.get("QUERY_STRING", "")) | parse_qs(body.decode("utf-8", "replace"))
+        return {k: v[0] for k, v in params.items() if v}
 
 
 @dataclass(order=True)

@@ -50,6 +50,7 @@ class CrashRule:
 class ThrottleRule:
     operation: str  # "Operation", "service:Operation" or "*"
     count: int
+    probability: float = 1.0  # chance that a matching call is throttled (count caps the total)
 
     def matches(self, service: str, operation: str) -> bool:
         if self.operation == "*":
@@ -136,7 +137,10 @@ class Faults:
                     )
                     for c in data.get("crash", [])
                 ],
-                throttle=[ThrottleRule(t["operation"], int(t["count"])) for t in data.get("throttle", [])],
+                throttle=[
+                    ThrottleRule(t["operation"], int(t["count"]), float(t.get("probability", 1.0)))
+                    for t in data.get("throttle", [])
+                ],
                 fail_stacks=tuple(data.get("fail_stacks", ())),
                 source_text=json.dumps(data, sort_keys=True),
             )
@@ -190,6 +194,8 @@ class Faults:
         with self._lock:
             for rule in self.throttle:
                 if rule.count > 0 and rule.matches(service, operation):
+                    if rule.probability < 1.0 and self.random.random() >= rule.probability:
+                        continue
                     rule.count -= 1
                     return True
             return False
