@@ -43,6 +43,9 @@ bench: $(STAMP)
 soak: $(STAMP)  ## the long soak: 1,000 promotions, every fault, 4 in flight (SEED=n to vary)
 	$(BIN)/python -m tierlift soak --tenants 20 --promotions 1000 --faults all --concurrency 4 --seed $${SEED:-1} --settle 600
 
+interleavings: $(STAMP)  ## every schedule with up to 2 preemptions of the racing scenarios (slow: minutes)
+	TIERLIFT_INTERLEAVING_BOUND=2 TIERLIFT_INTERLEAVING_LIMIT=0 $(BIN)/python -m pytest -q -s -n 2 tests/test_interleavings.py
+
 serve: $(STAMP)
 	$(BIN)/python -m tierlift local serve
 

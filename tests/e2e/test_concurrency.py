@@ -38,22 +38,10 @@ def _terminals(outbox: Outbox, env: str) -> dict[str, list[str]]:
     return by_id
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "pipeline bug (chalicelib/requests.py request_promotion): two simultaneous deliveries of one "
-        "Promotion Requested both read 'no lock'; the one that loses take_lock() enqueues the very "
-        "request that holds the lock (Promotion Queued for the running promotion, a 'queued' step in its "
-        "own transition log), which then supersedes the really queued request (Promotion Rejected "
-        "'superseded by <A>') and makes stack_status ignore A's CREATE_COMPLETE ('promotion is already "
-        "queued'): A hangs until the sweep's timeout. Fix: when take_lock fails, re-read the lock and stop "
-        "as a duplicate when its holder is this request id."
-    ),
-)
 def test_simultaneous_duplicates_while_a_request_is_queued(cloud: Cloud) -> None:
     """Every event delivered twice at once while one promotion runs and another waits in the queue.
 
-    Each round: A (qa to one version) is put, then at once Q (qa to the other version), so Q waits
+    Each round: A (qa to one version) is put, then, once A holds the lock, Q (qa to the other version), so Q waits
     in qa's queue while A's every event (request, stack status, deployment state) reaches two
     invocations at the same instant. Every request must end exactly once (no crash here, so no
     documented duplicate), Q must never be rejected, both complete, and the lock is free after.
@@ -73,8 +61,15 @@ def test_simultaneous_duplicates_while_a_request_is_queued(cloud: Cloud) -> None
     cloud.set_faults({"seed": 11, "simultaneous": 1.0})
     try:
         for round_ in range(ROUNDS):
-            first, second = (versions[0], versions[1]) if round_ % 2 == 0 else (versions[1], versions[0])
+            # A takes the environment away from the version active after the last round (versions[1]),
+            # Q brings that version back: both are real promotions every round.
+            first, second = versions[0], versions[1]
             cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=first, requested_by="a")
+            # Q is sent once A holds the lock (two requests delivered at the same instant run in the order
+            # they take it: that race is the interleaving tests'), so Q waits in the queue.
+            cloud.wait(
+                lambda f=first: f in (cloud.param(f"/tierlift/{tenant}/qa/promotion") or ""), "A holds the lock", 15
+            )
             cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=second, requested_by="q")
             cloud.wait(lambda s=second: settled(cloud, tenant, "qa", s), f"round {round_}: the queued promotion", 15)
             time.sleep(0.3)  # late duplicates of the last events
