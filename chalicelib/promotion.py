@@ -29,7 +29,7 @@ from chalicelib.deps import Deps
 from chalicelib.endings import delete_stack, end
 from chalicelib.headroom import admit, is_quota_failure
 from chalicelib.names import InvalidName, Namespace, Versioned
-from chalicelib.requests import drain, on_promotion_requested, reject
+from chalicelib.requests import cancel_queued, drain, on_promotion_requested, reject
 from chalicelib.snapshots import on_snapshot_created, on_snapshot_schedule, request_snapshot
 from chalicelib.state import Outcome, Promotion, Recorded, Stage, UnknownTenant
 from chalicelib.transitions import Result, ignore
@@ -271,9 +271,13 @@ def on_promotion_cancelled(deps: Deps, event: Any) -> Result:
     command, rec = parsed
     ns, promotion = rec.namespace, rec.promotion
     decision = decide_cancel(promotion=promotion, promotion_id=command.promotion_id)
-    if decision.action is Action.REJECT or promotion is None:
-        return _reject_command(deps, event, command, decision.reason)
     reason = f"cancelled by {command.requested_by}" + (f": {command.reason}" if command.reason else "")
+    if decision.action is Action.REJECT or promotion is None:
+        if promotion is None or promotion.id != command.promotion_id:
+            cancelled = cancel_queued(deps, ns, command.promotion_id, reason)
+            if cancelled is not None:
+                return cancelled
+        return _reject_command(deps, event, command, decision.reason)
     return _then_drain(deps, ns, end(deps, rec, promotion, Outcome.CANCELLED, reason))
 
 

@@ -64,20 +64,38 @@ def reject(deps: Deps, raw: Any, reason: str) -> Result:
     return Result("reject", reason, ev.safe(request_id))
 
 
-def reject_logged(deps: Deps, ns: Namespace, request: Request, log: Log, reason: str) -> bool:
-    """Reject a request that has a log (it waited in the queue): claimed, so exactly once."""
+def reject_logged(
+    deps: Deps, ns: Namespace, request: Request, log: Log, reason: str, outcome: Outcome = Outcome.REJECTED
+) -> bool:
+    """End a request that has a log (it waited in the queue): rejected, or cancelled by an operator.
+
+    Claimed, so exactly once; a takeover keeps the outcome and reason claimed first.
+    """
     claimed = next((s for s in log.steps if s.stage == Stage.ENDING), None)
     if claimed is not None:
         reason = claimed.reason or reason
-    step = claim(deps, ns, log, Stage.ENDING, outcome=Outcome.REJECTED.value, reason=reason)
+        outcome = Outcome(claimed.outcome or outcome)
+    step = claim(deps, ns, log, Stage.ENDING, outcome=outcome.value, reason=reason)
     if step is None:
         return False
-    deps.bus.put([event_for(request, ev.PROMOTION_REJECTED, reason=reason, outcome=Outcome.REJECTED.value)])
+    detail_type = ev.PROMOTION_CANCELLED if outcome is Outcome.CANCELLED else ev.PROMOTION_REJECTED
+    deps.bus.put([event_for(request, detail_type, reason=reason, outcome=outcome.value)])
     deps.store.complete(ns, request.id, step)
     deps.store.delete_queue_entry(ns, request.id)
-    metrics.promotion_rejected(ns.tenant.name, ns.environment)
-    logger.warning("request %s rejected: %s", request.id, reason)
+    if outcome is Outcome.REJECTED:
+        metrics.promotion_rejected(ns.tenant.name, ns.environment)
+    logger.warning("request %s %s: %s", request.id, outcome, reason)
     return True
+
+
+def cancel_queued(deps: Deps, ns: Namespace, request_id: str, reason: str) -> Result | None:
+    """An operator cancels a request still waiting in the queue (None when it is not waiting)."""
+    queued = next((q for q in deps.store.read_queue(ns) if q.id == request_id and q.waiting), None)
+    if queued is None:
+        return None
+    if not reject_logged(deps, ns, queued.request, queued.log, reason, Outcome.CANCELLED):
+        return ignore(f"request {request_id} is being ended by another invocation", ns.name, request_id)
+    return Result("cancel", reason, request_id, ns.name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -290,7 +308,7 @@ def _finish_pending(deps: Deps, rec: Recorded) -> None:
         latest = queued.log.latest
         if latest is None or latest.stage in (Stage.QUEUED, Stage.REQUESTED):
             continue
-        rejecting = latest.stage == Stage.ENDING and latest.outcome == Outcome.REJECTED and not latest.done
+        rejecting = latest.stage == Stage.ENDING and not latest.done
         if not rejecting:
             # It started (its log moved past ``requested``) or its rejection is complete: a leftover.
             deps.store.delete_queue_entry(rec.namespace, queued.id)

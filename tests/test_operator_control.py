@@ -238,3 +238,16 @@ def test_invalid_schedule_is_refused_by_the_config():
                 },
             },
         )
+
+
+def test_cancel_of_a_request_waiting_in_the_queue(prod_ready):
+    p = prod_ready
+    configure(p, approval="none")
+    p.request("prod", V2)
+    queued = p.request("prod", V3, override="test")
+    assert queued["action"] == "queue"
+    result = command(p, "Promotion Cancelled", "cancel", queued["event"]["id"], reason="not today")
+    assert result["action"] == "cancel"
+    assert types(p, queued["event"]["id"]) == ["Promotion Queued", "Promotion Cancelled"]
+    assert p.deps.store.read_queue(PROD) == []
+    assert p.promotion("prod").version.value == V2  # the promotion in flight goes on
