@@ -83,7 +83,9 @@ def test_promote_wait_on_a_completed_promotion_then_status_and_history(cloud: Cl
     assert one["qa"]["db"] == row["endpoint"] and one["qa"]["stack"] == "CREATE_COMPLETE"
     assert one["qa"]["last"]["outcome"] == "completed" and one["dev"]["active"] == "(source)"
 
-    (record,) = history(cloud, tenant, "qa")
+    records = history(cloud, tenant, "qa")
+    record = next((r for r in records if r["id"] == promotion_id), None)
+    assert record is not None, records
     assert record["id"] == promotion_id and record["requested_by"] == "e2e-operator"
     assert record["outcome"] == "completed" and record["version"] == version
     assert [s["stage"] for s in record["stages"]] == ["restoring", "database_ready", "deploying", "completed"]
