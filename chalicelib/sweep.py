@@ -425,6 +425,8 @@ def reconcile(deps: Deps, promotion: Promotion, *, dry_run: bool = False) -> str
         if dry_run:
             return f"would resume: {stage}"
         outcome = promo.resume(deps, promotion)
+        if outcome is not None and outcome.action == "ignore":
+            return f"wait: {outcome.reason}"  # a live claim: its owner is still at work
         return f"resume: {outcome.action if outcome else 'nothing'}"
     if stage is Stage.AWAITING_APPROVAL:
         if dry_run:

@@ -298,3 +298,104 @@ def _record() -> Promotion:
 )
 def test_deployment_outcome_from_the_service(service, expected):
     assert deployment_outcome(service, _record())[0] == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# Claims: a live one is someone's work in progress; one cut short by a real crash is finished
+# --------------------------------------------------------------------------------------------------
+def test_an_ending_claimed_by_a_live_invocation_is_left_to_it(v1_running, deps, aws, outbox, events):
+    """A claim whose lease has not run out belongs to a running invocation: the sweep never takes it over."""
+    _restoring(deps, events)
+    set_stack_status(V2, "ROLLBACK_COMPLETE")
+    record = deps.store.get_promotion(QA)
+    assert record is not None
+    now = deps.clock()
+    claim = Step(
+        seq=0,
+        stage="ending",
+        at=now.isoformat(timespec="seconds"),
+        owner="a-lambda-still-running",
+        done=False,
+        lease_until=(now + timedelta(hours=2)).isoformat(timespec="seconds"),
+        outcome="failed",
+        reason="database stack ROLLBACK_COMPLETE",
+    )
+    deps.store.append(QA, record.log, claim)
+    outbox.drain()
+    later(deps, hours=1)  # stuck for the planner (30 min), the lease still live
+    [entry] = run_sweep(deps).by_kind("reconcile")
+    assert entry.item.reason == "stuck_failed"
+    assert entry.status == "waiting", (entry.status, entry.outcome)
+    assert outbox.drain() == []
+    after = deps.store.get_promotion(QA)
+    assert after is not None and after.log == deps.store.read_log(QA, record.id) and after.claim is not None
+    assert after.claim.owner == "a-lambda-still-running"
+    assert STACK_V2 in end_state(deps, aws, outbox)["stacks"]
+    later(deps, hours=3)  # the lease ran out: its owner is dead, the sweep finishes the ending it claimed
+    [entry] = run_sweep(deps).by_kind("reconcile")
+    assert entry.status == "done"
+    assert end_state(deps, aws, outbox) == FAILED
+
+
+def _cancel_command(events: Any, promotion_id: str) -> dict[str, Any]:
+    event = events.promotion_requested(
+        tenant="xy-0146", environment="qa", promotion_id=promotion_id, command="cancel", requested_by="alice"
+    )
+    event["detail-type"] = "Promotion Cancelled"
+    return event
+
+
+CANCELLED = {
+    "stage": None,
+    "active": V1,
+    "stacks": [STACK_V1],
+    "service_version": V1,
+    "events": ["Promotion Cancelled"],
+}
+# The cancel's state-changing calls: 1 the ending claim, 2 DeleteStack, 3 PutEvents, 4 ``last``, 5 the
+# lock. A crash before 1 leaves no trace (the cancel is simply lost); one before 4 is the documented
+# window where the terminal event may be put twice (tests/test_crash_safety.py).
+CANCEL_CRASH_POINTS = [2, 3, 5]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            "retry",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=(
+                    "promotion.on_promotion_cancelled: a retried cancel whose first attempt claimed the ending "
+                    "and died is refused by decide_cancel ('cancelled: past the point of cancelling', a Promotion "
+                    "Rejected) instead of finishing the claimed ending; only the sweep ends it"
+                ),
+            ),
+        ),
+        "sweep",
+    ],
+)
+@pytest.mark.parametrize("k", CANCEL_CRASH_POINTS)
+def test_a_cancel_cut_short_by_a_crash_is_finished_once(v1_running, pipeline, deps, aws, outbox, events, k, path):
+    from tests.test_crash_safety import Crash, arm, disarm
+
+    pid = request(deps, events, V2)["id"]
+    outbox.drain()
+    command = _cancel_command(events, pid)
+    hook = arm(deps, k)
+    try:
+        with pytest.raises(Crash):
+            pipeline.invoke("promotion_cancelled", command, "cancel-1")
+    finally:
+        disarm(deps, hook)
+    record = deps.store.get_promotion(QA)
+    assert record is not None and record.stage == "cancelled" and record.claim is not None
+    if path == "retry":
+        pipeline.invoke("promotion_cancelled", command, "cancel-1")  # Lambda's retry: the same request id
+    else:
+        later(deps, hours=1)
+        [entry] = run_sweep(deps).by_kind("reconcile")
+        assert (entry.item.reason, entry.status) == ("stuck_cancelled", "done"), entry.outcome
+    assert end_state(deps, aws, outbox) == CANCELLED
+    last = deps.store.recorded(QA).last
+    assert last is not None and (last.promotion_id, last.outcome) == (pid, "cancelled")
