@@ -365,6 +365,82 @@ def test_orphaned_queue_slot_starts_its_promotion(qa_active, deps, aws, outbox):
     assert QA.stack_name(Version(V3)) in stack_names(aws)
 
 
+def test_orphaned_queue_is_left_while_its_requests_are_fresh(qa_active, deps, aws, outbox):
+    put_queued(deps, QA, "q-1", V3, utcnow().isoformat())
+    later(deps, minutes=10)  # a request waits up to the ``requested`` timeout (15 min) for its drain
+    result = run_sweep(deps)
+    assert result.by_kind("drain_queue") == []
+    assert [q.id for q in deps.store.read_queue(QA)] == ["q-1"] and deps.store.get_promotion(QA) is None
+
+
+# --------------------------------------------------------------------------------------------------
+# Approvals nobody gave, logs of ended requests
+# --------------------------------------------------------------------------------------------------
+def require_approval(deps: Deps, timeout: int) -> None:
+    config = deps.store.get_config(PROD.tenant)
+    raw = dict(config.raw)
+    raw["targets"] = {**raw["targets"], "prod": {**raw["targets"]["prod"], "approval": "required"}}
+    raw["targets"]["prod"]["approval_timeout"] = timeout
+    deps.store._ssm.put_parameter(
+        Name=deps.store.config_path(PROD.tenant), Value=json.dumps(raw), Type="String", Overwrite=True
+    )
+
+
+def test_expired_approval_cancels_once_deletes_the_new_stack_and_releases_the_lock(pipeline, deps, outbox):
+    p = pipeline
+    for version in (V1, V2):
+        p.snapshot(version)
+    p.promote(V1)  # prod takes only versions that completed in qa
+    p.promote(V1, "prod")
+    p.promote(V2)  # and qa is up to date: no lost snapshot event to request in this test
+    require_approval(deps, timeout=3600)
+    pid = p.request("prod", V2)["event"]["id"]
+    assert p.stack_event(V2, "CREATE_COMPLETE", "prod")["action"] == "await_approval"
+    new_stack, old_stack = PROD.stack_name(Version(V2)), PROD.stack_name(Version(V1))
+    outbox.drain()
+    later(deps, minutes=50)  # the approval is good for an hour
+    pending = run_sweep(deps)
+    assert pending.by_kind("reconcile") == [] and pending.kept["awaiting_approval"] == 1
+    assert p.promotion("prod").stage is Stage.AWAITING_APPROVAL and new_stack in p.stacks()
+    later(deps, minutes=70)
+    result = run_sweep(deps)
+    [entry] = result.by_kind("reconcile")
+    assert (entry.item.reason, entry.status, entry.outcome) == ("approval_expired", "done", "approval expired: cancel")
+    assert p.promotion("prod") is None and p.active("prod") == V1
+    assert new_stack not in p.stacks() and old_stack in p.stacks()
+    last = deps.store.recorded(PROD).last
+    assert last is not None and (last.promotion_id, last.outcome) == (pid, "cancelled")
+    assert run_sweep(deps).by_kind("reconcile") == []  # nothing left to cancel
+    ended = [e for e in outbox.drain() if e["detail"].get("promotion_id") == pid]
+    assert [e["detail-type"] for e in ended] == ["Promotion Cancelled"]
+    assert ended[0]["detail"]["reason"] == "approval timed out"
+
+
+def test_ended_logs_go_after_the_retention_never_those_in_flight_or_queued(pipeline, deps, outbox):
+    p = pipeline
+    for version in (V1, V2, V3):
+        p.snapshot(version)
+    p.promote(V1)
+    first = deps.store.recorded(QA).last
+    assert first is not None and deps.store.read_log(QA, first.promotion_id).steps
+    in_flight = p.request("qa", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE")  # deploying; moto leaves the rollout IN_PROGRESS
+    waiting = p.request("qa", V3)["event"]["id"]
+    assert p.promotion().id == in_flight and [q.id for q in deps.store.read_queue(QA)] == [waiting]
+    later(deps, hours=20)  # within the retention (a day): re-deliveries are still recognised
+    assert run_sweep(deps).by_kind("delete_logs") == []
+    assert deps.store.read_log(QA, first.promotion_id).steps
+    later(deps, days=2)
+    result = run_sweep(deps)
+    assert [(e.item.target, e.status) for e in result.by_kind("delete_logs")] == [(first.promotion_id, "done")]
+    assert deps.store.read_log(QA, first.promotion_id).steps == ()
+    assert deps.store.read_log(QA, in_flight).latest.stage == Stage.DEPLOYING
+    assert deps.store.read_log(QA, waiting).latest.stage == Stage.QUEUED
+    [stuck] = result.by_kind("reconcile")
+    assert stuck.status == "waiting"  # the deployment is still in progress: nothing else moved
+    assert p.promotion().id == in_flight and [q.id for q in deps.store.read_queue(QA)] == [waiting]
+
+
 # --------------------------------------------------------------------------------------------------
 # Headroom, result, handler, cost
 # --------------------------------------------------------------------------------------------------

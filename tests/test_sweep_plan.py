@@ -13,6 +13,7 @@ from chalicelib.settings import Settings
 from chalicelib.state import Request, StateStore, Step
 from chalicelib.sweep_plan import (
     DELETE_DB_RECORD,
+    DELETE_LOGS,
     DELETE_SNAPSHOT,
     DELETE_STACK,
     DRAIN_QUEUE,
@@ -66,13 +67,15 @@ def stack(
 
 
 STORE = StateStore(None, ROOT)
-STAGE_STEPS = {
+# The log a promotion in each stage has (the lock alone is ``requested``); an ending is a claim not yet done.
+STAGE_STEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "requested": [],
     "restoring": [("restoring", {})],
     "deploying": [("restoring", {}), ("deploying", {"deployment_id": "ecs-svc/1"})],
     "finalizing": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "completed", "done": False})],
     "failed": [("restoring", {}), ("ending", {"outcome": "failed", "done": False})],
     "rolled_back": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "rolled_back", "done": False})],
+    "cancelled": [("restoring", {}), ("ending", {"outcome": "cancelled", "done": False})],
 }
 
 
@@ -271,6 +274,8 @@ def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones
         ("finalizing", timedelta(minutes=31), True),
         ("failed", timedelta(minutes=31), True),
         ("rolled_back", timedelta(minutes=29), False),
+        ("cancelled", timedelta(minutes=29), False),
+        ("cancelled", timedelta(minutes=31), True),
     ],
 )
 def test_a_promotion_is_stuck_after_its_stage_timeout(stage, idle, stuck):
@@ -402,7 +407,40 @@ def test_logs_of_ended_requests_go_after_the_retention_never_the_in_flight_or_qu
     params[STORE.step_path(QA, "old-1", 1)] = ended_old.to_json()
     params[STORE.step_path(QA, "new-1", 1)] = ended_new.to_json()
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    from chalicelib.sweep_plan import DELETE_LOGS
-
     assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
     assert result.kept["ended_log_retained"] == 1
+
+
+def test_logs_of_the_request_in_flight_or_queued_are_never_deleted_however_old():
+    long_ago = NOW - timedelta(days=30)
+    params = {**promotion(V3, V2, "deploying", long_ago), **queued("q-1", V1, long_ago), **queued("q-2", V0, long_ago)}
+    params[STORE.step_path(QA, "old-1", 1)] = Step(seq=1, stage="ending", at=long_ago.isoformat()).to_json()
+    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
+    assert result.kept["ended_log_retained"] == 0
+    # the promotion itself is stuck (its own rule), the queue waits behind it
+    assert kinds(result, RECONCILE) == [("p-1", "stuck_deploying")] and kinds(result, DRAIN_QUEUE) == []
+
+
+def test_no_log_is_deleted_in_a_namespace_whose_state_is_unreadable():
+    params = {f"{ROOT}/xy-0146/qa/active": "not-a-version"}
+    params[STORE.step_path(QA, "old-1", 1)] = Step(seq=1, stage="ending", at=OLD.isoformat()).to_json()
+    world = facts(params, active=None)
+    world.now = NOW + timedelta(days=30)
+    assert kinds(plan(world, SETTINGS), DELETE_LOGS) == []
+
+
+def test_an_approval_without_an_expiry_waits_however_long():
+    long_ago = NOW - timedelta(days=30)
+    params = promotion(V3, V2, "restoring", long_ago)
+    params[STORE.step_path(QA, "p-1", 2)] = Step(seq=2, stage="awaiting_approval", at=long_ago.isoformat()).to_json()
+    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
+
+
+def test_an_orphaned_queue_is_drained_once_whatever_its_length_and_only_after_the_requested_timeout():
+    fresh = {**queued("q-1", V1, NOW - timedelta(minutes=14)), **queued("q-2", V3, NOW - timedelta(minutes=1))}
+    assert kinds(plan(facts(fresh, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == []
+    stale = {**queued("q-1", V1, NOW - timedelta(minutes=16)), **queued("q-2", V3, NOW - timedelta(minutes=1))}
+    # one drain per namespace: the drain itself starts the newest and supersedes the rest
+    assert kinds(plan(facts(stale, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
