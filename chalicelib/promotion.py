@@ -19,6 +19,7 @@ from chalicelib.cutover import deploy, on_stack_ready, park_for_headroom, start
 from chalicelib.decisions import (
     DELETE_DONE,
     Action,
+    Decision,
     decide_approval,
     decide_cancel,
     decide_deployment,
@@ -252,9 +253,17 @@ def on_promotion_approved(deps: Deps, event: Any) -> Result:
     command, rec = parsed
     ns, promotion = rec.namespace, rec.promotion
     decision = decide_approval(promotion=promotion, promotion_id=command.promotion_id)
+    resuming = (
+        promotion is not None
+        and promotion.id == command.promotion_id
+        and promotion.stage is Stage.DEPLOYING
+        and promotion.claim is not None
+    )
+    if resuming:
+        # A deploy claimed and cut short (a retry of this approval after a crash): ``deploy`` takes its own
+        # claim over, or stops if another invocation is still at work.
+        decision = Decision(Action.DEPLOY, "resuming an approved deploy")
     if decision.action is Action.REJECT or promotion is None:
-        if promotion is not None and promotion.id == command.promotion_id and promotion.claim is not None:
-            return ignore(f"approval of {promotion.id}: already being deployed", ns.name, promotion.id)
         return _reject_command(deps, event, command, decision.reason)
     live = deps.stacks.describe(ns.stack_name(promotion.version))
     if live is None or live.get("StackStatus") != "CREATE_COMPLETE":
@@ -270,8 +279,12 @@ def on_promotion_cancelled(deps: Deps, event: Any) -> Result:
         return parsed
     command, rec = parsed
     ns, promotion = rec.namespace, rec.promotion
-    decision = decide_cancel(promotion=promotion, promotion_id=command.promotion_id)
     reason = f"cancelled by {command.requested_by}" + (f": {command.reason}" if command.reason else "")
+    if promotion is not None and promotion.id == command.promotion_id and promotion.ending is not None:
+        # An ending already claimed (a retry of this cancel after a crash, or another ending): finish it
+        # with the outcome it claimed; ``end`` stops if its owner is still at work.
+        return _then_drain(deps, ns, end(deps, rec, promotion, Outcome.CANCELLED, reason))
+    decision = decide_cancel(promotion=promotion, promotion_id=command.promotion_id)
     if decision.action is Action.REJECT or promotion is None:
         if promotion is None or promotion.id != command.promotion_id:
             cancelled = cancel_queued(deps, ns, command.promotion_id, reason)

@@ -361,17 +361,7 @@ CANCEL_CRASH_POINTS = [2, 3, 5]
 @pytest.mark.parametrize(
     "path",
     [
-        pytest.param(
-            "retry",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "promotion.on_promotion_cancelled: a retried cancel whose first attempt claimed the ending "
-                    "and died is refused by decide_cancel ('cancelled: past the point of cancelling', a Promotion "
-                    "Rejected) instead of finishing the claimed ending; only the sweep ends it"
-                ),
-            ),
-        ),
+        "retry",
         "sweep",
     ],
 )
