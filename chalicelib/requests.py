@@ -308,12 +308,19 @@ def _finish_pending(deps: Deps, rec: Recorded) -> None:
         latest = queued.log.latest
         if latest is None or latest.stage in (Stage.QUEUED, Stage.REQUESTED):
             continue
-        rejecting = latest.stage == Stage.ENDING and not latest.done
+        rejecting = latest.stage == Stage.ENDING and not latest.done and _ended_while_waiting(queued.log)
         if not rejecting:
             # It started (its log moved past ``requested``) or its rejection is complete: a leftover.
             deps.store.delete_queue_entry(rec.namespace, queued.id)
         elif claim_verdict(latest, me, now) is ClaimVerdict.TAKE_OVER:
             reject_logged(deps, rec.namespace, queued.request, queued.log, latest.reason or "superseded")
+
+
+def _ended_while_waiting(log: Log) -> bool:
+    """Was the request's ending claimed while it waited in the queue (rejected or cancelled there), rather
+    than as a promotion that started (whose ending is the promotion's own, finished by ``endings.end``)?"""
+    first_ending = next((i for i, step in enumerate(log.steps) if step.stage == Stage.ENDING), None)
+    return first_ending is not None and first_ending > 0 and log.steps[first_ending - 1].stage == Stage.QUEUED
 
 
 def drain(deps: Deps, ns: Namespace, *, resume_start: bool = False) -> Result | None:
