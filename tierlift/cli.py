@@ -147,6 +147,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    from tierlift import dlq
     from tierlift.local.cloud import DLQ
 
     _local(args)
@@ -160,7 +161,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         records.extend(json.loads(m["Body"]) for m in messages)
         if len(messages) < 10:
             break
-    table = "\n".join(f"{r['handler']:<20} attempts={r['attempts']}  {r['error'][:100]}" for r in records) or "(empty)"
+    # Lambda's on-failure destination records, as the packaged template's invocations dead-letter queue holds
+    letters = [dlq.parse(url, {"Body": json.dumps(r), "ReceiptHandle": ""}) for r in records]
+    table = "\n".join(f"{d.handler!s:<36} attempts={d.attempts}  {d.error[:100]}" for d in letters) or "(empty)"
     _print(args, records, table)
     return 0
 
@@ -173,12 +176,13 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
         session.client("sqs"),
         session.client("events"),
         session.client("lambda"),
+        logs=session.client("logs"),
         bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
         queue=args.queue,
         dry_run=args.dry_run,
     )
     _print(args, report, dlq.table(report))
-    return 0
+    return 1 if any(r.get("failed") for r in report) else 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -1,28 +1,37 @@
 """``tierlift dlq redrive``: send dead-lettered events back through the pipeline.
 
-Two kinds of message reach the dead-letter queues the packaged template deploys:
+Two kinds of message reach the dead-letter queues the packaged template deploys (and the local cloud,
+under the same names, for its ``dev`` stage):
 
-- ``tierlift-<stage>-rules-dlq``: EventBridge could not deliver to a rule's target. The body is the
-  original event; the message attributes name the rule and the target (``RULE_ARN``, ``TARGET_ARN``).
+- ``tierlift-<stage>-rules-dlq``: EventBridge could not deliver to a rule's target after the rule's
+  retry policy. The body is the original event; the message attributes name the rule and the target
+  (``RULE_ARN``, ``TARGET_ARN``, ``ERROR_CODE``, ``ERROR_MESSAGE``).
 - ``tierlift-<stage>-invocations-dlq``: Lambda's async on-failure destination, after the function failed
-  its retries. The body is ``{"requestContext": {"functionArn": ...}, "requestPayload": <event>, ...}``.
+  its retries. The body is ``{"requestContext": {"functionArn": ...}, "requestPayload": <event>,
+  "responsePayload": <the error>, ...}``.
 
-An event of tierlift's own (``source`` ``tierlift``) is put back on the bus with ``put-events``, so every
-rule sees it again exactly as the first time (the handlers are idempotent: at-least-once is the law).
-EventBridge refuses ``put-events`` for AWS sources (``aws.rds``, ``aws.cloudformation``, ``aws.ecs``,
-``aws.events`` schedules): those are re-invoked asynchronously on the function that failed them.
-A message is deleted only after its event was accepted again; ``--dry-run`` only reports.
+Each event goes back to the one target that failed it, unchanged: the function is invoked
+asynchronously with the original event (same ``id``, so the pipeline sees a re-delivery, not a new
+request: a ``Promotion Requested``'s id is the promotion id), and the ledger's log group gets the event
+written into it. Only an event of tierlift's own whose target is unknown is put back on the bus with
+put-events (a new event id: every rule sees it again). EventBridge refuses put-events for AWS sources
+(``aws.rds``, ``aws.cloudformation``, ``aws.ecs``, schedules), so those need their function.
+A message is deleted only once its event was accepted again; ``--dry-run`` only reports.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
+
+from botocore.exceptions import ClientError
 
 TIERLIFT_SOURCE = "tierlift"
 DLQ_SUFFIX = "-dlq"
 DLQ_PREFIX = "tierlift-"
+REDRIVE_STREAM = "tierlift-dlq-redrive"
 
 
 @dataclass(frozen=True)
@@ -33,15 +42,32 @@ class DeadLetter:
     event: dict[str, Any] | None
     function_arn: str | None
     kind: str  # "rule" | "invocation" | "unknown"
+    log_group: str | None = None  # a rule target that is a log group (the ledger)
+    error: str = ""
+    attempts: int | None = None  # Lambda's approximateInvokeCount (invocation dead letters)
 
     def action(self) -> str:
         if self.event is None:
             return "skip: not an event"
-        if self.event.get("source") == TIERLIFT_SOURCE:
-            return "put-events"
         if self.function_arn:
             return "invoke"
+        if self.log_group:
+            return "write-log"
+        if self.event.get("source") == TIERLIFT_SOURCE:
+            return "put-events"
         return "skip: an AWS event without a function to re-invoke"
+
+    @property
+    def handler(self) -> str | None:
+        """The function's name (the last part of its ARN)."""
+        return self.function_arn.rsplit(":", 1)[-1] if self.function_arn else None
+
+
+def _log_group(target: str | None) -> str | None:
+    """``arn:aws:logs:<region>:<account>:log-group:<name>[:*]`` -> ``<name>``."""
+    if not target or ":log-group:" not in target:
+        return None
+    return target.split(":log-group:", 1)[1].removesuffix(":*")
 
 
 def parse(queue_url: str, message: dict[str, Any]) -> DeadLetter:
@@ -51,18 +77,31 @@ def parse(queue_url: str, message: dict[str, Any]) -> DeadLetter:
     except ValueError:
         body = None
     attributes = message.get("MessageAttributes", {}) or {}
-    target = (attributes.get("TARGET_ARN") or {}).get("StringValue")
+
+    def attribute(name: str) -> str | None:
+        return (attributes.get(name) or {}).get("StringValue")
+
+    target = attribute("TARGET_ARN")
     event: dict[str, Any] | None = None
     function_arn: str | None = None
+    log_group: str | None = None
     kind = "unknown"
+    error = ""
+    attempts: int | None = None
     if isinstance(body, dict) and isinstance(body.get("requestPayload"), dict):
         event = body["requestPayload"]
         function_arn = (body.get("requestContext") or {}).get("functionArn")
+        attempts = (body.get("requestContext") or {}).get("approximateInvokeCount")
         kind = "invocation"
+        response = body.get("responsePayload")
+        if isinstance(response, dict):
+            error = f"{response.get('errorType', '')}: {response.get('errorMessage', '')}".strip(": ")
     elif isinstance(body, dict) and "detail-type" in body and "source" in body:
         event = body
         function_arn = target if target and ":function:" in target else None
+        log_group = _log_group(target)
         kind = "rule"
+        error = " ".join(filter(None, (attribute("ERROR_CODE"), attribute("ERROR_MESSAGE"))))
     if function_arn and function_arn.count(":") > 6:
         function_arn = function_arn.rsplit(":", 1)[0]  # "...:function:name:$LATEST" -> the function
     return DeadLetter(
@@ -72,6 +111,9 @@ def parse(queue_url: str, message: dict[str, Any]) -> DeadLetter:
         event=event,
         function_arn=function_arn,
         kind=kind,
+        log_group=log_group,
+        error=error,
+        attempts=attempts,
     )
 
 
@@ -110,11 +152,26 @@ def _put(events: Any, bus: str, event: dict[str, Any]) -> None:
         raise RuntimeError(f"put-events refused: {failed.get('ErrorCode')} {failed.get('ErrorMessage')}")
 
 
+def _write_log(logs: Any, group: str, event: dict[str, Any]) -> None:
+    """The event into the (ledger) log group, as EventBridge writes it: the event's JSON as the message."""
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName=REDRIVE_STREAM)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceAlreadyExistsException":
+            raise
+    logs.put_log_events(
+        logGroupName=group,
+        logStreamName=REDRIVE_STREAM,
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": json.dumps(event)}],
+    )
+
+
 def redrive(
     sqs: Any,
     events: Any,
     lambda_client: Any,
     *,
+    logs: Any = None,
     bus: str = "default",
     queue: str | None = None,
     dry_run: bool = False,
@@ -133,6 +190,9 @@ def redrive(
                 "action": action,
                 "detail_type": (letter.event or {}).get("detail-type"),
                 "source": (letter.event or {}).get("source"),
+                "event_id": (letter.event or {}).get("id"),
+                "target": letter.handler or letter.log_group,
+                "error": letter.error,
             }
             if action.startswith("skip") or dry_run:
                 sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=letter.receipt_handle, VisibilityTimeout=0)
@@ -140,12 +200,23 @@ def redrive(
                 report.append(row)
                 continue
             assert letter.event is not None
-            if action == "put-events":
-                _put(events, bus, letter.event)
-            else:
-                lambda_client.invoke(
-                    FunctionName=letter.function_arn, InvocationType="Event", Payload=json.dumps(letter.event)
-                )
+            try:
+                if action == "put-events":
+                    _put(events, bus, letter.event)
+                elif action == "write-log":
+                    assert letter.log_group is not None and logs is not None, "a logs client re-drives the ledger"
+                    _write_log(logs, letter.log_group, letter.event)
+                else:
+                    lambda_client.invoke(
+                        FunctionName=letter.function_arn, InvocationType="Event", Payload=json.dumps(letter.event)
+                    )
+            except (ClientError, RuntimeError) as exc:
+                # Left in the queue, visible again, for the next attempt; the others still go.
+                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=letter.receipt_handle, VisibilityTimeout=0)
+                row["done"] = False
+                row["failed"] = str(exc)[:300]
+                report.append(row)
+                continue
             sqs.delete_message(QueueUrl=url, ReceiptHandle=letter.receipt_handle)
             row["done"] = True
             report.append(row)
@@ -157,6 +228,7 @@ def table(report: list[dict[str, Any]]) -> str:
         return "(no dead letters)"
     return "\n".join(
         f"{r['queue']:<34} {r['kind']:<10} {r['source']!s:<20} {r['detail_type']!s:<32} "
-        f"{r['action']}{'' if r['done'] else ' (not done)'}"
+        f"{r['action']} {r['target'] or '-'}{'' if r['done'] else ' (not done)'}"
+        + (f" FAILED: {r['failed']}" if r.get("failed") else "")
         for r in report
     )

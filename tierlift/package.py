@@ -44,6 +44,21 @@ TIERLIFT_SOURCE = "tierlift"
 STAGE_LOCK_PARAMETER = "/tierlift-pipeline/stage"
 
 
+def rules_dlq_name(stage: str) -> str:
+    """The queue EventBridge sends a rule target's undeliverable events to."""
+    return f"tierlift-{stage}-rules-dlq"
+
+
+def invocations_dlq_name(stage: str) -> str:
+    """The queue Lambda sends an async invocation to once its retries are exhausted (on-failure destination)."""
+    return f"tierlift-{stage}-invocations-dlq"
+
+
+def function_name(stage: str, name: str) -> str:
+    """Chalice's name for a deployed function (``tierlift-dev-promotion_requested``)."""
+    return f"tierlift-{stage}-{name}"
+
+
 def cfn_name(name: str) -> str:
     """Chalice's logical id for a function name (``promotion_requested`` -> ``PromotionRequested``)."""
     return "".join(part[:1].upper() + part[1:] for part in name.split("_"))
@@ -217,8 +232,8 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
         raise SystemExit(f"TIERLIFT_LEDGER_LOG_GROUP={ledger_group!r}: EventBridge writes only to /aws/events/*")
 
     resources: dict[str, Any] = {
-        RULES_DLQ: _queue(f"tierlift-{stage}-rules-dlq"),
-        INVOCATIONS_DLQ: _queue(f"tierlift-{stage}-invocations-dlq"),
+        RULES_DLQ: _queue(rules_dlq_name(stage)),
+        INVOCATIONS_DLQ: _queue(invocations_dlq_name(stage)),
         "RulesDeadLetterAlarm": _alarm(stage, RULES_DLQ, "rule-deliveries"),
         "InvocationsDeadLetterAlarm": _alarm(stage, INVOCATIONS_DLQ, "invocations"),
         CFN_ROLE: cloudformation_role(stage),
@@ -253,7 +268,7 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
             "Type": "AWS::Logs::LogGroup",
             "DeletionPolicy": "Retain",
             "UpdateReplacePolicy": "Retain",
-            "Properties": {"LogGroupName": f"/aws/lambda/tierlift-{stage}-{name}", "RetentionInDays": log_days},
+            "Properties": {"LogGroupName": f"/aws/lambda/{function_name(stage, name)}", "RetentionInDays": log_days},
         }
         resources[logical] = {
             "Properties": {

@@ -82,7 +82,7 @@ def test_simultaneous_duplicates_while_a_request_is_queued(cloud: Cloud) -> None
         assert types == ["Promotion Completed"], (promotion_id, types)
     assert "simultaneous duplicate delivery" in cloud.log.read_text()
     records = cloud.sqs.receive_message(
-        QueueUrl=cloud.sqs.get_queue_url(QueueName="tierlift-local-dlq")["QueueUrl"], MaxNumberOfMessages=10
+        QueueUrl=cloud.sqs.get_queue_url(QueueName="tierlift-dev-invocations-dlq")["QueueUrl"], MaxNumberOfMessages=10
     ).get("Messages", [])
     assert not [m for m in records if tenant in m["Body"]]
 

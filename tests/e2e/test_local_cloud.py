@@ -232,7 +232,7 @@ def test_dropped_rds_event_and_dead_letters(cloud: Cloud) -> None:
         cloud.set_faults({"crash": [{"handler": "promotion_requested", "after_calls": 0, "times": 3}]})
         cloud.put("Promotion Requested", tenant=tenant, environment="qa", version=version, requested_by="e2e-dlq")
         sqs = cloud.sqs
-        url = sqs.get_queue_url(QueueName="tierlift-local-dlq")["QueueUrl"]
+        url = sqs.get_queue_url(QueueName="tierlift-dev-invocations-dlq")["QueueUrl"]  # the template's name
 
         def parked() -> list[dict[str, Any]]:
             messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=0).get(
@@ -241,8 +241,12 @@ def test_dropped_rds_event_and_dead_letters(cloud: Cloud) -> None:
             return [json.loads(m["Body"]) for m in messages if "e2e-dlq" in m["Body"]]
 
         records = cloud.wait(parked, "the dead letter")
-        assert records[0]["handler"] == "promotion_requested" and records[0]["attempts"] == 3
-        assert "InjectedCrash" in records[0]["error"]
+        # Lambda's on-failure destination record, as the deployed invocations dead-letter queue holds it
+        context = records[0]["requestContext"]
+        assert context["functionArn"].endswith(":function:tierlift-dev-promotion_requested:$LATEST")
+        assert context["approximateInvokeCount"] == 3 and context["condition"] == "RetriesExhausted"
+        assert records[0]["requestPayload"]["detail"]["requested_by"] == "e2e-dlq"
+        assert records[0]["responsePayload"]["errorType"] == "InjectedCrash"
         assert cloud.param(f"/tierlift/{tenant}/qa/promotion") is None
     finally:
         cloud.set_faults({})

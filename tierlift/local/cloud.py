@@ -25,13 +25,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import boto3
 
-from tierlift import moto_patches
+from tierlift import moto_patches, package
 from tierlift.local import awsevents
 from tierlift.local.emulator import Durations, Emulator
 from tierlift.local.faults import FAULTS_PARAMETER, CallCounter, Faults
@@ -42,7 +43,12 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 PREFIX = "tierlift-local"
-DLQ = f"{PREFIX}-dlq"
+# The dead-letter queues by the names the packaged template deploys for the stage the local cloud runs
+# (its settings are the "dev" stage's), holding the same messages, so `tierlift dlq redrive` works here too.
+STAGE = "dev"
+DLQ = package.invocations_dlq_name(STAGE)
+RULES_DLQ = package.rules_dlq_name(STAGE)  # rule deliveries cannot fail locally: always empty
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 TIMELINE_QUEUE = f"{PREFIX}-timeline"
 RETRY_DELAYS = (60.0, 120.0)  # Lambda's async retries: after 1 and 2 minutes, then the dead-letter queue
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
@@ -86,6 +92,9 @@ class CloudApp:
         # Called under the lock, before the call is served, for every Delete* of the query protocol
         # (CloudFormation, RDS): (service, operation, parameters). Soaks check each delete here.
         self.on_delete: Callable[[str, str, dict[str, str]], None] | None = None
+        # Lambda's asynchronous Invoke of one of the pipeline's functions (``tierlift dlq redrive``):
+        # (function name or ARN, payload) -> True when it was one of ours and is queued for delivery.
+        self.on_invoke: Callable[[str, bytes], bool] | None = None
 
     @staticmethod
     def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
@@ -119,7 +128,22 @@ class CloudApp:
         start_response("400 Bad Request", [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
+    def _async_invoke(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes] | None:
+        match = _INVOKE_PATH.match(environ.get("PATH_INFO", ""))
+        if self.on_invoke is None or not match or environ.get("HTTP_X_AMZ_INVOCATION_TYPE") != "Event":
+            return None
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        if not self.on_invoke(unquote(match["name"]), body):
+            return None
+        start_response("202 Accepted", [("x-amzn-RequestId", str(uuid.uuid4())), ("Content-Length", "0")])
+        return [b""]
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        invoked = self._async_invoke(environ, start_response)
+        if invoked is not None:
+            return invoked
         service, operation, json_protocol = self._operation(environ)
         if operation and self.faults().should_throttle(service, operation):
             if self.on_throttle is not None:
@@ -280,6 +304,7 @@ class LocalCloud:
             self.faults,
             self._throttled,
         )
+        app.on_invoke = self._invoke_async
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = int(self._server.server_port)
         self._spawn(self._server.serve_forever, "tierlift-moto-server")
@@ -391,7 +416,7 @@ class LocalCloud:
         from chalice.app import CloudWatchEventConfig, ScheduledEventConfig
 
         sqs, events = self.client("sqs"), self.client("events")
-        for name in (DLQ, TIMELINE_QUEUE):
+        for name in (DLQ, RULES_DLQ, TIMELINE_QUEUE):
             sqs.create_queue(QueueName=name)
         events.put_rule(Name=TIMELINE_QUEUE, EventPattern=json.dumps({"version": ["0"]}))
         events.put_targets(Rule=TIMELINE_QUEUE, Targets=[{"Id": "timeline", "Arn": self._queue_arn(TIMELINE_QUEUE)}])
@@ -659,7 +684,25 @@ class LocalCloud:
             except Exception:
                 logger.exception("invocation hook failed")
 
+    def _function_arn(self, handler: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{ACCOUNT}:function:{package.function_name(STAGE, handler)}"
+
+    def _invoke_async(self, function: str, payload: bytes) -> bool:
+        """Lambda's asynchronous Invoke of one of the handlers (by name or ARN): delivered like an event."""
+        name = function.split(":function:", 1)[-1].split(":", 1)[0]
+        handler = name.removeprefix(package.function_name(STAGE, ""))
+        if handler not in self.handlers or name != package.function_name(STAGE, handler):
+            return False
+        try:
+            event = json.loads(payload or b"{}")
+        except ValueError:
+            return False
+        self._push(handler, event, 0.0)
+        self.timeline.add("note", f"local: invoked {handler}", detail=str(event.get("id", ""))[:120])
+        return True
+
     def _dead_letter(self, invocation: Invocation, error: str) -> None:
+        """Lambda's on-failure destination record (the packaged template's invocations dead-letter queue)."""
         from moto.sqs.models import sqs_backends
 
         record = {
@@ -668,10 +711,24 @@ class LocalCloud:
             "error": error,
             "event": invocation.event,
         }
+        error_type, _, message = error.partition(": ")
+        destination = {
+            "version": "1.0",
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "requestContext": {
+                "requestId": invocation.request_id,
+                "functionArn": f"{self._function_arn(invocation.handler)}:$LATEST",
+                "condition": "RetriesExhausted",
+                "approximateInvokeCount": invocation.attempt + 1,
+            },
+            "requestPayload": invocation.event,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "responsePayload": {"errorMessage": message, "errorType": error_type},
+        }
         with self._stats_lock:
             self.dead_letters.append(record)
         with self.lock:
-            sqs_backends[ACCOUNT][self.region].send_message(DLQ, json.dumps(record, default=str))
+            sqs_backends[ACCOUNT][self.region].send_message(DLQ, json.dumps(destination, default=str))
         self.timeline.add("dead-letter", f"λ {invocation.handler}: dead-lettered", "dead-letter", "-", error[:160])
 
     # waiting ------------------------------------------------------------------------------------
