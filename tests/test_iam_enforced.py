@@ -79,6 +79,7 @@ def enforced(aws: boto3.session.Session, world: dict[str, Any], monkeypatch: pyt
     events.session = admin  # the test's own reads (live stack ids) with the admin's keys
     pipeline = EnforcedPipeline(admin, test_deps, outbox, events)
     pipeline.sessions = sessions  # type: ignore[attr-defined]
+    pipeline.per_function = per_function  # type: ignore[attr-defined]
     return pipeline
 
 
@@ -138,3 +139,65 @@ def test_sweep_with_its_policy(enforced: Any) -> None:
     assert enforced.active("qa") == "20261127200000"
     assert list(enforced.stacks()) == [f"{TENANT}-qa-db-20261127200000"], result  # the orphan swept, the active kept
     assert "Stack Swept" in enforced.outbox.types()
+
+
+def test_snapshots_with_their_policies(enforced: Any) -> None:
+    """snapshot_schedule puts Snapshot Requested, snapshot_requested takes it, snapshot_created asks for qa."""
+    from datetime import UTC, datetime
+
+    from tests.test_operator_control import configure
+
+    configure(enforced, tenant_level={"snapshot_schedule": {"daily_at": "02:00"}})
+    enforced.per_function["snapshot_schedule"].clock = lambda: datetime(2026, 11, 28, 2, 7, tzinfo=UTC)
+    scheduled = enforced.invoke("snapshot_schedule", _scheduled("schedule-1"))
+    assert scheduled["reason"] == "1 scheduled snapshot(s) requested", scheduled
+    assert enforced.outbox.types().count("Snapshot Requested") == 1
+    taken = enforced.invoke("snapshot_requested", enforced.events.snapshot_requested(when="2026-11-28T02:07:00Z"))
+    assert taken["action"] == "snapshot", taken
+    name = f"{TENANT}-dev-20261128020700"
+    rds = enforced.session.client("rds")
+    assert rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["DBInstanceIdentifier"]
+    rds.get_waiter("db_snapshot_available").wait(DBSnapshotIdentifier=name, WaiterConfig={"Delay": 1})
+    created = enforced.invoke("snapshot_created", enforced.events.snapshot_created(name))
+    assert created["action"] == "request", created
+    requested = [e for e in enforced.outbox.drain() if e["detail-type"] == "Promotion Requested"]
+    assert [(e["detail"]["environment"], e["detail"]["version"]) for e in requested] == [("qa", "20261128020700")]
+
+
+def test_approval_and_cancel_with_their_policies(enforced: Any) -> None:
+    """prod under approval: one promotion approved (promotion_approved cuts over), one cancelled."""
+    from tests.test_operator_control import command, configure
+
+    v1, v2, v3 = "20261120093000", "20261127200000", "20261128010000"
+    for version in (v1, v2, v3):
+        enforced.snapshot(version)
+    enforced.promote(v1)
+    enforced.promote(v1, "prod")
+    enforced.promote(v2)
+    configure(enforced, approval="required", approval_timeout=3600)
+    approved_id = enforced.request("prod", v2)["event"]["id"]
+    assert enforced.stack_event(v2, "CREATE_COMPLETE", "prod")["action"] == "await_approval"
+    assert command(enforced, "Promotion Approved", "approve", approved_id)["action"] == "deploy"
+    enforced.deployment_event("COMPLETED", "prod")
+    assert enforced.active("prod") == v2
+    enforced.promote(v3)
+    cancelled_id = enforced.request("prod", v3)["event"]["id"]
+    assert enforced.stack_event(v3, "CREATE_COMPLETE", "prod")["action"] == "await_approval"
+    assert command(enforced, "Promotion Cancelled", "cancel", cancelled_id)["action"] == "cancel"
+    assert enforced.active("prod") == v2
+    assert f"{TENANT}-prod-db-{v3}" not in enforced.stacks()
+    assert enforced.promotion("prod") is None
+
+
+def _scheduled(event_id: str) -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": event_id,
+        "source": "aws.events",
+        "detail-type": "Scheduled Event",
+        "account": "123456789012",
+        "time": "2026-11-28T02:07:00Z",
+        "region": "us-east-1",
+        "resources": ["arn:aws:events:us-east-1:123456789012:rule/tierlift-snapshot_schedule"],
+        "detail": {},
+    }
