@@ -172,3 +172,23 @@ def test_stacks_pass_the_cloudformation_role(monkeypatch: pytest.MonkeyPatch) ->
         Stacks(Recording(cfn), role).delete("xy-0146-prod-db-20261127200000")
         Stacks(Recording(cfn)).delete("xy-0146-prod-db-20261127200000")
     assert [c.get("RoleARN") for c in calls] == [role, role, None]
+
+
+def test_roles_are_passed_only_to_their_service_and_only_tierlifts() -> None:
+    """iam:PassRole: the CloudFormation service role to CloudFormation, the tenant's roles to ECS tasks."""
+    from cfnlint.decode.cfn_yaml import load
+
+    allowed = {
+        policies.CFN_ROLE: "cloudformation.amazonaws.com",
+        policies.TASK_ROLES: "ecs-tasks.amazonaws.com",
+    }
+    for name in HANDLERS:
+        for statement in json.loads(policies.rendered(name))["Statement"]:
+            if "iam:PassRole" in _actions({"Statement": [statement]}):
+                assert statement["Action"] == "iam:PassRole", name
+                assert statement["Condition"]["StringEquals"]["iam:PassedToService"] == allowed[statement["Resource"]]
+    # the tenant's task and execution roles (templates/tenant.yaml) are the ones under /tierlift/
+    tenant = load(str(ROOT / "templates" / "tenant.yaml"))
+    roles = [r["Properties"] for r in tenant["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    assert len(roles) == 2 and all(r["Path"] == "/tierlift/" for r in roles)
+    assert policies.TASK_ROLES.endswith(":role/tierlift/*")

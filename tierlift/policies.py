@@ -25,6 +25,9 @@ CHALICE = REPO_ROOT / ".chalice"
 MANAGED = {"StringEquals": {"aws:ResourceTag/tierlift:managed": "true"}}
 DB_STACKS = "arn:aws:cloudformation:*:*:stack/*-db-*/*"
 CFN_ROLE = "arn:aws:iam::*:role/tierlift-*-cloudformation"
+# The tenant's task and execution roles (templates/tenant.yaml: path /tierlift/, <tenant>-<env>-task and
+# -execution): the only roles a task definition tierlift registers may carry.
+TASK_ROLES = "arn:aws:iam::*:role/tierlift/*"
 
 # What each function calls: recorded from the test suite's runs of every handler (a botocore hook per
 # handler), plus the paths the tests reach only in part (a stack event may admit waiting promotions, so
@@ -199,7 +202,7 @@ def statements(grant: str, root: str, bus: str) -> list[dict[str, Any]]:
             {
                 "Sid": "PassTaskRoles",
                 "Action": "iam:PassRole",
-                "Resource": "arn:aws:iam::*:role/*",
+                "Resource": TASK_ROLES,
                 "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
             },
         ],
