@@ -34,6 +34,9 @@ def merged() -> dict[str, Any]:
 
 def test_every_handler_is_covered(merged: dict[str, Any]) -> None:
     assert sorted(name for name, _, _ in package.handlers()) == sorted(HANDLERS)
+    # a handler added to app.py needs its row in tierlift/policies.py and its entry in .chalice/config.json
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert sorted(policies.FUNCTIONS) == sorted(HANDLERS) == sorted(config["lambda_functions"])
     resources = merged["Resources"]
     for name in HANDLERS:
         logical = package.cfn_name(name)
