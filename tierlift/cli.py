@@ -485,13 +485,14 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     store = _store(session)
     config, _ = _target(store, args.tenant, None)
     started = datetime.now(UTC)
+    before = _snapshot_ids(session, config) if args.wait else set()
     event_id = _put_event(session, SNAPSHOT_REQUESTED, {"tenant": args.tenant, "requested_by": _requested_by(args)})
     if not args.wait:
         _print(args, {"EventId": event_id, "DetailType": SNAPSHOT_REQUESTED}, f"{SNAPSHOT_REQUESTED}: {event_id}")
         return 0
     out = sys.stderr if args.output == "json" else sys.stdout
     print(f"{SNAPSHOT_REQUESTED}: {event_id}; waiting for the snapshot of {config.source_db_instance}", file=out)
-    found = _wait_snapshot(session, config, started, args.timeout, args.poll)
+    found = _wait_snapshot(session, config, started, before, args.timeout, args.poll)
     if found is None:
         print(f"timed out after {args.timeout:.0f}s waiting for the snapshot", file=sys.stderr)
         return int(ExitCode.TIMED_OUT)
@@ -500,28 +501,43 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _manual_snapshots(session: boto3.session.Session, config: TenantConfig) -> list[dict[str, Any]]:
+    rds = _client(session, "rds")
+    pages = rds.get_paginator("describe_db_snapshots").paginate(
+        DBInstanceIdentifier=config.source_db_instance, SnapshotType="manual"
+    )
+    return [snap for page in pages for snap in page.get("DBSnapshots", [])]
+
+
+def _snapshot_ids(session: boto3.session.Session, config: TenantConfig) -> set[str]:
+    return {snap["DBSnapshotIdentifier"] for snap in _manual_snapshots(session, config)}
+
+
 def _wait_snapshot(
-    session: boto3.session.Session, config: TenantConfig, since: datetime, timeout: float, poll: float
+    session: boto3.session.Session,
+    config: TenantConfig,
+    since: datetime,
+    before: set[str],
+    timeout: float,
+    poll: float,
 ) -> tuple[str, str] | None:
-    """The first manual snapshot of the source DB named for a version at or after ``since``, once available."""
+    """The first new manual snapshot of the source DB (absent in ``before``, named for a version at or
+    after ``since``), once available."""
     from chalicelib.names import InvalidName, Versioned
 
-    rds = _client(session, "rds")
     floor = (since - timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
     deadline = time.monotonic() + timeout
     while True:
-        pages = rds.get_paginator("describe_db_snapshots").paginate(
-            DBInstanceIdentifier=config.source_db_instance, SnapshotType="manual"
-        )
-        for page in pages:
-            for snap in page.get("DBSnapshots", []):
-                try:
-                    parsed = Versioned.parse_snapshot(snap["DBSnapshotIdentifier"])
-                except InvalidName:
-                    continue
-                fresh = parsed.namespace == config.source and parsed.version.value >= floor
-                if fresh and snap.get("Status") == "available":
-                    return parsed.snapshot_id, parsed.version.value
+        for snap in _manual_snapshots(session, config):
+            if snap["DBSnapshotIdentifier"] in before:
+                continue
+            try:
+                parsed = Versioned.parse_snapshot(snap["DBSnapshotIdentifier"])
+            except InvalidName:
+                continue
+            fresh = parsed.namespace == config.source and parsed.version.value >= floor
+            if fresh and snap.get("Status") == "available":
+                return parsed.snapshot_id, parsed.version.value
         if time.monotonic() + poll > deadline:
             return None
         time.sleep(max(0.5, poll))
