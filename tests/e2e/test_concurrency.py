@@ -145,6 +145,8 @@ def test_rds_quotas_are_enforced_and_reported(small_account: Cloud, tmp_path: Pa
     cloud.wait(rolled_back, "the stack to roll back for the quota")
     # The resource's CREATE_FAILED (CloudFormation's Resource Status Change event) carries RDS's error.
     cloud.wait(lambda: "Error Code: InstanceQuotaExceeded" in cloud.log.read_text(), "the resource's quota error")
+    reasons = [e.get("ResourceStatusReason", "") for e in cfn.describe_stack_events(StackName="q-stack")["StackEvents"]]
+    assert any("InstanceQuotaExceeded" in r for r in reasons), reasons  # DescribeStackEvents lists it too
     assert len(rds.describe_db_instances()["DBInstances"]) == 2
     # Freed room is usable again.
     rds.delete_db_instance(DBInstanceIdentifier="q-two", SkipFinalSnapshot=True)

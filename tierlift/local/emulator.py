@@ -251,6 +251,7 @@ class Emulator:
             stack.account_id,
             stack.region_name,
         )
+        self._resource_failed_event(stack, logical_id, resource_type, reason)
         if stack.disable_rollback:
             stack.status = "CREATE_FAILED"
             stack._add_stack_event("CREATE_FAILED", f"The following resource(s) failed to create: [{logical_id}]. ")
@@ -261,6 +262,24 @@ class Emulator:
         stack._add_stack_event("ROLLBACK_IN_PROGRESS", why)
         self._stack_event(stack, "ROLLBACK_IN_PROGRESS", why)
         self.after(self.durations.stack_rollback, lambda: self._stack_rolled_back(stack, generation))
+
+    @staticmethod
+    def _resource_failed_event(stack: Any, logical_id: str, resource_type: str, reason: str) -> None:
+        """The resource's CREATE_FAILED in DescribeStackEvents, with its reason (as CloudFormation lists it)."""
+        from moto.cloudformation.models import Event
+
+        stack.events.append(
+            Event(
+                stack_id=stack.stack_id,
+                stack_name=stack.name,
+                logical_resource_id=logical_id,
+                physical_resource_id="",
+                resource_type=resource_type,
+                resource_status="CREATE_FAILED",
+                resource_status_reason=reason,
+                resource_properties=None,
+            )
+        )
 
     def _stack_rolled_back(self, stack: Any, generation: int) -> None:
         if not self._current(stack, generation):
