@@ -119,6 +119,11 @@ class PromotionRequest:
         event_id = _text(raw.get("id"), "id", limit=128)
         if not _ID.fullmatch(event_id):
             raise InvalidEvent("id must be letters, digits and '-' (an EventBridge event id)")
+        if detail.get("promotion_id") is not None:
+            # The sender's idempotency key: every delivery carrying it is the same request.
+            event_id = _text(detail.get("promotion_id"), "promotion_id", limit=128)
+            if not _ID.fullmatch(event_id):
+                raise InvalidEvent("promotion_id must be letters, digits and '-'")
         try:
             tenant = Tenant.parse(detail.get("tenant"))
             environment = parse_environment(detail.get("environment"))
@@ -287,13 +292,42 @@ def snapshot_requested(*, tenant: str, requested_by: str) -> OutboundEvent:
     )
 
 
-def promotion_requested(*, tenant: str, environment: str, version: str | None, requested_by: str) -> OutboundEvent:
-    """A ``Promotion Requested`` input event, as the pipeline itself puts it (automatic promotion, sweep)."""
-    return OutboundEvent(
-        detail_type=PROMOTION_REQUESTED,
-        detail={"tenant": tenant, "environment": environment, "version": version, "requested_by": requested_by},
-        source=SOURCE,
-    )
+def promotion_requested(
+    *, tenant: str, environment: str, version: str | None, requested_by: str, promotion_id: str | None = None
+) -> OutboundEvent:
+    """A ``Promotion Requested`` input event, as the pipeline itself puts it (automatic promotion, sweep).
+
+    ``promotion_id`` makes every request for the same thing one request (see :func:`automatic_request_id`).
+    """
+    detail: dict[str, Any] = {
+        "tenant": tenant,
+        "environment": environment,
+        "version": version,
+        "requested_by": requested_by,
+    }
+    if promotion_id is not None:
+        detail["promotion_id"] = promotion_id
+    return OutboundEvent(detail_type=PROMOTION_REQUESTED, detail=detail, source=SOURCE)
+
+
+def automatic_request_id(snapshot_id: str, environment: str) -> str:
+    """The one id of the automatic promotion a source snapshot causes in an environment.
+
+    The snapshot's event, its re-deliveries and the sweep standing in for a lost one all send it, so
+    they are one request: the first delivery runs it, the others are recognised as duplicates.
+    """
+    return f"{snapshot_id}-{environment}"
+
+
+def request_id_of(raw: Any) -> str:
+    """The id a ``Promotion Rejected`` names for a request it could not parse: its key, else the event id."""
+    if not isinstance(raw, dict):
+        return safe(None)
+    detail = raw.get("detail")
+    key = detail.get("promotion_id") if isinstance(detail, dict) else None
+    if isinstance(key, str) and _ID.fullmatch(key):
+        return key
+    return safe(raw.get("id"))
 
 
 def outbound(

@@ -1,7 +1,9 @@
 """Requests: ``Promotion Requested`` in, and the queue of requests waiting for a busy environment.
 
-A request is checked before anything is written (a rejected request writes nothing: bad input changes
-nothing). A valid one either takes the lock (create-only) and starts, or waits in the queue:
+A request is checked before anything is written. Bad input (see :data:`BAD_INPUT`) is rejected without
+writing anything; a well-formed request refused by the state is rejected as the first entry of its own
+log (create-only: of two deliveries that read different states, one decides). A valid one takes the
+lock (create-only), appends ``requested`` to its log and starts, or waits in the queue:
 ``queue/<id>`` plus a ``queued`` entry in its own log, both create-only. Every request's fate after
 that is decided by appending to its log, so each gets exactly one terminal event:
 
@@ -45,7 +47,7 @@ def reject(deps: Deps, raw: Any, reason: str) -> Result:
     """Put ``Promotion Rejected`` for a request that was never accepted; the only AWS call it causes."""
     detail = raw.get("detail") if isinstance(raw, dict) else None
     detail = detail if isinstance(detail, dict) else {}
-    request_id = raw.get("id") if isinstance(raw, dict) else None
+    request_id = ev.request_id_of(raw)
     logger.warning("promotion rejected: %s", reason, extra={"reason": reason})
     deps.bus.put(
         [
@@ -53,7 +55,7 @@ def reject(deps: Deps, raw: Any, reason: str) -> Result:
                 ev.PROMOTION_REJECTED,
                 tenant=ev.safe(detail.get("tenant")),
                 environment=ev.safe(detail.get("environment")),
-                promotion_id=ev.safe(request_id),
+                promotion_id=request_id,
                 version=ev.safe(detail.get("version")) if detail.get("version") is not None else None,
                 reason=reason,
                 outcome=Outcome.REJECTED.value,
@@ -61,15 +63,23 @@ def reject(deps: Deps, raw: Any, reason: str) -> Result:
         ]
     )
     metrics.promotion_rejected(None, None)
-    return Result("reject", reason, ev.safe(request_id))
+    return Result("reject", reason, request_id)
 
 
 def reject_logged(
-    deps: Deps, ns: Namespace, request: Request, log: Log, reason: str, outcome: Outcome = Outcome.REJECTED
+    deps: Deps,
+    ns: Namespace,
+    request: Request,
+    log: Log,
+    reason: str,
+    outcome: Outcome = Outcome.REJECTED,
+    *,
+    queued: bool = True,
 ) -> bool:
-    """End a request that has a log (it waited in the queue): rejected, or cancelled by an operator.
+    """End a request in its log: rejected (in the queue, or at intake), or cancelled by an operator.
 
-    Claimed, so exactly once; a takeover keeps the outcome and reason claimed first.
+    Claimed, so exactly once; a takeover keeps the outcome and reason claimed first. ``queued`` False: a
+    request refused at intake, which has no queue entry to remove.
     """
     claimed = next((s for s in log.steps if s.stage == Stage.ENDING), None)
     if claimed is not None:
@@ -81,7 +91,8 @@ def reject_logged(
     detail_type = ev.PROMOTION_CANCELLED if outcome is Outcome.CANCELLED else ev.PROMOTION_REJECTED
     deps.bus.put([event_for(request, detail_type, reason=reason, outcome=outcome.value)])
     deps.store.complete(ns, request.id, step)
-    deps.store.delete_queue_entry(ns, request.id)
+    if queued:
+        deps.store.delete_queue_entry(ns, request.id)
     if outcome is Outcome.REJECTED:
         metrics.promotion_rejected(ns.tenant.name, ns.environment)
     logger.warning("request %s %s: %s", request.id, outcome, reason)
@@ -98,18 +109,25 @@ def cancel_queued(deps: Deps, ns: Namespace, request_id: str, reason: str) -> Re
     return Result("cancel", reason, request_id, ns.name)
 
 
+class BadRequest(PromotionError):
+    """The request itself is refused, whatever the state: a version with no source snapshot, a snapshot
+    of another DB, an image or account the target's policy does not allow. Bad input: nothing written."""
+
+
 # --------------------------------------------------------------------------------------------------
 # Checks before anything is written
 # --------------------------------------------------------------------------------------------------
 def check_source_snapshot(deps: Deps, config: TenantConfig, version: Any) -> str | None:
-    """None when the source snapshot of ``version`` exists, is available and is of the source DB."""
+    """None when the source snapshot of ``version`` is available; the reason when it is not (yet).
+
+    Raises :class:`BadRequest` when there is no such snapshot or it is of another DB."""
     snapshot_id = config.source.snapshot_id(version)
     snapshot = deps.rds.describe_snapshot(snapshot_id)
     if snapshot is None:
-        return f"source snapshot {snapshot_id} does not exist"
+        raise BadRequest(f"source snapshot {snapshot_id} does not exist")
     if snapshot.get("DBInstanceIdentifier") != config.source_db_instance:
         owner = snapshot.get("DBInstanceIdentifier")
-        return f"snapshot {snapshot_id} is of {owner}, not the source DB {config.source_db_instance}"
+        raise BadRequest(f"snapshot {snapshot_id} is of {owner}, not the source DB {config.source_db_instance}")
     if snapshot.get("Status") != "available":
         return f"source snapshot {snapshot_id} is {snapshot.get('Status')}, not available"
     return None
@@ -150,9 +168,9 @@ def check_policy(deps: Deps, config: TenantConfig, request: Request, account: st
     target = config.target(request.environment)
     policy = target.policy
     if policy.accounts and account not in policy.accounts:
-        raise PromotionError(f"events from account {account} may not promote into {request.environment}")
+        raise BadRequest(f"events from account {account} may not promote into {request.environment}")
     if request.image and policy.allowed_images and not request.image.startswith(policy.allowed_images):
-        raise PromotionError(f"image {request.image} is not from an allowed repository of {request.environment}")
+        raise BadRequest(f"image {request.image} is not from an allowed repository of {request.environment}")
     before = config.environment_before(request.environment)
     if policy.require_completed_before and before != config.source_environment and not request.override:
         completed = deps.store.completed_versions(config.namespace(before))
@@ -179,6 +197,35 @@ def checked(deps: Deps, rec: Recorded, request: Request, account: str | None) ->
 
 
 REJECTABLE = (UnknownTenant, InvalidConfig, PromotionError, InvalidName)
+# Bad input: no such tenant or environment, an unreadable config, an impossible version. Rejected
+# without writing anything (bad input changes nothing); a re-delivery is answered again.
+BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest)
+
+
+def refuse(deps: Deps, ns: Namespace, request: Request, log: Log, reason: str, raw: Any) -> Result:
+    """Reject a well-formed request of a known environment that its checks refuse, in its log.
+
+    The rejection is a claim on the request's first log entry, so of two deliveries running at once
+    (which may have read different states: one sees the version already active, the other an environment
+    that just became free) exactly one decides: the other finds the entry and stops. A retry of a crashed
+    attempt takes its own claim over and puts the event.
+    """
+    if reject_logged(deps, ns, request, log, reason, queued=False):
+        return Result("reject", reason, request.id, ns.name)
+    return ignore(f"duplicate delivery: request {request.id} is being handled by another invocation", ns.name)
+
+
+def _intake_rejection_unfinished(log: Log) -> bool:
+    """A rejection at intake (the log's first entry) whose claim is not done: a crashed attempt's."""
+    first = log.steps[0] if log.steps else None
+    latest = log.latest
+    return (
+        first is not None
+        and first.stage == Stage.ENDING
+        and latest is not None
+        and latest.stage == Stage.ENDING
+        and not latest.done
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,13 +264,19 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         return ignore(f"duplicate delivery: promotion {request.id} is already {in_flight.stage}", ns.name, request.id)
     log = deps.store.read_log(ns, request.id)
     if log.steps:
+        if _intake_rejection_unfinished(log) and claim_verdict(log.latest, current_id(), deps.clock()) in (
+            ClaimVerdict.TAKE_OVER,
+        ):
+            return refuse(deps, ns, request, log, log.steps[0].reason or "rejected", raw)
         return ignore(
             f"duplicate delivery: request {request.id} was already {log.steps[-1].stage}", ns.name, request.id
         )
     try:
         config, resolved = checked(deps, rec, request, account)
-    except REJECTABLE as exc:
+    except BAD_INPUT as exc:
         return reject(deps, raw, str(exc))
+    except PromotionError as exc:
+        return refuse(deps, ns, request, log, str(exc), raw)
     decision = decide_request(
         request_id=request.id,
         version=str(resolved.version),
@@ -231,7 +284,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         in_flight=in_flight,
     )
     if decision.action is Action.REJECT:
-        return reject(deps, raw, decision.reason)
+        return refuse(deps, ns, resolved, log, decision.reason, raw)
     if decision.action is Action.QUEUE:
         return enqueue(deps, rec, request, decision.reason)
     # Action.START: take the lock, or wait if someone took it first.
@@ -242,13 +295,19 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
             # A duplicate delivery of this very request took the lock first: it carries on.
             return ignore(f"duplicate delivery: promotion {request.id} started in another invocation", ns.name)
         return enqueue(deps, rec, request, "environment became busy")
-    log = deps.store.read_log(ns, request.id)
-    if any(step.stage in (Stage.ENDING, Stage.QUEUED) for step in log.steps):
-        # A duplicate delivery of this request already queued or ended it between our read and the lock:
-        # the lock is ours alone, so giving it back is safe. (Steps a duplicate appended under this very
-        # lock, resuming its start, are not a reason: the start below is idempotent.)
-        deps.store.release_lock(ns)
-        return ignore(f"duplicate delivery: request {request.id} was handled by another invocation", ns.name)
+    # The request's first log entry, create-only: of this delivery and a twin that rejected or queued the
+    # request from an older read, exactly one writes it.
+    step = record(deps, ns, log, Stage.REQUESTED)
+    if step is None:
+        log = deps.store.read_log(ns, request.id)
+        if any(s.stage in (Stage.ENDING, Stage.QUEUED) for s in log.steps):
+            # A twin rejected or queued this request first: the lock is ours alone, so giving it back is
+            # safe (a queued twin starts from the queue).
+            deps.store.release_lock(ns)
+            return ignore(f"duplicate delivery: request {request.id} was handled by another invocation", ns.name)
+        # A twin resumed the start under this very lock: it carries on.
+        return ignore(f"duplicate delivery: promotion {request.id} started in another invocation", ns.name)
+    log = extend(log, step)
     _supersede(deps, ns, rec.waiting, started)
     metrics.promotion_started(ns.tenant.name, ns.environment)
     return start(deps, config, rec, Promotion(started, log))

@@ -18,7 +18,7 @@ from chalicelib.aws import error_code
 from chalicelib.config import InvalidConfig, TenantConfig
 from chalicelib.deps import Deps
 from chalicelib.names import KIND_TAG, InvalidName, Tenant, Version, Versioned
-from chalicelib.requests import check_source_snapshot
+from chalicelib.requests import BadRequest, check_source_snapshot
 from chalicelib.state import UnknownTenant, parse_tree
 from chalicelib.transitions import Result, ignore
 
@@ -66,7 +66,10 @@ def on_snapshot_created(deps: Deps, event: Any) -> Result:
         return ignore(f"snapshot {ev.safe(rds_event.snapshot_id)}: {exc}")
     if snapshot.namespace.environment != config.source_environment:
         return ignore(f"snapshot {snapshot.snapshot_id} is not of the source environment {config.source_environment}")
-    reason = check_source_snapshot(deps, config, snapshot.version)
+    try:
+        reason = check_source_snapshot(deps, config, snapshot.version)
+    except BadRequest as exc:
+        reason = str(exc)
     if reason:
         return ignore(reason)
     requests = [
@@ -75,6 +78,7 @@ def on_snapshot_created(deps: Deps, event: Any) -> Result:
             environment=env,
             version=snapshot.version.value,
             requested_by=f"tierlift:snapshot/{snapshot.snapshot_id}",
+            promotion_id=ev.automatic_request_id(snapshot.snapshot_id, env),
         )
         for env in config.automatic
     ]

@@ -362,6 +362,7 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
                 environment=environment,
                 version=entry.item.version,
                 requested_by=f"tierlift:sweep/{snapshot.id}",
+                promotion_id=ev.automatic_request_id(snapshot.id, environment),
             )
         ]
     )

@@ -17,9 +17,9 @@ EXPECTED = {
     "snapshot_created": {"ssm:GetParameter": 1, "rds:DescribeDBSnapshots": 1, "events:PutEvents": 1},
     "promotion_requested": {
         "ssm:GetParameters": 1,
-        "ssm:GetParametersByPath": 4,
+        "ssm:GetParametersByPath": 3,
         "rds:DescribeDBSnapshots": 1,
-        "ssm:PutParameter": 2,
+        "ssm:PutParameter": 3,  # the lock, the log's first entry (requested), restoring
         "cloudformation:CreateStack": 1,
         "events:PutEvents": 1,
     },

@@ -44,6 +44,7 @@ def run_to_deploying(pipeline, outbox, when):
         "environment": "qa",
         "version": version,
         "requested_by": f"tierlift:snapshot/{snapshot_id}",
+        "promotion_id": f"{snapshot_id}-qa",  # one id for the snapshot's request, however often sent
     }
     route(pipeline, requested[0])
     assert [e["detail-type"] for e in outbox.drain()] == ["Promotion Started"]

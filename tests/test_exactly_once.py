@@ -416,3 +416,83 @@ def test_a_duplicate_resuming_the_start_under_the_twins_lock_is_not_mistaken_for
     p.stack_event(V2, "CREATE_COMPLETE")
     p.deployment_event("COMPLETED")
     assert p.active() == V2 and terminal_counts(p)[event["id"]] == 1
+
+
+# Found by the soak: two deliveries of one request read different states (the first saw its version
+# being promoted by another request, the second an environment that had become free in between). A
+# rejection that wrote nothing let the first put ``Promotion Rejected`` while the second ran the request.
+def test_twins_that_read_different_states_answer_the_request_once(ready):
+    p = ready
+    x = p.request("qa", V2)
+    assert x["action"] == "start"
+    p.stack_event(V2, "CREATE_COMPLETE")
+    r = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    claim = f"ssm:PutParameter /tierlift/xy-0146/qa/steps/{r['id']}/"
+
+    def x_fails_then_twin_b() -> Any:
+        p.deployment_event("FAILED")  # X rolls back: the environment is free, V2 not active
+        return p.invoke("promotion_requested", r, "b")
+
+    workers = race(
+        p,
+        [("A", deliver(p, "promotion_requested", r, "a")), ("B", x_fails_then_twin_b)],
+        stale_read(at=(claim,)),  # A decided "V2 is already being promoted"; B runs before A writes
+    )
+    assert [w.result["action"] for w in workers] == ["ignore", "start"], [w.result for w in workers]
+    promotion = p.promotion()
+    assert promotion is not None and promotion.id == r["id"]
+    p.stack_event(V2, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    p.outbox.drain()
+    assert [e["detail-type"] for e in p.outbox.seen if e["detail"].get("promotion_id") == r["id"]][-1] == (
+        "Promotion Completed"
+    )
+    assert terminal_counts(p)[r["id"]] == 1 and terminal_counts(p)[x["event"]["id"]] == 1
+
+
+def test_a_refused_request_is_answered_once_and_a_crashed_rejection_is_finished_by_the_retry(ready, monkeypatch):
+    p = ready
+    r = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V1)  # V1 is active
+    real_put = p.deps.bus.put
+    calls = {"n": 0}
+
+    def crash_once(events: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("crash after the claim, before the event")
+        return real_put(events)
+
+    monkeypatch.setattr(p.deps.bus, "put", crash_once)
+    with pytest.raises(RuntimeError):
+        p.invoke("promotion_requested", r, "attempt")
+    duplicate = p.invoke("promotion_requested", r, "another-delivery")  # the claim is live: not its work
+    assert duplicate["action"] == "ignore"
+    retried = p.invoke("promotion_requested", r, "attempt")  # Lambda's retry keeps the request id
+    assert retried["action"] == "reject" and "already active" in retried["reason"]
+    again = p.invoke("promotion_requested", r, "later")
+    assert again["action"] == "ignore"
+    assert terminal_counts(p)[r["id"]] == 1
+
+
+def test_the_snapshot_event_and_the_sweep_standing_in_for_it_are_one_request(ready):
+    """Every ``Promotion Requested`` for the same snapshot and environment carries one ``promotion_id``:
+    re-deliveries of the snapshot event and the sweep's reconciliation are duplicates, never a second
+    request to reject."""
+    p = ready
+    snapshot = f"xy-0146-dev-{V3}"
+    request = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+    request["detail"]["promotion_id"] = f"{snapshot}-qa"
+    from_sweep = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+    from_sweep["detail"] |= {"promotion_id": f"{snapshot}-qa", "requested_by": f"tierlift:sweep/{snapshot}"}
+    assert p.invoke("promotion_requested", request)["action"] == "start"
+    assert p.invoke("promotion_requested", from_sweep)["action"] == "ignore"
+    p.stack_event(V3, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    assert p.invoke("promotion_requested", from_sweep)["action"] == "ignore"  # after it ended, too
+    assert terminal_counts(p)[f"{snapshot}-qa"] == 1
+    assert [e["detail-type"] for e in p.outbox.seen if e["detail"].get("promotion_id") == f"{snapshot}-qa"] == [
+        "Promotion Started",
+        "Database Ready",
+        "Service Deploying",
+        "Promotion Completed",
+    ]

@@ -76,8 +76,6 @@ def _assert_rejected_without_mutation(outbox, calls, reason_part):
         ({"tenant": "xy-0146", "environment": "dev", "version": V2}, "source environment"),
         ({"tenant": "xy-0146", "environment": "staging", "version": V2}, "not in tenant"),
         ({"tenant": "xy-0146", "environment": "qa", "version": V3}, "does not exist"),
-        ({"tenant": "xy-0146", "environment": "qa"}, "no available source snapshot"),
-        ({"tenant": "xy-0146", "environment": "prod"}, "has no active version"),
         ({"environment": "qa"}, "tenant must be a string"),
         ({"tenant": "xy-0146"}, "environment must be a string"),
         ({"tenant": 146, "environment": "qa"}, "tenant must be a string"),
@@ -97,6 +95,31 @@ def test_invalid_requests_are_rejected_and_change_nothing(pipeline, outbox, call
     assert result["action"] == "reject"
     rejected = _assert_rejected_without_mutation(outbox, calls, reason)
     assert rejected["detail"]["promotion_id"] == event["id"]
+
+
+@pytest.mark.parametrize(
+    ("detail", "reason"),
+    [
+        ({"tenant": "xy-0146", "environment": "qa"}, "no available source snapshot"),
+        ({"tenant": "xy-0146", "environment": "prod"}, "has no active version"),
+    ],
+)
+def test_a_request_refused_by_the_state_is_rejected_once(pipeline, outbox, calls, detail, reason):
+    """Refused by what is (not yet) there: the rejection is the first entry of the request's log, so a
+    re-delivery (or a twin that read another state) cannot answer it a second time."""
+    event = pipeline.events.promotion_requested()
+    event["detail"] = detail
+    result = pipeline.invoke("promotion_requested", event)
+    assert result["action"] == "reject"
+    out = outbox.drain()
+    assert [e["detail-type"] for e in out] == ["Promotion Rejected"] and reason in out[0]["detail"]["reason"]
+    steps = f"/tierlift/xy-0146/{detail['environment']}/steps/{event['id']}/"
+    assert {op for _, op in calls.mutating} == {"PutParameter"}  # the claim, then its completion
+    written = {p["Name"] for op, p in calls.params if op == "PutParameter"}
+    assert written == {f"{steps}01"}, written
+    calls.calls.clear()
+    again = pipeline.invoke("promotion_requested", event)
+    assert again["action"] == "ignore" and outbox.drain() == [] and calls.mutating == []
 
 
 @pytest.mark.parametrize("event", [None, [], "text", {"id": "x"}, {"id": "x", "detail": "not-an-object"}])

@@ -310,7 +310,13 @@ def test_lost_snapshot_event_gets_its_promotion_requested_once(qa_active, deps, 
     result = run_sweep(deps)
     requests = [e for e in outbox.drain() if e["detail-type"] == "Promotion Requested"]
     assert [r["detail"] for r in requests] == [
-        {"tenant": "xy-0146", "environment": "qa", "version": V3, "requested_by": f"tierlift:sweep/{snapshot}"}
+        {
+            "tenant": "xy-0146",
+            "environment": "qa",
+            "version": V3,
+            "requested_by": f"tierlift:sweep/{snapshot}",
+            "promotion_id": f"{snapshot}-qa",  # the id the lost snapshot event's request had
+        }
     ]
     assert result.counts["request_promotion"] == {"lost_snapshot_event": 1}
     tags = {t["Key"]: t["Value"] for t in deps.rds.describe_snapshot(snapshot)["TagList"]}

@@ -247,7 +247,7 @@ class Soak:
     def _requests(self) -> dict[str, dict[str, Any]]:
         """Every Promotion Requested on the bus (operators' and the pipeline's own), by promotion id."""
         return {
-            str(event.get("id")): event
+            str((event.get("detail") or {}).get("promotion_id") or event.get("id")): event
             for _, event in self._bus()
             if event.get("source") == "tierlift" and event.get("detail-type") == "Promotion Requested"
         }
@@ -421,9 +421,13 @@ class Soak:
                 )
                 if explained:
                     documented.append({"promotion_id": promotion_id, "events": types})
-                elif set(types) == {"Promotion Rejected"} and promotion_id not in started | queued:
-                    # A rejection writes no state, so a re-delivery is rejected again. The contract names
-                    # this case for malformed requests; a well-formed one rejected by policy behaves alike.
+                elif (
+                    set(types) == {"Promotion Rejected"}
+                    and promotion_id not in started | queued
+                    and len({str((e.get("detail") or {}).get("reason", "")) for _, e in ends}) == 1
+                ):
+                    # Bad input writes nothing, so a re-delivery is rejected again, identically
+                    # (docs/contract.md); a refusal by the state is in the request's log and answered once.
                     reasons = sorted({str((e.get("detail") or {}).get("reason", ""))[:120] for _, e in ends})
                     self.rejected_redelivered.append(
                         {"promotion_id": promotion_id, "count": len(ends), "reasons": reasons}
@@ -583,7 +587,7 @@ def render(report: dict[str, Any]) -> str:
     )
     lines.extend(f"  {d['promotion_id']}: {d['events']}" for d in report["documented_duplicate_terminals"])
     again = report["rejected_again_on_redelivery"]
-    lines.append(f"rejected again on re-delivery (a rejection writes no state; consumers dedupe): {len(again)}")
+    lines.append(f"bad input rejected again on re-delivery (it writes nothing; consumers dedupe): {len(again)}")
     lines.extend(f"  {d['promotion_id']} x{d['count']}: {d['reasons']}" for d in again)
     lines.append(f"dead letters: {len(report['dead_letters'])}")
     lines.extend(f"  {d['handler']} x{d['attempts']}: {d['error']}" for d in report["dead_letters"])
