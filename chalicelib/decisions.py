@@ -75,13 +75,39 @@ def claim_verdict(latest: Step | None, me: str, now: datetime) -> ClaimVerdict:
     return ClaimVerdict.TAKE_OVER if expired else ClaimVerdict.BUSY
 
 
-def decide_request(*, request_id: str, version: str, active: str | None, in_flight: Promotion | None) -> Decision:
-    """What to do with a valid, new ``Promotion Requested`` for a resolved version."""
+def superseded_by(requested_at: str, request_id: str, ran: list[tuple[str, str]]) -> str | None:
+    """The id of a request that ran (or runs) in the environment and is newer than this one, if any.
+
+    ``ran``: (requested_at, id) of the promotion in flight and of the last one that ended. Newest by the
+    request's own time wins: a request delivered late never runs after a newer one (it would put an
+    older version back over a newer one nobody asked to undo). Times that are missing do not count.
+    """
+    if not requested_at:
+        return None
+    mine = (requested_at, request_id)
+    newer = [(at, other) for at, other in ran if at and other != request_id and (at, other) > mine]
+    return max(newer)[1] if newer else None
+
+
+def decide_request(
+    *,
+    request_id: str,
+    version: str,
+    active: str | None,
+    in_flight: Promotion | None,
+    newer: str | None = None,
+) -> Decision:
+    """What to do with a valid, new ``Promotion Requested`` for a resolved version.
+
+    ``newer``: a newer request that already ran or runs in the environment (:func:`superseded_by`).
+    """
+    if in_flight is not None and in_flight.id == request_id:
+        if in_flight.stage is Stage.REQUESTED:
+            return Decision(Action.RESUME, "the promotion holds the lock but its stack is not confirmed yet")
+        return Decision(Action.IGNORE, f"duplicate delivery: promotion {request_id} is already {in_flight.stage}")
+    if newer is not None:
+        return Decision(Action.REJECT, f"superseded by {newer}, a newer request that already ran")
     if in_flight is not None:
-        if in_flight.id == request_id:
-            if in_flight.stage is Stage.REQUESTED:
-                return Decision(Action.RESUME, "the promotion holds the lock but its stack is not confirmed yet")
-            return Decision(Action.IGNORE, f"duplicate delivery: promotion {request_id} is already {in_flight.stage}")
         if in_flight.version.value == version:
             return Decision(Action.REJECT, f"duplicate: version {version} is already being promoted ({in_flight.id})")
         return Decision(Action.QUEUE, f"environment busy with promotion {in_flight.id} ({in_flight.stage})")

@@ -129,6 +129,7 @@ def end(deps: Deps, rec: Recorded, promotion: Promotion, outcome: Outcome, reaso
                 reason=reason or None,
                 at=now_text(deps),
                 previous=promotion.request.previous,
+                requested_at=promotion.request.requested_at,
             ),
         )
         metrics.promotion_ended(ns.tenant.name, ns.environment, outcome, _seconds_since(promotion, deps))

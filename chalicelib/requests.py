@@ -25,7 +25,7 @@ from typing import Any
 from chalicelib import events as ev
 from chalicelib.config import InvalidConfig, TenantConfig
 from chalicelib.cutover import start
-from chalicelib.decisions import Action, ClaimVerdict, claim_verdict, decide_request
+from chalicelib.decisions import Action, ClaimVerdict, claim_verdict, decide_request, superseded_by
 from chalicelib.deps import Deps
 from chalicelib.ecs_spec import PromotionError
 from chalicelib.endings import end
@@ -282,6 +282,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         version=str(resolved.version),
         active=rec.active.value if rec.active else None,
         in_flight=in_flight,
+        newer=superseded_by(request.requested_at, request.id, _ran(rec)),
     )
     if decision.action is Action.REJECT:
         return refuse(deps, ns, resolved, log, decision.reason, raw)
@@ -311,6 +312,16 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
     _supersede(deps, ns, rec.waiting, started)
     metrics.promotion_started(ns.tenant.name, ns.environment)
     return start(deps, config, rec, Promotion(started, log))
+
+
+def _ran(rec: Recorded) -> list[tuple[str, str]]:
+    """(request time, id) of the promotion in flight and of the last one that ended."""
+    ran = []
+    if rec.promotion is not None:
+        ran.append((rec.promotion.request.requested_at, rec.promotion.id))
+    if rec.last is not None:
+        ran.append((rec.last.requested_at, rec.last.promotion_id))
+    return ran
 
 
 def replace_request(request: Request, **changes: Any) -> Request:
@@ -426,8 +437,13 @@ def _start_queued(deps: Deps, rec: Recorded, queued: QueuedRequest) -> Result:
     except REJECTABLE as exc:
         reject_logged(deps, ns, request, queued.log, str(exc))
         return Result("reject", str(exc), request.id, ns.name)
-    if rec.active is not None and rec.active.value == resolved.version:
-        reason = f"version {resolved.version} is already active"
+    newer = superseded_by(request.requested_at, request.id, _ran(rec))
+    if newer is not None or (rec.active is not None and rec.active.value == resolved.version):
+        reason = (
+            f"superseded by {newer}, a newer request that already ran"
+            if newer is not None
+            else f"version {resolved.version} is already active"
+        )
         reject_logged(deps, ns, request, queued.log, reason)
         return Result("reject", reason, request.id, ns.name)
     started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))

@@ -307,6 +307,7 @@ class LastOutcome(_JsonRecord):
     reason: str | None = None
     at: str = ""
     previous: str | None = None
+    requested_at: str = ""  # the request's own time: a request older than this one never runs after it
 
 
 @dataclass

@@ -496,3 +496,28 @@ def test_the_snapshot_event_and_the_sweep_standing_in_for_it_are_one_request(rea
         "Service Deploying",
         "Promotion Completed",
     ]
+
+
+# A request delivered late, after a newer request already ran (EventBridge retries for up to a day),
+# never puts an older version back over the newer one: newest by the request's own time wins, also
+# against requests that ran, not only among those waiting.
+def test_a_request_older_than_one_that_ran_is_rejected_as_superseded(ready):
+    p = ready
+    older = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    newer = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
+    latest = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    assert p.invoke("promotion_requested", newer)["action"] == "start"
+    late = p.invoke("promotion_requested", older)  # while the newer one runs
+    assert (
+        late["action"] == "reject"
+        and late["reason"] == f"superseded by {newer['id']}, a newer request that already ran"
+    )
+    p.stack_event(V3, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")
+    older_again = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
+    older_again["time"] = older["time"]  # another request of the same moment, delivered after the newer ended
+    assert p.invoke("promotion_requested", older_again)["action"] == "reject"
+    assert p.active() == V3
+    assert p.invoke("promotion_requested", latest)["action"] == "start"  # a newer request runs as ever
+    counts = terminal_counts(p)
+    assert counts[older["id"]] == 1 and counts[older_again["id"]] == 1 and counts[newer["id"]] == 1
