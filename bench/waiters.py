@@ -271,6 +271,17 @@ def _wait_ended(cloud: Any, since: float, timeout: float) -> str:
     raise TimeoutError(f"tierlift's promotion did not end within {timeout:.0f} s")
 
 
+def _label(record: dict[str, Any]) -> str:
+    """The handler, with the status or event it handled: ``stack_status DELETE_COMPLETE``."""
+    detail = record["event"].get("detail") or {}
+    what = (
+        (detail.get("status-details") or {}).get("status")
+        or detail.get("eventName", "").removeprefix("SERVICE_DEPLOYMENT_")
+        or detail.get("EventID")
+    )
+    return f"{record['handler']} {what}" if what else str(record["handler"])
+
+
 def _last_at(cloud: Any) -> float:
     entries = cloud.timeline.snapshot()
     return float(entries[-1].at) if entries else 0.0
@@ -349,7 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         calls.subtract(calls_before)
         by_handler: dict[str, dict[str, Any]] = {}
         for record in records:
-            row = by_handler.setdefault(record["handler"], {"invocations": 0, "calls": 0, "seconds": 0.0})
+            row = by_handler.setdefault(_label(record), {"invocations": 0, "calls": 0, "seconds": 0.0})
             row["invocations"] += 1
             row["calls"] += record["calls"]
             row["seconds"] += record["seconds"]
@@ -472,7 +483,7 @@ def table(report: dict[str, Any]) -> str:
     )
     for handler, row in ours["by_handler"].items():
         lines.append(
-            f"    {handler:24} {row['invocations']:>2} invocations {row['calls']:>3} calls {row['seconds']:.3f} s"
+            f"    {handler:40} {row['invocations']:>2} invocations {row['calls']:>3} calls {row['seconds']:.3f} s"
         )
     lines.append("    " + ", ".join(f"{k} {v}" for k, v in ours["by_operation"].items()))
     lines += [
