@@ -235,15 +235,16 @@ def waiter_pipeline(session: Any, tenant: str, speed: float, waiters: dict[str, 
 # --------------------------------------------------------------------------------------------------
 # the bench
 # --------------------------------------------------------------------------------------------------
-def _bus(cloud: Any, since: float) -> list[dict[str, Any]]:
+def _bus(cloud: Any, since: int) -> list[dict[str, Any]]:
+    """tierlift's events on the bus from the timeline's entry number ``since`` on."""
     return [
         e.event
-        for e in cloud.timeline.snapshot()
-        if e.kind == "event" and e.event is not None and e.at >= since and e.event.get("source") == "tierlift"
+        for e in cloud.timeline.snapshot()[since:]
+        if e.kind == "event" and e.event is not None and e.event.get("source") == "tierlift"
     ]
 
 
-def _ended(cloud: Any, since: float) -> str | None:
+def _ended(cloud: Any, since: int) -> str | None:
     for event in _bus(cloud, since):
         detail = event.get("detail") or {}
         if detail.get("tenant") != TIERLIFT_TENANT or detail.get("environment") != ENVIRONMENT:
@@ -261,7 +262,7 @@ def _snapshot_requested(cloud: Any) -> None:
     )
 
 
-def _wait_ended(cloud: Any, since: float, timeout: float) -> str:
+def _wait_ended(cloud: Any, since: int, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         outcome = _ended(cloud, since)
@@ -282,9 +283,12 @@ def _label(record: dict[str, Any]) -> str:
     return f"{record['handler']} {what}" if what else str(record["handler"])
 
 
-def _last_at(cloud: Any) -> float:
-    entries = cloud.timeline.snapshot()
-    return float(entries[-1].at) if entries else 0.0
+def _entries(cloud: Any) -> int:
+    return len(cloud.timeline.snapshot())
+
+
+def _first_run(session: Any, speed: float, waiters: dict[str, Published], versions: list[str]) -> None:
+    versions.append(waiter_pipeline(session, WAITER_TENANT, speed, waiters, CallLog()))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -318,18 +322,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         cloud.emulator.speed = args.speed
 
         # The previous version, for both: tierlift's first promotion and the waiter pipeline's first run.
-        warmup = CallLog()
+        versions: list[str] = []
         first = threading.Thread(
-            target=waiter_pipeline,
-            args=(boto3.session.Session(region_name=cloud.region), WAITER_TENANT, args.speed, waiters, warmup),
+            target=_first_run,
+            args=(boto3.session.Session(region_name=cloud.region), args.speed, waiters, versions),
         )
-        since = _last_at(cloud)
+        since = _entries(cloud)
         _snapshot_requested(cloud)
         first.start()
         outcome = _wait_ended(cloud, since, args.timeout)
         first.join(args.timeout)
-        if outcome != "Promotion Completed" or first.is_alive():
-            raise RuntimeError(f"the previous version was not set up: tierlift {outcome}")
+        if outcome != "Promotion Completed" or not versions:
+            raise RuntimeError(f"the previous version was not set up: tierlift {outcome}, waiters {versions}")
         cloud.settle(timeout=args.timeout)
         time.sleep(1.05)  # versions are whole UTC seconds
 
@@ -341,7 +345,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         cloud.on_invocation.append(handled)
         calls_before = Counter(cloud.calls_by_operation)
-        since = _last_at(cloud)
+        since = _entries(cloud)
         started = time.perf_counter()
         _snapshot_requested(cloud)
         outcome = _wait_ended(cloud, since, args.timeout)
