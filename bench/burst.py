@@ -117,6 +117,9 @@ def main() -> int:
         sampler.start()
         since = cloud.timeline.snapshot()[-1].at if cloud.timeline.snapshot() else 0.0
         calls_before = Counter(cloud.calls_by_operation)
+        by_handler_before = Counter(cloud.calls_by_handler_operation)
+        runs: Counter[str] = Counter()
+        cloud.on_invocation.append(lambda record: runs.update([str(record["handler"])]))
         started = time.monotonic()
         snapshot_all(cloud, tenants)  # the nightly burst: every dev snapshot within the same minute
         while len(ended(cloud, tenants, since)) < len(tenants) and time.monotonic() < deadline:
@@ -139,6 +142,8 @@ def main() -> int:
         )
         calls = Counter(cloud.calls_by_operation)
         calls.subtract(calls_before)
+        by_handler = Counter(cloud.calls_by_handler_operation)
+        by_handler.subtract(by_handler_before)
         report = {
             "command": f"bench/burst.py --tenants {args.tenants} --room {args.room} --speed {args.speed:g} "
             f"--concurrency {args.concurrency}",
@@ -154,6 +159,8 @@ def main() -> int:
             "throttled": sum(1 for e in entries if e.what.startswith("[THROTTLED]")),
             "dead_letters": len(cloud.dead_letters),
             "aws_calls": dict((k, v) for k, v in calls.most_common() if v),
+            "invocations_by_handler": dict((k, v) for k, v in runs.most_common() if v),
+            "aws_calls_by_handler": dict((k, v) for k, v in by_handler.most_common(25) if v),
         }
     if args.json:
         print(json.dumps(report, indent=2))

@@ -1,20 +1,12 @@
-"""Benchmark one promotion: AWS calls by handler and operation, SSM writes, handler time; and the same
-steps done the naive way (boto3 waiters polling at their published delays), side by side.
+"""Benchmark one promotion: AWS calls by handler and operation, SSM writes, handler time.
 
-tierlift: ``--promotions`` promotions of a fresh version to qa, each driven through the real handlers
+``--promotions`` promotions of a fresh version to qa, each driven through the real handlers
 (``Snapshot Requested`` → ``RDS-EVENT-0042`` → ``Promotion Requested`` → ``CREATE_COMPLETE`` →
 ``SERVICE_DEPLOYMENT_COMPLETED`` → the previous stack's ``DELETE_COMPLETE``) in moto (``mock_aws``,
-in-process), every call counted with a botocore ``before-call`` hook and every handler timed.
+in-process), every call counted with a botocore ``before-call`` hook and every handler timed. The
+side-by-side with a waiter-based pipeline runs on the local cloud: ``bench/waiters.py``.
 
-Waiters: the same steps in sequence in one process (take the snapshot and wait for it, create the
-stack and wait for it, update the service and wait for it to be stable, delete the old stack and wait),
-with boto3's own waiters (``db_snapshot_available``, ``stack_create_complete``, ``services_stable``,
-``stack_delete_complete``). moto finishes everything at once, so each waiter polls once here; the
-extrapolation multiplies by the real durations given (``--restore-minutes``, ``--rollout-minutes``)
-over each waiter's published delay: calls made and compute held (the waiting process lives for the
-whole promotion; tierlift's handlers live only while they work).
-
-Run: ``.venv/bin/python bench/promotion.py [--promotions 20] [--restore-minutes 15 --rollout-minutes 5] [--json]``.
+Run: ``.venv/bin/python bench/promotion.py [--promotions 20] [--json]``.
 """
 
 from __future__ import annotations
@@ -38,13 +30,6 @@ from moto import mock_aws
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 WRITES = ("PutParameter", "DeleteParameter", "DeleteParameters")
-# Published delays (seconds) of the boto3 waiters the naive pipeline uses.
-WAITER_DELAY = {
-    "db_snapshot_available": 30,
-    "stack_create_complete": 30,
-    "services_stable": 15,
-    "stack_delete_complete": 30,
-}
 
 
 class Calls:
@@ -216,77 +201,9 @@ def tierlift(promotions: int) -> dict[str, Any]:
     }
 
 
-def waiters(restore_minutes: float, rollout_minutes: float) -> dict[str, Any]:
-    """The naive pipeline: every step in sequence, waiting with boto3's waiters."""
-    from tierlift.world import bootstrap_tenant
-
-    session = boto3.session.Session(region_name=REGION)
-    bootstrap_tenant(session, "ab-0001")
-    calls = Calls()
-    rds, cfn, ecs = session.client("rds"), session.client("cloudformation"), session.client("ecs")
-    for client in (rds, cfn, ecs):
-        client.meta.events.register("before-call.*.*", calls)
-    template = (Path(__file__).resolve().parents[1] / "chalicelib" / "templates" / "database.yaml").read_text()
-    calls.current = "waiters"
-    polls: Counter[str] = Counter()
-
-    def wait(client: Any, name: str, **kwargs: Any) -> None:
-        before = sum(calls.by_handler["waiters"].values())
-        client.get_waiter(name).wait(WaiterConfig={"Delay": 0, "MaxAttempts": 3}, **kwargs)
-        polls[name] += sum(calls.by_handler["waiters"].values()) - before
-
-    started = time.perf_counter()
-    rds.create_db_snapshot(DBSnapshotIdentifier="ab-0001-dev-20261127200000", DBInstanceIdentifier="ab-0001-dev")
-    wait(rds, "db_snapshot_available", DBSnapshotIdentifier="ab-0001-dev-20261127200000")
-    params = [
-        {"ParameterKey": k, "ParameterValue": v}
-        for k, v in {
-            "Tenant": "ab-0001",
-            "Environment": "qa",
-            "Customer": "ab",
-            "Project": "0001",
-            "Version": "20261127200000",
-            "SnapshotIdentifier": "ab-0001-dev-20261127200000",
-            "InstanceIdentifier": "ab-0001-qa-20261127200000",
-            "InstanceClass": "db.t3.medium",
-            "SubnetGroup": "common-nonprod-db",
-            "SecurityGroups": "sg-0123456789abcdef0",
-        }.items()
-    ]
-    cfn.create_stack(StackName="ab-0001-qa-db-20261127200000", TemplateBody=template, Parameters=params)
-    wait(cfn, "stack_create_complete", StackName="ab-0001-qa-db-20261127200000")
-    service = ecs.describe_services(cluster="common-nonprod", services=["ab-0001-qa"])["services"][0]
-    ecs.update_service(cluster="common-nonprod", service="ab-0001-qa", taskDefinition=service["taskDefinition"])
-    try:
-        wait(ecs, "services_stable", cluster="common-nonprod", services=["ab-0001-qa"])
-    except Exception:  # moto leaves deployments IN_PROGRESS; the local cloud or AWS would settle them
-        polls["services_stable"] = max(polls["services_stable"], 1)
-    cfn.delete_stack(StackName="ab-0001-qa-db-20261127200000")
-    wait(cfn, "stack_delete_complete", StackName="ab-0001-qa-db-20261127200000")
-    elapsed = time.perf_counter() - started
-    measured = sum(calls.by_handler["waiters"].values())
-    durations = {
-        "db_snapshot_available": 5 * 60,  # a small snapshot
-        "stack_create_complete": restore_minutes * 60,
-        "services_stable": rollout_minutes * 60,
-        "stack_delete_complete": 5 * 60,
-    }
-    extrapolated_polls = {name: max(1, round(durations[name] / WAITER_DELAY[name])) for name in durations}
-    return {
-        "measured_calls_in_moto": measured,
-        "measured_seconds_in_moto": round(elapsed, 3),
-        "polls_in_moto": dict(polls),
-        "extrapolated_polls": extrapolated_polls,
-        "extrapolated_calls": measured - sum(polls.values()) + sum(extrapolated_polls.values()),
-        "compute_seconds_held": sum(durations.values()),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--promotions", type=int, default=20)
-    parser.add_argument("--restore-minutes", type=float, default=15)
-    parser.add_argument("--rollout-minutes", type=float, default=5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -299,10 +216,8 @@ def main() -> None:
     os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     with mock_aws():
         ours = tierlift(args.promotions)
-    with mock_aws():
-        theirs = waiters(args.restore_minutes, args.rollout_minutes)
     if args.json:
-        print(json.dumps({"tierlift": ours, "waiters": theirs}, indent=2))
+        print(json.dumps({"tierlift": ours}, indent=2))
         return
     print(f"tierlift, one promotion (the {args.promotions}th, with a previous version to delete):")
     print(f"  AWS calls {ours['calls_per_promotion']}, SSM writes {ours['ssm_writes_per_promotion']}, polls 0")
@@ -312,12 +227,6 @@ def main() -> None:
     for handler, t in ours["handler_ms"].items():
         print(f"    {handler:32} p50 {t['p50']:7.1f}  p95 {t['p95']:7.1f}")
     print(f"  compute per promotion: {ours['compute_seconds_per_promotion']} s")
-    print(f"waiter-based, same steps: {theirs['measured_calls_in_moto']} calls in moto (each waiter polls once there);")
-    print(
-        f"  at a {args.restore_minutes:g}-minute restore and {args.rollout_minutes:g}-minute rollout: "
-        f"{theirs['extrapolated_calls']} calls, {theirs['compute_seconds_held']:.0f} s of compute held "
-        f"(polls {theirs['extrapolated_polls']})"
-    )
 
 
 if __name__ == "__main__":

@@ -267,6 +267,7 @@ class LocalCloud:
         # durations (seconds, per handler), and hooks called after each invocation.
         self.calls_by_operation: Counter[str] = Counter()
         self.calls_by_handler: Counter[str] = Counter()
+        self.calls_by_handler_operation: Counter[str] = Counter()  # "<handler> <service>:<operation>"
         self.durations: dict[str, list[float]] = {}
         self._stats_lock = threading.Lock()
         self.on_invocation: list[Callable[[dict[str, Any]], None]] = []
@@ -403,6 +404,7 @@ class LocalCloud:
         with self._stats_lock:
             self.calls_by_operation[operation] += 1
             self.calls_by_handler[handler] += 1
+            self.calls_by_handler_operation[f"{handler} {operation}"] += 1
 
     def client(self, service: str) -> Any:
         return boto3.session.Session(region_name=self.region).client(service, endpoint_url=self.endpoint)
