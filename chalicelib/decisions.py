@@ -80,12 +80,13 @@ def superseded_by(requested_at: str, request_id: str, ran: list[tuple[str, str]]
 
     ``ran``: (requested_at, id) of the promotion in flight and of the last one that ended. Newest by the
     request's own time wins: a request delivered late never runs after a newer one (it would put an
-    older version back over a newer one nobody asked to undo). Times that are missing do not count.
+    older version back over a newer one nobody asked to undo). Only a strictly later time counts: an
+    event's time has whole seconds, so requests of the same second are not ordered (the id that breaks
+    ties in the queue is arbitrary). Times that are missing do not count.
     """
     if not requested_at:
         return None
-    mine = (requested_at, request_id)
-    newer = [(at, other) for at, other in ran if at and other != request_id and (at, other) > mine]
+    newer = [(at, other) for at, other in ran if at and other != request_id and at > requested_at]
     return max(newer)[1] if newer else None
 
 

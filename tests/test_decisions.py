@@ -5,5 +5,5 @@ def test_superseded_by_a_newer_request_that_ran() -> None:
     assert superseded_by("2026-11-28T09:00:03+00:00", "c", ran) == "b"
     assert superseded_by("2026-11-28T09:00:09+00:00", "c", ran) is None
     assert superseded_by("2026-11-28T09:00:05+00:00", "b", ran) is None  # itself
-    assert superseded_by("2026-11-28T09:00:05+00:00", "a", ran) == "b"  # same time: the id breaks the tie
+    assert superseded_by("2026-11-28T09:00:05+00:00", "a", ran) is None  # the same second: not older
     assert superseded_by("", "c", ran) is None and superseded_by("2026-11-28T09:00:03+00:00", "c", [("", "x")]) is None
