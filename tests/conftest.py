@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.loaders
+import botocore.session
 import pytest
 from moto import mock_aws
 
@@ -135,6 +137,18 @@ def events(request: pytest.FixtureRequest) -> Events:
     return built
 
 
+# One botocore loader for every test's session: service models and endpoint data are parsed once per
+# worker instead of once per test (a test's clients otherwise spend more time loading JSON than calling).
+_LOADER = botocore.loaders.create_loader()
+
+
+def session() -> boto3.session.Session:
+    """A fresh boto3 session (its own credentials and clients) sharing the parsed service models."""
+    core = botocore.session.get_session()
+    core.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=core, region_name="us-east-1")
+
+
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
     """moto's embedded AWS with fake credentials in us-east-1; the app's cached clients are reset."""
@@ -146,7 +160,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     reset_deps()
     with mock_aws():
-        yield boto3.session.Session(region_name="us-east-1")
+        yield session()
     reset_deps()
 
 

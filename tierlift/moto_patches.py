@@ -8,6 +8,7 @@ changing behaviour. Fixes that belong upstream in moto are marked ``upstream:``.
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import threading
@@ -184,6 +185,25 @@ def _apply_once() -> None:
         return role_from_cfn(cls, resource_name, patched, account_id, region_name, **kwargs)
 
     Role.create_from_cloudformation_json = classmethod(role_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+
+    # Speed only. upstream: moto parses every template with PyYAML's pure-Python loader (JSON too: it
+    # tries YAML first), for every CreateStack: a third of a handler test's time went to parsing the
+    # same few templates again. Parsed once per distinct text; each stack gets its own deep copy.
+    from moto.cloudformation.models import Stack as CfnStack
+
+    parse = _require(CfnStack, "parse_template")
+    parsed: dict[str, Any] = {}
+    parsed_lock = threading.Lock()
+
+    def parse_template(template: str) -> dict[str, Any]:
+        with parsed_lock:
+            if template not in parsed:
+                if len(parsed) > 64:
+                    parsed.clear()
+                parsed[template] = parse(template)
+            return copy.deepcopy(parsed[template])
+
+    CfnStack.parse_template = staticmethod(parse_template)  # type: ignore[method-assign,assignment]
     _once_applied = True
 
 
