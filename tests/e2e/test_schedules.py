@@ -14,8 +14,12 @@ def test_the_sweep_schedule_fires_at_its_scaled_rate(tmp_path: Path) -> None:
         tmp_path / "serve.log", "--speed", "120", env={"TIERLIFT_SWEEP_SCHEDULE": "rate(1 minute)"}
     )
     try:
-        rule = cloud.events.describe_rule(Name="tierlift-local-sweep")
-        assert rule["ScheduleExpression"] == "rate(1 minute)"
+        def rules() -> dict[str, dict[str, str]]:
+            return {r["Name"]: r for r in cloud.events.list_rules().get("Rules", [])}
+
+        # The server answers before it has created the rules: wait for them rather than race.
+        cloud.wait(lambda: "tierlift-local-sweep" in rules(), "the sweep's schedule rule", timeout=20)
+        assert rules()["tierlift-local-sweep"]["ScheduleExpression"] == "rate(1 minute)"
         cloud.wait(lambda: cloud.log.read_text().count("λ sweep ") >= 3, "three scheduled sweeps", timeout=20)
         started = time.monotonic()
         before = cloud.log.read_text().count("aws.events: Scheduled Event")
