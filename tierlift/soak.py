@@ -113,6 +113,11 @@ class Soak:
             # Leases outlive any local invocation (they take well under a second) yet let the sweep take
             # over a dead-lettered claim within the soak.
             "TIERLIFT_CLAIM_LEASE_SECONDS": "5",
+            # Logs of ended requests are kept 10 wall-clock minutes (a day in AWS): longer than any
+            # delivery lag seen here (the backlog under every fault stays under ~2 minutes), so a late
+            # re-delivery is still recognised, and short enough that the SSM tree the sweep walks every
+            # 3 s stays bounded over a long soak.
+            "TIERLIFT_ENDED_RETENTION_SECONDS": os.environ.get("TIERLIFT_ENDED_RETENTION_SECONDS", "600"),
             # The soak's tenants have no snapshot schedule: the scheduled-snapshot function runs every 6
             # (scaled) hours instead of every 15 minutes, where its walk of the SSM tree (dozens of pages
             # through the local server, ~0.7 s at 20 tenants) would take most of the soak's interpreter.

@@ -14,6 +14,7 @@ def test_the_sweep_schedule_fires_at_its_scaled_rate(tmp_path: Path) -> None:
         tmp_path / "serve.log", "--speed", "120", env={"TIERLIFT_SWEEP_SCHEDULE": "rate(1 minute)"}
     )
     try:
+
         def rules() -> dict[str, dict[str, str]]:
             return {r["Name"]: r for r in cloud.events.list_rules().get("Rules", [])}
 

@@ -347,16 +347,17 @@ class LocalCloud:
     def _configure_environment(self) -> None:
         """The Lambda's environment, pointed at this server through botocore's own AWS_ENDPOINT_URL.
 
-        The pipeline's own durations (the sweep's grace period, the stage timeouts, how long ended logs
-        are kept) are divided by the speed too, unless set in the environment, so that they keep their
-        proportion to AWS's.
+        The pipeline's own durations (the sweep's grace period, the stage timeouts) are divided by the
+        speed too, unless set in the environment, so that they keep their proportion to AWS's. How long
+        an ended request's log is kept is not: it must outlast the latest re-delivery, and delivery lag
+        here is wall-clock time (a backlog of invocations), not scaled.
         """
         from chalicelib.settings import DEFAULT_STAGE_TIMEOUTS
 
         given = set(os.environ) | set(self.extra_environment)
         for key, value in chalice_environment().items():
             os.environ.setdefault(key, value)
-        scaled = {"TIERLIFT_GRACE_SECONDS": 3600, "TIERLIFT_ENDED_RETENTION_SECONDS": 86400} | {
+        scaled = {"TIERLIFT_GRACE_SECONDS": 3600} | {
             f"TIERLIFT_TIMEOUT_{stage.upper()}": seconds for stage, seconds in DEFAULT_STAGE_TIMEOUTS.items()
         }
         for key, default in scaled.items():
