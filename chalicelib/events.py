@@ -33,6 +33,10 @@ PROMOTION_FAILED = "Promotion Failed"
 PROMOTION_ROLLED_BACK = "Promotion Rolled Back"
 PROMOTION_REJECTED = "Promotion Rejected"
 PROMOTION_CANCELLED = "Promotion Cancelled"
+# The one event that ends each request (docs/contract.md: exactly one per request).
+TERMINAL_EVENTS = frozenset(
+    {PROMOTION_COMPLETED, PROMOTION_FAILED, PROMOTION_ROLLED_BACK, PROMOTION_REJECTED, PROMOTION_CANCELLED}
+)
 APPROVAL_REQUESTED = "Approval Requested"
 STACK_SWEPT = "Stack Swept"
 SNAPSHOT_STARTED = "Snapshot Started"

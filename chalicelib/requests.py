@@ -202,7 +202,7 @@ REJECTABLE = (UnknownTenant, InvalidConfig, PromotionError, InvalidName)
 BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest)
 
 
-def refuse(deps: Deps, ns: Namespace, request: Request, log: Log, reason: str, raw: Any) -> Result:
+def refuse(deps: Deps, ns: Namespace, request: Request, log: Log, reason: str) -> Result:
     """Reject a well-formed request of a known environment that its checks refuse, in its log.
 
     The rejection is a claim on the request's first log entry, so of two deliveries running at once
@@ -264,10 +264,9 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         return ignore(f"duplicate delivery: promotion {request.id} is already {in_flight.stage}", ns.name, request.id)
     log = deps.store.read_log(ns, request.id)
     if log.steps:
-        if _intake_rejection_unfinished(log) and claim_verdict(log.latest, current_id(), deps.clock()) in (
-            ClaimVerdict.TAKE_OVER,
-        ):
-            return refuse(deps, ns, request, log, log.steps[0].reason or "rejected", raw)
+        verdict = claim_verdict(log.latest, current_id(), deps.clock())
+        if _intake_rejection_unfinished(log) and verdict is ClaimVerdict.TAKE_OVER:
+            return refuse(deps, ns, request, log, log.steps[0].reason or "rejected")
         return ignore(
             f"duplicate delivery: request {request.id} was already {log.steps[-1].stage}", ns.name, request.id
         )
@@ -276,7 +275,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
     except BAD_INPUT as exc:
         return reject(deps, raw, str(exc))
     except PromotionError as exc:
-        return refuse(deps, ns, request, log, str(exc), raw)
+        return refuse(deps, ns, request, log, str(exc))
     decision = decide_request(
         request_id=request.id,
         version=str(resolved.version),
@@ -285,7 +284,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
         newer=superseded_by(request.requested_at, request.id, _ran(rec)),
     )
     if decision.action is Action.REJECT:
-        return refuse(deps, ns, resolved, log, decision.reason, raw)
+        return refuse(deps, ns, resolved, log, decision.reason)
     if decision.action is Action.QUEUE:
         return enqueue(deps, rec, request, decision.reason)
     # Action.START: take the lock, or wait if someone took it first.

@@ -13,19 +13,14 @@ import pytest
 
 from chalicelib.config import parse_config
 from chalicelib.ecs_spec import task_definition_spec
+from chalicelib.events import TERMINAL_EVENTS
 from chalicelib.names import Namespace, Tenant, Version
 from chalicelib.state import DbRecord, Stage
 from tests.interleave import Scheduler, stale_read
 
 V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
 QA = Namespace.parse("xy-0146-qa")
-TERMINAL = {
-    "Promotion Completed",
-    "Promotion Failed",
-    "Promotion Rolled Back",
-    "Promotion Rejected",
-    "Promotion Cancelled",
-}
+TERMINAL = TERMINAL_EVENTS
 
 
 def race(pipeline: Any, bodies: list[tuple[str, Any]], policy: Any) -> list[Any]:

@@ -26,6 +26,7 @@ import pytest
 from moto.ssm.models import ssm_backends
 
 from chalicelib.deps import utcnow
+from chalicelib.events import TERMINAL_EVENTS
 from chalicelib.invocation import current_id
 from chalicelib.names import Tenant, Version
 from chalicelib.state import Request, Stage, Step
@@ -35,13 +36,7 @@ from tests.interleave import Scheduler, explore
 from tierlift.world import bootstrap_tenant
 
 V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
-TERMINAL = {
-    "Promotion Completed",
-    "Promotion Failed",
-    "Promotion Rolled Back",
-    "Promotion Rejected",
-    "Promotion Cancelled",
-}
+TERMINAL = TERMINAL_EVENTS
 # `make interleavings` explores every schedule with up to 2 preemptions; the suite runs a seeded
 # sample of those with 1 (each run builds a fresh tenant through the handlers, ~0.5 s).
 BOUND = int(os.environ.get("TIERLIFT_INTERLEAVING_BOUND", "1"))

@@ -34,18 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chalicelib.events import TERMINAL_EVENTS
 from tierlift.local import LocalCloud
 from tierlift.local.cloud import ACCOUNT
 from tierlift.local.faults import Faults
 from tierlift.local.quotas import Quotas
 
-TERMINAL = (
-    "Promotion Completed",
-    "Promotion Failed",
-    "Promotion Rolled Back",
-    "Promotion Rejected",
-    "Promotion Cancelled",
-)
+TERMINAL = TERMINAL_EVENTS
 FAULT_NAMES = ("duplicate", "simultaneous", "delay", "reorder", "drop", "crash", "throttle")
 ENDING_HANDLERS = ("stack_status", "deployment_state", "sweep", "promotion_requested")
 UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
