@@ -204,3 +204,20 @@ def test_the_local_cloud_dead_letters_under_the_templates_names() -> None:
 
     assert invocations_dlq_name("dev") == cloud.DLQ
     assert rules_dlq_name("dev") == cloud.RULES_DLQ
+
+
+def test_events_older_than_the_pipelines_memory_stay_in_the_queue(aws: Any) -> None:
+    """Past the ended-request retention the pipeline would run or answer a re-delivered request again."""
+    from datetime import UTC, datetime
+
+    fake = FakeLambda()
+    # The events are from 07:00; at 08:00 an hour has passed.
+    report = _redrive(aws, fake, max_age=1800, now=datetime(2026, 11, 28, 8, 0, tzinfo=UTC))
+    skipped = {r["detail_type"] for r in report if r["action"].startswith("skip: older than 1800 s")}
+    # every event but the ledger's log write (a record, not a re-delivery) is too old to send back
+    assert skipped == {"Promotion Approved", "RDS DB Snapshot Event", "Promotion Requested", "Promotion Started"}
+    assert fake.invoked == [] and _sink(aws["sqs"], aws["sink"]) == []
+    assert _count(aws["sqs"], aws["rules"]) == 2 and _count(aws["sqs"], aws["invocations"]) == 3
+    # within the window, the same messages go back
+    report = _redrive(aws, fake, max_age=7200, now=datetime(2026, 11, 28, 8, 0, tzinfo=UTC))
+    assert sum(r["done"] for r in report) == 4 and len(fake.invoked) == 3

@@ -180,6 +180,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
         bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
         queue=args.queue,
         dry_run=args.dry_run,
+        max_age=args.max_age,
     )
     _print(args, report, dlq.table(report))
     return 1 if any(r.get("failed") for r in report) else 0
@@ -775,6 +776,14 @@ def parser() -> argparse.ArgumentParser:
     )
     redrive.add_argument("--queue", help="one queue name (default: every tierlift-*-dlq queue)")
     redrive.add_argument("--dry-run", action="store_true", help="report only; change nothing")
+    redrive.add_argument(
+        "--max-age",
+        type=float,
+        default=86400.0,
+        metavar="SECONDS",
+        help="leave events older than this in the queue: the pipeline's TIERLIFT_ENDED_RETENTION_SECONDS "
+        "(default 86400), past which it no longer recognises a re-delivery",
+    )
     redrive.set_defaults(func=cmd_dlq_redrive)
     return top
 

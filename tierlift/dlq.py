@@ -17,6 +17,11 @@ written into it. Only an event of tierlift's own whose target is unknown is put 
 put-events (a new event id: every rule sees it again). EventBridge refuses put-events for AWS sources
 (``aws.rds``, ``aws.cloudformation``, ``aws.ecs``, schedules), so those need their function.
 A message is deleted only once its event was accepted again; ``--dry-run`` only reports.
+
+The pipeline recognises a re-delivery by the log it keeps of each request, and forgets an ended
+request after ``TIERLIFT_ENDED_RETENTION_SECONDS`` (a day by default). An event older than that
+(``--max-age``, by the event's ``time``) is not sent back: the pipeline could no longer tell it ran,
+and would run or answer it a second time. It stays in the queue, reported, for a human.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -46,9 +52,22 @@ class DeadLetter:
     error: str = ""
     attempts: int | None = None  # Lambda's approximateInvokeCount (invocation dead letters)
 
-    def action(self) -> str:
+    def age(self, now: datetime) -> float | None:
+        """Seconds since the event's ``time``; None when it has none."""
+        text = (self.event or {}).get("time")
+        try:
+            when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return (now - when.astimezone(UTC)).total_seconds()
+
+    def action(self, now: datetime | None = None, max_age: float | None = None) -> str:
         if self.event is None:
             return "skip: not an event"
+        if max_age is not None and not self.log_group:
+            age = self.age(now or datetime.now(UTC))
+            if age is None or age > max_age:
+                return f"skip: older than {max_age:.0f} s (the pipeline no longer recognises it)"
         if self.function_arn:
             return "invoke"
         if self.log_group:
@@ -175,14 +194,21 @@ def redrive(
     bus: str = "default",
     queue: str | None = None,
     dry_run: bool = False,
+    max_age: float | None = None,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """Re-drive every message of the dead-letter queue(s); one report row per message."""
+    """Re-drive every message of the dead-letter queue(s); one report row per message.
+
+    ``max_age``: events older than this many seconds are skipped (left in the queue): the pipeline's
+    ``TIERLIFT_ENDED_RETENTION_SECONDS``, past which it no longer recognises a re-delivery.
+    """
     report: list[dict[str, Any]] = []
+    now = now or datetime.now(UTC)
     for url in dead_letter_queues(sqs, queue):
         # Hidden long enough to re-drive them all (a dry run makes them visible again right after).
         for message in _receive(sqs, url, 300):
             letter = parse(url, message)
-            action = letter.action()
+            action = letter.action(now, max_age)
             row: dict[str, Any] = {
                 "queue": url.rsplit("/", 1)[-1],
                 "message_id": letter.message_id,

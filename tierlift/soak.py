@@ -87,6 +87,9 @@ class Soak:
     speed: float = 1200.0
     settle_timeout: float = 180.0
     echo: bool = False
+    # The operator's runbook (docs/operations.md): an alarm on the dead-letter queue, answered with
+    # ``tierlift dlq redrive`` within the pipeline's memory of ended requests. Every this many seconds.
+    redrive_every: float = 60.0
 
     def __post_init__(self) -> None:
         self.random = random.Random(self.seed)
@@ -99,8 +102,14 @@ class Soak:
         self.invocations: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self.active_checks = 0
+        self.redriven: list[dict[str, Any]] = []
+        self._last_redrive = time.monotonic()
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def retention(self) -> int:
+        return int(os.environ.get("TIERLIFT_ENDED_RETENTION_SECONDS", "600"))
+
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         log = Path(tempfile.gettempdir()) / "tierlift-local" / f"soak-handlers-{os.getpid()}.log"
@@ -112,7 +121,7 @@ class Soak:
             # delivery lag seen here (the backlog under every fault stays under ~2 minutes), so a late
             # re-delivery is still recognised, and short enough that the SSM tree the sweep walks every
             # 3 s stays bounded over a long soak.
-            "TIERLIFT_ENDED_RETENTION_SECONDS": os.environ.get("TIERLIFT_ENDED_RETENTION_SECONDS", "600"),
+            "TIERLIFT_ENDED_RETENTION_SECONDS": str(self.retention),
             # The soak's tenants have no snapshot schedule: the scheduled-snapshot function runs every 6
             # (scaled) hours instead of every 15 minutes, where its walk of the SSM tree (dozens of pages
             # through the local server, ~0.7 s at 20 tenants) would take most of the soak's interpreter.
@@ -137,12 +146,15 @@ class Soak:
             self._bootstrap()
             sampler = threading.Thread(target=self._sample_forever, daemon=True)
             sampler.start()
+            operator = threading.Thread(target=self._operate_forever, daemon=True)
+            operator.start()
             self.cloud.set_faults(Faults.parse(fault_knobs(self.faults, self.seed, self.promotions)))
             self._drive()
             self.cloud.set_faults(Faults())
             settled = self._settle(self.settle_timeout)
             self._stop.set()
             sampler.join(5)
+            operator.join(30)
             report = self._report(settled, time.monotonic() - started)
         return report
 
@@ -267,10 +279,36 @@ class Soak:
     def _unfinished(self) -> set[str]:
         return set(self._requests()) - set(self._terminals())
 
+    # the operator ------------------------------------------------------------------------------
+    def _redrive(self) -> None:
+        """``tierlift dlq redrive`` against the local cloud, as the runbook has it."""
+        from tierlift import dlq
+
+        self._last_redrive = time.monotonic()
+        try:
+            rows = dlq.redrive(
+                self.session.client("sqs"),
+                self.session.client("events"),
+                self.session.client("lambda"),
+                logs=self.session.client("logs"),
+                max_age=self.retention,
+            )
+        except Exception as exc:  # a throttled queue read: the next round retries
+            rows = [{"action": "redrive failed", "failed": str(exc)[:200], "done": False}]
+        self.redriven.extend(rows)
+
+    def _operate_forever(self) -> None:
+        while not self._stop.wait(1.0):
+            if time.monotonic() - self._last_redrive >= self.redrive_every:
+                self._redrive()
+
     def _settle(self, timeout: float) -> bool:
-        """Until every request has ended and the cloud is quiet (the sweep reconciles lost events)."""
+        """Until every request has ended and the cloud is quiet (the sweep reconciles lost events; the
+        operator redrives what was dead-lettered)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._unfinished() and time.monotonic() - self._last_redrive >= 10:
+                self._redrive()  # a request has not ended: it may be a dead letter
             if not self._unfinished():
                 try:
                     self.cloud.settle(timeout=max(1.0, deadline - time.monotonic()))
@@ -555,6 +593,10 @@ class Soak:
                 {"handler": d["handler"], "attempts": d["attempts"], "error": d["error"][:200]}
                 for d in self.cloud.dead_letters
             ],
+            "redriven": [
+                {k: r.get(k) for k in ("detail_type", "event_id", "target", "action", "done", "failed")}
+                for r in self.redriven
+            ],
             "faults_injected": {
                 "handler_crashes": faults_seen.get("crash", 0),
                 "handler_errors": faults_seen.get("error", 0),
@@ -595,6 +637,15 @@ def render(report: dict[str, Any]) -> str:
     lines.extend(f"  {d['promotion_id']} x{d['count']}: {d['reasons']}" for d in again)
     lines.append(f"dead letters: {len(report['dead_letters'])}")
     lines.extend(f"  {d['handler']} x{d['attempts']}: {d['error']}" for d in report["dead_letters"])
+    redriven = report["redriven"]
+    lines.append(
+        f"redriven by the operator (tierlift dlq redrive): {sum(1 for r in redriven if r['done'])} of {len(redriven)}"
+    )
+    lines.extend(
+        f"  {r['target']} {r['detail_type']} {r['event_id']}: {r['action']}{r.get('failed') or ''}"
+        for r in redriven
+        if not r["done"]
+    )
     lines.append(f"faults injected: {report['faults_injected']}")
     lines.append(f"deletes checked as they happened: {report['deletes_checked']}")
     lines.append("AWS calls by operation:")
