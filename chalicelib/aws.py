@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from botocore.config import Config
@@ -202,8 +201,7 @@ class Services:
         return dict(self.client.create_service(**spec)["service"])
 
 
-@dataclass(frozen=True)
-class OutboundEvent:
+class OutboundEvent(NamedTuple):
     detail_type: str
     detail: dict[str, Any]
     source: str = "tierlift"

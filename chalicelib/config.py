@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.names import InvalidName, Namespace, Tenant, parse_environment
 
@@ -27,8 +26,7 @@ class InvalidConfig(ValueError):
     """The tenant config is missing or does not validate; the message says which field."""
 
 
-@dataclass(frozen=True)
-class DbSettings:
+class DbSettings(NamedTuple):
     instance_class: str
     subnet_group: str
     security_groups: tuple[str, ...]
@@ -36,8 +34,7 @@ class DbSettings:
     database: str | None = None
 
 
-@dataclass(frozen=True)
-class TaskSettings:
+class TaskSettings(NamedTuple):
     """How to create the service when the environment has none yet (first promotion)."""
 
     image: str | None = None
@@ -51,8 +48,7 @@ class TaskSettings:
     execution_role_arn: str | None = None
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(NamedTuple):
     """Who may promote what into an environment (checked before anything is written)."""
 
     require_completed_before: bool = False
@@ -60,29 +56,26 @@ class Policy:
     accounts: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     environment: str
     cluster: str
     service: str
     container: str
     db: DbSettings
-    task: TaskSettings = field(default_factory=TaskSettings)
+    task: TaskSettings = TaskSettings()
     approval_required: bool = False
     approval_timeout: int = DEFAULT_APPROVAL_TIMEOUT
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = Policy()
 
 
-@dataclass(frozen=True)
-class SnapshotSchedule:
+class SnapshotSchedule(NamedTuple):
     """A daily source snapshot at ``hour``:``minute`` UTC."""
 
     hour: int
     minute: int
 
 
-@dataclass(frozen=True)
-class TenantConfig:
+class TenantConfig(NamedTuple):
     tenant: Tenant
     environments: tuple[str, ...]
     source_environment: str

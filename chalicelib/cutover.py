@@ -242,11 +242,7 @@ def deploy(
     deps.store.complete(
         ns,
         promotion.id,
-        replace(
-            step,
-            task_definition=task_definition,
-            deployment_id=primary["id"],
-        ),
+        step._replace(task_definition=task_definition, deployment_id=primary["id"]),
     )
     deps.bus.put(
         [

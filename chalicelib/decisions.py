@@ -7,9 +7,9 @@ handlers and the sweep's reconciliation both call these, so there is one state m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 from chalicelib.state import Outcome, Promotion, Stage, Step
 
@@ -43,8 +43,7 @@ class Action(StrEnum):
     RETRY_LATER = "retry_later"
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     action: Action
     reason: str = ""
 

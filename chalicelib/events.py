@@ -7,9 +7,8 @@ anything missing or of the wrong type raises :class:`InvalidEvent` with a reason
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib.aws import OutboundEvent
 from chalicelib.names import InvalidName, Tenant, Version, parse_environment, stack_name_from_arn
@@ -105,8 +104,7 @@ def tag_value(text: str) -> str:
     return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in text)[:256]
 
 
-@dataclass(frozen=True)
-class PromotionRequest:
+class PromotionRequest(NamedTuple):
     id: str
     tenant: Tenant
     environment: str
@@ -158,8 +156,7 @@ class PromotionRequest:
         )
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     """An operator's ``Promotion Approved`` or ``Promotion Cancelled`` for one promotion in flight."""
 
     id: str
@@ -201,8 +198,7 @@ class Command:
         )
 
 
-@dataclass(frozen=True)
-class SnapshotRequest:
+class SnapshotRequest(NamedTuple):
     id: str
     tenant: Tenant
     time: datetime
@@ -220,8 +216,7 @@ class SnapshotRequest:
         )
 
 
-@dataclass(frozen=True)
-class RdsSnapshotEvent:
+class RdsSnapshotEvent(NamedTuple):
     event_id: str
     snapshot_id: str
     source_type: str
@@ -238,8 +233,7 @@ class RdsSnapshotEvent:
         )
 
 
-@dataclass(frozen=True)
-class StackStatusEvent:
+class StackStatusEvent(NamedTuple):
     stack_id: str
     stack_name: str
     status: str
@@ -260,8 +254,7 @@ class StackStatusEvent:
         return cls(stack_id, name, _text(status_details.get("status"), "status", limit=64), safe(reason, 512).strip())
 
 
-@dataclass(frozen=True)
-class DeploymentEvent:
+class DeploymentEvent(NamedTuple):
     cluster: str
     service: str
     deployment_id: str

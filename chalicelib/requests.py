@@ -188,7 +188,7 @@ def checked(deps: Deps, rec: Recorded, request: Request, account: str | None) ->
     version = resolve_version(
         deps, config, request.environment, Version.parse(request.version) if request.version else None
     )
-    resolved = Request(**{**request.__dict__, "version": version.value})
+    resolved = request._replace(version=version.value)
     check_policy(deps, config, resolved, account)
     problem = check_source_snapshot(deps, config, version)
     if problem:
@@ -324,7 +324,7 @@ def _ran(rec: Recorded) -> list[tuple[str, str]]:
 
 
 def replace_request(request: Request, **changes: Any) -> Request:
-    return Request(**{**request.__dict__, **changes})
+    return request._replace(**changes)
 
 
 def _resume_start(deps: Deps, rec: Recorded, promotion: Promotion) -> Result:

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -75,23 +75,20 @@ ENDING_STAGES = {
 }
 
 
-class _JsonRecord:
-    """A dataclass stored as one JSON parameter; unknown keys are dropped when read back."""
-
-    def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, sort_keys=True)  # type: ignore[call-overload]
-
-    @classmethod
-    def from_json(cls, text: str) -> Self:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError(f"{cls.__name__} record is not a JSON object")
-        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in data.items() if k in known})
+def to_json(record: Request | Step | LastOutcome | DbRecord) -> str:
+    """The record as its parameter's value (None fields left out)."""
+    return json.dumps({k: v for k, v in record._asdict().items() if v is not None}, sort_keys=True)
 
 
-@dataclass(frozen=True)
-class Request(_JsonRecord):
+def from_json[R: (Request, Step, LastOutcome, DbRecord)](kind: type[R], text: str) -> R:
+    """A record read back from its parameter; unknown keys (written by a newer version) are dropped."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{kind.__name__} record is not a JSON object")
+    return kind(**{k: v for k, v in data.items() if k in kind._fields})
+
+
+class Request(NamedTuple):
     """The immutable facts of a request: the lock's value while it runs, a queue entry while it waits."""
 
     id: str
@@ -110,8 +107,7 @@ class Request(_JsonRecord):
         return Tenant.parse(self.tenant).namespace(self.environment)
 
 
-@dataclass(frozen=True)
-class Step(_JsonRecord):
+class Step(NamedTuple):
     """One entry of a transition log (``steps/<id>/<NN>``).
 
     ``done`` False marks a *claim*: ``owner`` (a Lambda request id) is carrying out the work of entering
@@ -139,8 +135,7 @@ class Step(_JsonRecord):
         return Stage(self.stage)
 
 
-@dataclass(frozen=True)
-class Log:
+class Log(NamedTuple):
     """A request's transition log, oldest first."""
 
     id: str
@@ -258,8 +253,7 @@ class Promotion:
         return self.log.last_with("reason")  # type: ignore[no-any-return]
 
 
-@dataclass(frozen=True)
-class QueuedRequest:
+class QueuedRequest(NamedTuple):
     """A request waiting in ``queue/<id>``, with its log (to tell a live entry from a disposed one)."""
 
     request: Request
@@ -297,8 +291,7 @@ class QueuedRequest:
         return mine > theirs
 
 
-@dataclass(frozen=True)
-class LastOutcome(_JsonRecord):
+class LastOutcome(NamedTuple):
     """``last``: the promotion that ended last in the namespace."""
 
     promotion_id: str
@@ -310,8 +303,7 @@ class LastOutcome(_JsonRecord):
     requested_at: str = ""  # the request's own time: a request older than this one never runs after it
 
 
-@dataclass
-class DbRecord(_JsonRecord):
+class DbRecord(NamedTuple):
     """Connection facts of one version's DB (``/…/<env>/db/<version>``)."""
 
     stack: str
@@ -372,7 +364,7 @@ def _steps(values: dict[str, str], prefix: str) -> tuple[Step, ...]:
             continue
         leaf = name[len(prefix) + 1 :]
         if leaf.isdigit():
-            out.append(Step.from_json(value))
+            out.append(from_json(Step, value))
     return tuple(sorted(out, key=lambda s: s.seq))
 
 
@@ -487,7 +479,7 @@ class StateStore:
         values = {p["Name"]: str(p["Value"]) for p in found}
         dates = {p["Name"]: p.get("LastModifiedDate") for p in found}
         lock_text = values.get(names[2])
-        lock = Request.from_json(lock_text) if lock_text else None
+        lock = from_json(Request, lock_text) if lock_text else None
         promotion = Promotion(lock, self.read_log(ns, lock.id)) if lock else None
         queued = self.read_queue(ns) if with_queue else []
         active = values.get(names[1])
@@ -500,7 +492,7 @@ class StateStore:
             active=Version.parse(active) if active is not None else None,
             promotion=promotion,
             queued=queued,
-            last=LastOutcome.from_json(last) if last else None,
+            last=from_json(LastOutcome, last) if last else None,
             completed=tuple(json.loads(completed)) if completed else (),
             active_since=dates.get(names[1]),
             lock=lock,
@@ -515,7 +507,7 @@ class StateStore:
         entries = self.get_by_path(self.queue_path(ns), recursive=False)
         out = []
         for text in entries.values():
-            request = Request.from_json(text)
+            request = from_json(Request, text)
             out.append(QueuedRequest(request, self.read_log(ns, request.id)))
         return out
 
@@ -558,7 +550,7 @@ class StateStore:
 
     # db records ---------------------------------------------------------
     def put_db(self, ns: Namespace, version: Version, record: DbRecord) -> None:
-        self._put(self.db_path(ns, version), record.to_json())
+        self._put(self.db_path(ns, version), to_json(record))
 
     def get_db(self, ns: Namespace, version: Version) -> dict[str, Any] | None:
         text = self._get(self.db_path(ns, version))
@@ -575,12 +567,12 @@ class StateStore:
         text = self._get(self.promotion_path(ns))
         if not text:
             return None
-        lock = Request.from_json(text)
+        lock = from_json(Request, text)
         return Promotion(lock, self.read_log(ns, lock.id))
 
     def take_lock(self, request: Request) -> bool:
         """Take the namespace's lock for ``request`` (create without overwrite). False when it is held."""
-        return self._put(self.promotion_path(request.namespace), request.to_json(), overwrite=False)
+        return self._put(self.promotion_path(request.namespace), to_json(request), overwrite=False)
 
     def release_lock(self, ns: Namespace) -> None:
         """Delete the lock. Only the holder of the in-flight promotion's ending claim may call this."""
@@ -592,15 +584,15 @@ class StateStore:
         seq = log.next_seq
         if seq > MAX_STEPS:
             raise Conflict(f"log of {log.id} is full")
-        step = replace(step, seq=seq)
-        if not self._put(self.step_path(ns, log.id, seq), step.to_json(), overwrite=False):
+        step = step._replace(seq=seq)
+        if not self._put(self.step_path(ns, log.id, seq), to_json(step), overwrite=False):
             raise Conflict(f"step {seq} of {log.id} was written by someone else")
         return step
 
     def complete(self, ns: Namespace, log_id: str, step: Step) -> Step:
         """The owner of a claim completes it (overwrites its own entry: no one else writes it)."""
-        done = replace(step, done=True, lease_until=None)
-        self._put(self.step_path(ns, log_id, step.seq), done.to_json())
+        done = step._replace(done=True, lease_until=None)
+        self._put(self.step_path(ns, log_id, step.seq), to_json(done))
         return done
 
     def delete_log(self, ns: Namespace, log: Log) -> None:
@@ -608,14 +600,14 @@ class StateStore:
 
     # queue ----------------------------------------------------------------
     def put_queue_entry(self, ns: Namespace, request: Request) -> bool:
-        return self._put(self.queue_entry_path(ns, request.id), request.to_json(), overwrite=False)
+        return self._put(self.queue_entry_path(ns, request.id), to_json(request), overwrite=False)
 
     def delete_queue_entry(self, ns: Namespace, request_id: str) -> None:
         self._delete(self.queue_entry_path(ns, request_id))
 
     # endings ----------------------------------------------------------
     def put_last(self, ns: Namespace, last: LastOutcome) -> None:
-        self._put(self.last_path(ns), last.to_json())
+        self._put(self.last_path(ns), to_json(last))
 
     def completed_versions(self, ns: Namespace) -> tuple[str, ...]:
         text = self._get(self.completed_path(ns))
@@ -716,7 +708,7 @@ def recorded_from(
     values = {k: v for k, (v, _) in params.items()}
     active = values.get(f"{base}/active")
     lock_text = values.get(f"{base}/promotion")
-    lock = Request.from_json(lock_text) if lock_text else None
+    lock = from_json(Request, lock_text) if lock_text else None
     last = values.get(f"{base}/last")
     completed = values.get(f"{base}/completed")
     db: dict[str, DbRecord] = {}
@@ -725,11 +717,11 @@ def recorded_from(
         if name.startswith(f"{base}/db/"):
             version = Version.parse(name.rsplit("/", 1)[1])
             try:
-                db[version.value] = DbRecord.from_json(value)
+                db[version.value] = from_json(DbRecord, value)
             except (TypeError, ValueError):
                 db[version.value] = DbRecord("", "", "", 0, "", version.value)
         elif name.startswith(f"{base}/queue/"):
-            request = Request.from_json(value)
+            request = from_json(Request, value)
             queued.append(QueuedRequest(request, Log(request.id, _steps(values, f"{base}/steps/{request.id}"))))
     return Recorded(
         namespace=ns,
@@ -738,7 +730,7 @@ def recorded_from(
         active=Version.parse(active) if active is not None else None,
         promotion=Promotion(lock, Log(lock.id, _steps(values, f"{base}/steps/{lock.id}"))) if lock else None,
         queued=queued,
-        last=LastOutcome.from_json(last) if last else None,
+        last=from_json(LastOutcome, last) if last else None,
         completed=tuple(json.loads(completed)) if completed else (),
         active_since=params.get(f"{base}/active", ("", None))[1],
         db=db,
@@ -769,4 +761,6 @@ __all__ = [
     "StateStore",
     "Step",
     "UnknownTenant",
+    "from_json",
+    "to_json",
 ]

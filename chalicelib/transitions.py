@@ -11,9 +11,8 @@ invocation or after its lease has run out (see :func:`chalicelib.decisions.claim
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from chalicelib import events as ev
 from chalicelib.aws import OutboundEvent
@@ -27,8 +26,7 @@ from chalicelib.state import Conflict, Log, Promotion, Request, Stage, Step
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """What a handler did, for the log line and for tests."""
 
     action: str
@@ -37,7 +35,7 @@ class Result:
     namespace: str | None = None
 
     def as_log(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v not in (None, "")}
+        return {k: v for k, v in self._asdict().items() if v not in (None, "")}
 
 
 def ignore(reason: str, namespace: str | None = None, promotion_id: str | None = None) -> Result:

@@ -29,7 +29,7 @@ from chalicelib.deps import utcnow
 from chalicelib.events import TERMINAL_EVENTS
 from chalicelib.invocation import current_id
 from chalicelib.names import Tenant, Version
-from chalicelib.state import Request, Stage, Step
+from chalicelib.state import Request, Stage, Step, from_json
 from chalicelib.sweep import run_sweep
 from tests.conftest import take_source_snapshot
 from tests.interleave import Scheduler, explore
@@ -133,7 +133,7 @@ def _backend_latest_step(ns_path: str, request_id: str) -> Step | None:
         value = _backend_value(f"{ns_path}/steps/{request_id}/{seq:02d}")
         if value is None:
             break
-        steps.append(Step.from_json(value))
+        steps.append(from_json(Step, value))
     del backend
     return steps[-1] if steps else None
 
@@ -151,7 +151,7 @@ class LockGuard:
         text = _backend_value(name)
         if text is None:
             return
-        holder = Request.from_json(text)
+        holder = from_json(Request, text)
         latest = _backend_latest_step(name.rsplit("/", 1)[0], holder.id)
         if latest is None or latest.stage != Stage.ENDING or latest.owner != current_id():
             self.violations.append(f"{current_id()} deleted the lock of {holder.id} (latest step {latest})")

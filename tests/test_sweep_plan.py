@@ -10,7 +10,7 @@ import pytest
 
 from chalicelib.names import KIND_TAG, Namespace, Version
 from chalicelib.settings import Settings
-from chalicelib.state import Request, StateStore, Step
+from chalicelib.state import Request, StateStore, Step, to_json
 from chalicelib.sweep_plan import (
     DELETE_DB_RECORD,
     DELETE_LOGS,
@@ -84,10 +84,10 @@ def promotion(
 ) -> dict[str, str]:
     """The SSM parameters of promotion ``p-1`` in ``stage``: the lock and its log (last step at ``updated``)."""
     lock = Request("p-1", "xy-0146", ns.environment, version, previous, started=updated.isoformat())
-    params = {STORE.promotion_path(ns): lock.to_json()}
+    params = {STORE.promotion_path(ns): to_json(lock)}
     for seq, (name, extra) in enumerate(STAGE_STEPS[stage], start=1):
         step = Step(seq=seq, stage=name, at=updated.isoformat(), owner="inv", **extra)
-        params[STORE.step_path(ns, "p-1", seq)] = step.to_json()
+        params[STORE.step_path(ns, "p-1", seq)] = to_json(step)
     return params
 
 
@@ -96,8 +96,8 @@ def queued(request_id: str, version: str | None, at: datetime, ns: Namespace = Q
     request = Request(request_id, "xy-0146", ns.environment, version, requested_at=at.isoformat())
     step = Step(seq=1, stage="queued", at=at.isoformat(), owner="inv")
     return {
-        STORE.queue_entry_path(ns, request_id): request.to_json(),
-        STORE.step_path(ns, request_id, 1): step.to_json(),
+        STORE.queue_entry_path(ns, request_id): to_json(request),
+        STORE.step_path(ns, request_id, 1): to_json(step),
     }
 
 
@@ -390,12 +390,12 @@ def test_an_expired_approval_is_reconciled_a_pending_one_kept():
     waiting = Step(
         seq=2, stage="awaiting_approval", at=(NOW - timedelta(hours=3)).isoformat(), expires_at=expires.isoformat()
     )
-    params[STORE.step_path(QA, "p-1", 2)] = waiting.to_json()
+    params[STORE.step_path(QA, "p-1", 2)] = to_json(waiting)
     assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS), RECONCILE) == [
         ("p-1", "approval_expired")
     ]
     later = Step(seq=2, stage="awaiting_approval", at=NOW.isoformat(), expires_at=(NOW + timedelta(days=2)).isoformat())
-    params[STORE.step_path(QA, "p-1", 2)] = later.to_json()
+    params[STORE.step_path(QA, "p-1", 2)] = to_json(later)
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
     assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
 
@@ -404,8 +404,8 @@ def test_logs_of_ended_requests_go_after_the_retention_never_the_in_flight_or_qu
     params = {**promotion(V3, V2), **queued("q-1", V3, NOW)}
     ended_old = Step(seq=1, stage="ending", at=(NOW - timedelta(days=2)).isoformat(), outcome="completed")
     ended_new = Step(seq=1, stage="ending", at=(NOW - timedelta(hours=2)).isoformat(), outcome="failed")
-    params[STORE.step_path(QA, "old-1", 1)] = ended_old.to_json()
-    params[STORE.step_path(QA, "new-1", 1)] = ended_new.to_json()
+    params[STORE.step_path(QA, "old-1", 1)] = to_json(ended_old)
+    params[STORE.step_path(QA, "new-1", 1)] = to_json(ended_new)
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
     assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
     assert result.kept["ended_log_retained"] == 1
@@ -414,7 +414,7 @@ def test_logs_of_ended_requests_go_after_the_retention_never_the_in_flight_or_qu
 def test_logs_of_the_request_in_flight_or_queued_are_never_deleted_however_old():
     long_ago = NOW - timedelta(days=30)
     params = {**promotion(V3, V2, "deploying", long_ago), **queued("q-1", V1, long_ago), **queued("q-2", V0, long_ago)}
-    params[STORE.step_path(QA, "old-1", 1)] = Step(seq=1, stage="ending", at=long_ago.isoformat()).to_json()
+    params[STORE.step_path(QA, "old-1", 1)] = to_json(Step(seq=1, stage="ending", at=long_ago.isoformat()))
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
     assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
     assert result.kept["ended_log_retained"] == 0
@@ -424,7 +424,7 @@ def test_logs_of_the_request_in_flight_or_queued_are_never_deleted_however_old()
 
 def test_no_log_is_deleted_in_a_namespace_whose_state_is_unreadable():
     params = {f"{ROOT}/xy-0146/qa/active": "not-a-version"}
-    params[STORE.step_path(QA, "old-1", 1)] = Step(seq=1, stage="ending", at=OLD.isoformat()).to_json()
+    params[STORE.step_path(QA, "old-1", 1)] = to_json(Step(seq=1, stage="ending", at=OLD.isoformat()))
     world = facts(params, active=None)
     world.now = NOW + timedelta(days=30)
     assert kinds(plan(world, SETTINGS), DELETE_LOGS) == []
@@ -433,7 +433,7 @@ def test_no_log_is_deleted_in_a_namespace_whose_state_is_unreadable():
 def test_an_approval_without_an_expiry_waits_however_long():
     long_ago = NOW - timedelta(days=30)
     params = promotion(V3, V2, "restoring", long_ago)
-    params[STORE.step_path(QA, "p-1", 2)] = Step(seq=2, stage="awaiting_approval", at=long_ago.isoformat()).to_json()
+    params[STORE.step_path(QA, "p-1", 2)] = to_json(Step(seq=2, stage="awaiting_approval", at=long_ago.isoformat()))
     result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
     assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
 
