@@ -57,6 +57,8 @@ def utcnow() -> datetime:
 
 @dataclass
 class Deps:
+    """What a handler works with: the state store, the AWS adapters, the settings and the clock."""
+
     store: StateStore
     rds: Rds
     stacks: Stacks

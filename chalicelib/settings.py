@@ -30,6 +30,8 @@ def _int(name: str, default: int) -> int:
 
 @dataclass(frozen=True)
 class Settings:
+    """The pipeline's settings, from the function's environment (``TIERLIFT_*``)."""
+
     ssm_root: str = "/tierlift"
     event_bus: str = "default"
     template_path: Path = DEFAULT_TEMPLATE
