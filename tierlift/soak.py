@@ -7,7 +7,9 @@ promotes qa), manual promotions (qa to a known version, prod to what qa holds), 
 environments (two at once), unhealthy images (the local cloud fails deployments of images tagged
 ``unhealthy``) and failing restores (a version whose snapshot does not exist), delivered with the
 local cloud's faults (duplicate, simultaneous, delayed, reordered and dropped deliveries, handler
-crashes after the k-th AWS call, throttling) while the sweep runs on its (scaled) schedule.
+crashes after the k-th AWS call, throttling, poison requests that fail every attempt) while the sweep
+runs on its (scaled) schedule. An operator follows the runbook: ``tierlift dlq redrive`` every minute
+(and while the world settles), within the pipeline's memory of ended requests.
 
 Checked as it happens: every delete call the local cloud serves (never the active version's stack or
 instance, never a stack, instance or snapshot without ``tierlift:managed=true``) and, sampled, that
@@ -41,7 +43,7 @@ from tierlift.local.faults import Faults
 from tierlift.local.quotas import Quotas
 
 TERMINAL = TERMINAL_EVENTS
-FAULT_NAMES = ("duplicate", "simultaneous", "delay", "reorder", "drop", "crash", "throttle")
+FAULT_NAMES = ("duplicate", "simultaneous", "delay", "reorder", "drop", "crash", "throttle", "poison")
 ENDING_HANDLERS = ("stack_status", "deployment_state", "sweep", "promotion_requested")
 UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
 MANAGED = "tierlift:managed"
@@ -65,6 +67,8 @@ def fault_knobs(names: set[str], seed: int, promotions: int) -> dict[str, Any]:
             {"handler": "*", "after_calls": k, "times": max(1, promotions // 25), "probability": 0.02}
             for k in range(0, 14)
         ]
+    if "poison" in names:  # requests that fail every attempt: dead letters, redriven by the operator
+        knobs["poison"] = {"handler": "promotion_requested", "count": max(1, promotions // 200)}
     if "throttle" in names:
         knobs["throttle"] = [{"operation": "*", "count": max(5, promotions // 2), "probability": 0.01}]
     return knobs

@@ -253,6 +253,17 @@ def test_simultaneous_and_probabilistic_crash_knobs() -> None:
         Faults.parse({"simultaneous": 1, "nope": 1})
 
 
+def test_poison_fails_every_attempt_until_dead_lettered() -> None:
+    faults = Faults.parse({"poison": {"handler": "promotion_requested", "count": 1}})
+    assert faults.active
+    assert not faults.poisoned("stack_status", "e-1")  # another handler
+    assert faults.poisoned("promotion_requested", "e-1")  # the first event it sees is the poison
+    assert faults.poisoned("promotion_requested", "e-1")  # every attempt, and any duplicate of it
+    assert not faults.poisoned("promotion_requested", "e-2")  # count used up: other events are served
+    faults.heal("e-1")  # dead-lettered: its redrive goes through
+    assert not faults.poisoned("promotion_requested", "e-1")
+
+
 def test_retries_keep_the_request_id_duplicates_get_their_own() -> None:
     from tierlift.local.cloud import Invocation, LocalCloud
 

@@ -29,4 +29,10 @@ def test_short_soak_with_every_fault_keeps_the_invariants() -> None:
     assert injected["dropped_events"] > 0
     assert report["outcomes"].get("Promotion Completed", 0) > 0
     assert report["deletes_checked"].get("cloudformation:DeleteStack", 0) > 0
+    # The poison request failed all three attempts and was dead-lettered; the operator's redrive sent it
+    # back with its id, and it ended once (no request is without a terminal event: violations above).
+    poisoned = [d for d in report["dead_letters"] if "injected poison" in d["error"]]
+    assert poisoned and all(d["handler"] == "promotion_requested" and d["attempts"] == 3 for d in poisoned)
+    redriven = [r for r in report["redriven"] if r["detail_type"] == "Promotion Requested"]
+    assert redriven and all(r["done"] and r["action"] == "invoke" for r in redriven)
     assert done.returncode == 0

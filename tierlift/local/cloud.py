@@ -35,7 +35,7 @@ import boto3
 from tierlift import moto_patches, package
 from tierlift.local import awsevents
 from tierlift.local.emulator import Durations, Emulator
-from tierlift.local.faults import FAULTS_PARAMETER, CallCounter, Faults
+from tierlift.local.faults import FAULTS_PARAMETER, CallCounter, Faults, InjectedCrash
 from tierlift.local.timeline import Timeline
 
 logger = logging.getLogger(__name__)
@@ -627,6 +627,9 @@ class LocalCloud:
             self.invocations += 1
         started = time.perf_counter()
         try:
+            event_id = str(invocation.event.get("id", ""))
+            if faults.poisoned(name, event_id):
+                raise InjectedCrash(f"injected poison: {name} fails on event {event_id} until it is dead-lettered")
             result = self.handlers[name](copy.deepcopy(invocation.event), context)
         except Exception as exc:
             operations = self.counter.operations()
@@ -646,6 +649,7 @@ class LocalCloud:
                 self._retry(invocation, delay)
             else:
                 self._dead_letter(invocation, error)
+                faults.heal(str(invocation.event.get("id", "")))
             return
         operations = self.counter.operations()
         calls = self.counter.stop()

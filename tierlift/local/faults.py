@@ -13,13 +13,16 @@ Every knob is optional::
       "drop": {"source": "aws.rds", "event_ids": ["RDS-EVENT-0042"], "count": 1},
       "crash": [{"handler": "stack_status", "after_calls": 2, "times": 1}],
       "throttle": [{"operation": "cloudformation:DescribeStacks", "count": 2}],
-      "fail_stacks": ["xy-0146-qa-db-*"]
+      "fail_stacks": ["xy-0146-qa-db-*"],
+      "poison": {"handler": "promotion_requested", "count": 1}
     }
 
 ``drop`` loses AWS events before EventBridge sees them (``count`` of them, default unlimited);
 ``crash`` makes a handler raise after its k-th AWS call (Lambda then retries it); ``throttle``
 answers the first ``count`` matching API calls with AWS's throttling error (botocore's standard
-retry mode absorbs up to four); ``fail_stacks`` makes matching DB stacks fail to create and roll back.
+retry mode absorbs up to four); ``fail_stacks`` makes matching DB stacks fail to create and roll back;
+``poison`` makes the handler fail on the first ``count`` events it receives, on every attempt, until the
+event is dead-lettered (a poison message: it needs ``tierlift dlq redrive``, which then succeeds).
 """
 
 from __future__ import annotations
@@ -77,6 +80,13 @@ class DropRule:
 
 
 @dataclass
+class PoisonRule:
+    handler: str
+    count: int = 1
+    sick: set[str] = field(default_factory=set)  # event ids failing until they are dead-lettered
+
+
+@dataclass
 class Faults:
     """The fault knobs in force; consumed (counted down) as faults are injected. Thread-safe."""
 
@@ -89,6 +99,7 @@ class Faults:
     crash: list[CrashRule] = field(default_factory=list)
     throttle: list[ThrottleRule] = field(default_factory=list)
     fail_stacks: tuple[str, ...] = ()
+    poison: PoisonRule | None = None
     source_text: str = ""
 
     def __post_init__(self) -> None:
@@ -113,10 +124,12 @@ class Faults:
             "crash",
             "throttle",
             "fail_stacks",
+            "poison",
         }
         if unknown:
             raise ValueError(f"unknown fault knobs: {sorted(unknown)}")
         drop = data.get("drop")
+        poison = data.get("poison")
         try:
             return cls(
                 seed=data.get("seed"),
@@ -142,6 +155,7 @@ class Faults:
                     for t in data.get("throttle", [])
                 ],
                 fail_stacks=tuple(data.get("fail_stacks", ())),
+                poison=PoisonRule(poison["handler"], int(poison.get("count", 1))) if isinstance(poison, dict) else None,
                 source_text=json.dumps(data, sort_keys=True),
             )
         except (KeyError, TypeError, AttributeError) as exc:
@@ -158,6 +172,7 @@ class Faults:
             or self.crash
             or self.throttle
             or self.fail_stacks
+            or self.poison
         )
 
     # decisions ------------------------------------------------------------------------------
@@ -217,6 +232,26 @@ class Faults:
                 return False
             rule.times -= 1
             return True
+
+    def poisoned(self, handler: str, event_id: str) -> bool:
+        """Does ``handler`` fail on this event (the ``poison`` fault)? The first ``count`` events it sees do,
+        on every attempt and duplicate, until :meth:`heal` (the event was dead-lettered)."""
+        with self._lock:
+            rule = self.poison
+            if rule is None or rule.handler != handler or not event_id:
+                return False
+            if event_id in rule.sick:
+                return True
+            if rule.count > 0:
+                rule.count -= 1
+                rule.sick.add(event_id)
+                return True
+            return False
+
+    def heal(self, event_id: str) -> None:
+        with self._lock:
+            if self.poison is not None:
+                self.poison.sick.discard(event_id)
 
     def stack_failure(self, stack_name: str) -> str | None:
         for pattern in self.fail_stacks:
