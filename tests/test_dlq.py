@@ -206,18 +206,48 @@ def test_the_local_cloud_dead_letters_under_the_templates_names() -> None:
     assert rules_dlq_name("dev") == cloud.RULES_DLQ
 
 
-def test_events_older_than_the_pipelines_memory_stay_in_the_queue(aws: Any) -> None:
+def test_old_requests_and_commands_stay_unless_the_ledger_shows_they_never_ended(aws: Any) -> None:
     """Past the ended-request retention the pipeline would run or answer a re-delivered request again."""
     from datetime import UTC, datetime
 
+    an_hour_later = datetime(2026, 11, 28, 8, 0, tzinfo=UTC)  # the events are from 07:00
     fake = FakeLambda()
-    # The events are from 07:00; at 08:00 an hour has passed.
-    report = _redrive(aws, fake, max_age=1800, now=datetime(2026, 11, 28, 8, 0, tzinfo=UTC))
-    skipped = {r["detail_type"] for r in report if r["action"].startswith("skip: older than 1800 s")}
-    # every event but the ledger's log write (a record, not a re-delivery) is too old to send back
-    assert skipped == {"Promotion Approved", "RDS DB Snapshot Event", "Promotion Requested", "Promotion Started"}
-    assert fake.invoked == [] and _sink(aws["sqs"], aws["sink"]) == []
-    assert _count(aws["sqs"], aws["rules"]) == 2 and _count(aws["sqs"], aws["invocations"]) == 3
-    # within the window, the same messages go back
-    report = _redrive(aws, fake, max_age=7200, now=datetime(2026, 11, 28, 8, 0, tzinfo=UTC))
-    assert sum(r["done"] for r in report) == 4 and len(fake.invoked) == 3
+    report = _redrive(aws, fake, max_age=1800, now=an_hour_later, dry_run=True)
+    actions = {r["detail_type"]: r["action"] for r in report}
+    # tierlift's own requests and commands: too old (no ledger was named to check the request in)
+    assert actions["Promotion Requested"] == "skip: older than 1800 s (the pipeline no longer recognises it)"
+    assert actions["Promotion Approved"].startswith("skip: older than 1800 s")
+    assert actions["Promotion Started"].startswith("skip: older than 1800 s")
+    # AWS events go back at any age (their handlers ignore what is stale); the ledger's copy is a record
+    assert actions["RDS DB Snapshot Event"] == "invoke" and actions["Promotion Completed"] == "write-log"
+
+    # With the ledger: the request never ended, so nothing about it was forgotten: it goes back.
+    report = _redrive(aws, fake, max_age=1800, now=an_hour_later, ledger=LEDGER, dry_run=True)
+    assert {r["detail_type"]: r["action"] for r in report}["Promotion Requested"] == "invoke"
+
+    # Once the ledger holds its terminal event, it stays: answered already.
+    rejected = _event("tierlift", "Promotion Rejected", {"tenant": "xy-0146", "environment": "prod"})
+    rejected["detail"]["promotion_id"] = "e-1"
+    aws["logs"].create_log_stream(logGroupName=LEDGER, logStreamName="s")
+    aws["logs"].put_log_events(
+        logGroupName=LEDGER,
+        logStreamName="s",
+        logEvents=[
+            {
+                "timestamp": int(datetime(2026, 11, 28, 7, 1, tzinfo=UTC).timestamp() * 1000),
+                "message": json.dumps(rejected),
+            }
+        ],
+    )
+    report = _redrive(aws, fake, max_age=1800, now=an_hour_later, ledger=LEDGER)
+    rows = {r["detail_type"]: r for r in report}
+    assert rows["Promotion Requested"]["action"] == (
+        "skip: older than 1800 s and already answered (Promotion Rejected in the ledger)"
+    )
+    assert not rows["Promotion Requested"]["done"] and rows["RDS DB Snapshot Event"]["done"]
+    assert [json.loads(i["Payload"])["detail-type"] for i in fake.invoked] == ["RDS DB Snapshot Event"]
+    assert _count(aws["sqs"], aws["rules"]) == 2  # the request and the unroutable event stay
+
+    # within the window, requests go back without a look at the ledger
+    report = _redrive(aws, fake, max_age=7200, now=an_hour_later)
+    assert sum(r["done"] for r in report) == 3

@@ -181,6 +181,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
         queue=args.queue,
         dry_run=args.dry_run,
         max_age=args.max_age,
+        ledger=args.ledger,
     )
     _print(args, report, dlq.table(report))
     return 1 if any(r.get("failed") for r in report) else 0
@@ -781,8 +782,11 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=86400.0,
         metavar="SECONDS",
-        help="leave events older than this in the queue: the pipeline's TIERLIFT_ENDED_RETENTION_SECONDS "
-        "(default 86400), past which it no longer recognises a re-delivery",
+        help="the pipeline's TIERLIFT_ENDED_RETENTION_SECONDS (default 86400): an older request is sent back "
+        "only if the ledger shows it never ended; other old requests and commands stay in the queue",
+    )
+    redrive.add_argument(
+        "--ledger", default=_follow_flags().get_default("ledger"), help="the ledger's log group (old requests)"
     )
     redrive.set_defaults(func=cmd_dlq_redrive)
     return top

@@ -18,23 +18,31 @@ put-events (a new event id: every rule sees it again). EventBridge refuses put-e
 (``aws.rds``, ``aws.cloudformation``, ``aws.ecs``, schedules), so those need their function.
 A message is deleted only once its event was accepted again; ``--dry-run`` only reports.
 
-The pipeline recognises a re-delivery by the log it keeps of each request, and forgets an ended
-request after ``TIERLIFT_ENDED_RETENTION_SECONDS`` (a day by default). An event older than that
-(``--max-age``, by the event's ``time``) is not sent back: the pipeline could no longer tell it ran,
-and would run or answer it a second time. It stays in the queue, reported, for a human.
+The pipeline recognises a re-delivered request by the log it keeps of it, and forgets an ended
+request after ``TIERLIFT_ENDED_RETENTION_SECONDS`` (a day by default). So one of tierlift's own events
+older than that (``--max-age``, by the event's ``time``) is checked first: a ``Promotion Requested`` is
+sent back only if the ledger holds no terminal event for it (it never ended, so nothing about it was
+forgotten); one that was answered, and any other old request or command, stays in the queue, reported.
+AWS services' events and schedules are sent back at any age: their handlers read the state and ignore
+what is stale.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 TIERLIFT_SOURCE = "tierlift"
+PROMOTION_REQUESTED = "Promotion Requested"
+
+# The terminal event the ledger holds for an old ``Promotion Requested`` (None: it never ended).
+Answered = Callable[[dict[str, Any]], str | None]
 DLQ_SUFFIX = "-dlq"
 DLQ_PREFIX = "tierlift-"
 REDRIVE_STREAM = "tierlift-dlq-redrive"
@@ -61,13 +69,23 @@ class DeadLetter:
             return None
         return (now - when.astimezone(UTC)).total_seconds()
 
-    def action(self, now: datetime | None = None, max_age: float | None = None) -> str:
+    def action(
+        self, now: datetime | None = None, max_age: float | None = None, answered: Answered | None = None
+    ) -> str:
         if self.event is None:
             return "skip: not an event"
-        if max_age is not None and not self.log_group:
+        if max_age is not None and not self.log_group and self.event.get("source") == TIERLIFT_SOURCE:
             age = self.age(now or datetime.now(UTC))
             if age is None or age > max_age:
-                return f"skip: older than {max_age:.0f} s (the pipeline no longer recognises it)"
+                too_old = f"skip: older than {max_age:.0f} s"
+                if self.event.get("detail-type") != PROMOTION_REQUESTED or answered is None:
+                    return f"{too_old} (the pipeline no longer recognises it)"
+                try:
+                    ended = answered(self.event)
+                except (ClientError, ValueError, LookupError) as exc:
+                    return f"{too_old} and the ledger cannot say whether it ended ({exc})"[:300]
+                if ended is not None:
+                    return f"{too_old} and already answered ({ended} in the ledger)"
         if self.function_arn:
             return "invoke"
         if self.log_group:
@@ -136,6 +154,27 @@ def parse(queue_url: str, message: dict[str, Any]) -> DeadLetter:
     )
 
 
+def ledger_answer(logs: Any, log_group: str) -> Answered:
+    """The terminal event the ledger holds for a request (None when it never ended)."""
+    from chalicelib.events import TERMINAL_EVENTS, event_time, request_id_of
+    from tierlift.history import read_ledger
+
+    def answered(event: dict[str, Any]) -> str | None:
+        detail = event.get("detail") or {}
+        found = read_ledger(
+            logs,
+            log_group,
+            tenant=detail.get("tenant"),
+            environment=detail.get("environment"),
+            promotion_id=request_id_of(event),
+            start=event_time(event) - timedelta(minutes=5),
+        )
+        ends = [e.detail_type for e in found if e.detail_type in TERMINAL_EVENTS and not e.is_command]
+        return ends[0] if ends else None
+
+    return answered
+
+
 def dead_letter_queues(sqs: Any, name: str | None = None) -> list[str]:
     """The queue named ``name``, or every ``tierlift-*-dlq`` queue."""
     if name:
@@ -196,19 +235,21 @@ def redrive(
     dry_run: bool = False,
     max_age: float | None = None,
     now: datetime | None = None,
+    ledger: str | None = None,
 ) -> list[dict[str, Any]]:
     """Re-drive every message of the dead-letter queue(s); one report row per message.
 
-    ``max_age``: events older than this many seconds are skipped (left in the queue): the pipeline's
-    ``TIERLIFT_ENDED_RETENTION_SECONDS``, past which it no longer recognises a re-delivery.
+    ``max_age``: the pipeline's ``TIERLIFT_ENDED_RETENTION_SECONDS``, past which it no longer recognises
+    a re-delivered request; older requests are checked in the ``ledger`` log group (see the module).
     """
+    answered = ledger_answer(logs, ledger) if logs is not None and ledger else None
     report: list[dict[str, Any]] = []
     now = now or datetime.now(UTC)
     for url in dead_letter_queues(sqs, queue):
         # Hidden long enough to re-drive them all (a dry run makes them visible again right after).
         for message in _receive(sqs, url, 300):
             letter = parse(url, message)
-            action = letter.action(now, max_age)
+            action = letter.action(now, max_age, answered)
             row: dict[str, Any] = {
                 "queue": url.rsplit("/", 1)[-1],
                 "message_id": letter.message_id,

@@ -106,7 +106,7 @@ class Soak:
         self.invocations: list[dict[str, Any]] = []
         self._stop = threading.Event()
         self.active_checks = 0
-        self.redriven: list[dict[str, Any]] = []
+        self.redriven: dict[str, dict[str, Any]] = {}  # by dead letter (SQS message id)
         self._last_redrive = time.monotonic()
 
     # ------------------------------------------------------------------------------------------
@@ -287,6 +287,7 @@ class Soak:
     def _redrive(self) -> None:
         """``tierlift dlq redrive`` against the local cloud, as the runbook has it."""
         from tierlift import dlq
+        from tierlift.history import ledger_log_group
 
         self._last_redrive = time.monotonic()
         try:
@@ -296,10 +297,12 @@ class Soak:
                 self.session.client("lambda"),
                 logs=self.session.client("logs"),
                 max_age=self.retention,
+                ledger=ledger_log_group(),
             )
         except Exception as exc:  # a throttled queue read: the next round retries
-            rows = [{"action": "redrive failed", "failed": str(exc)[:200], "done": False}]
-        self.redriven.extend(rows)
+            rows = [{"message_id": "-", "action": "redrive failed", "failed": str(exc)[:200], "done": False}]
+        for row in rows:  # one row per dead letter: its latest round
+            self.redriven[str(row.get("message_id"))] = row
 
     def _operate_forever(self) -> None:
         while not self._stop.wait(1.0):
@@ -314,6 +317,9 @@ class Soak:
             if self._unfinished() and time.monotonic() - self._last_redrive >= 10:
                 self._redrive()  # a request has not ended: it may be a dead letter
             if not self._unfinished():
+                # Every request has ended: the schedules stop (a sweep every few seconds over a large
+                # tree keeps the cloud from ever being quiet); one last sweep is fired below.
+                self.cloud.schedules_enabled = False
                 try:
                     self.cloud.settle(timeout=max(1.0, deadline - time.monotonic()))
                 except TimeoutError:
@@ -599,7 +605,7 @@ class Soak:
             ],
             "redriven": [
                 {k: r.get(k) for k in ("detail_type", "event_id", "target", "action", "done", "failed")}
-                for r in self.redriven
+                for r in self.redriven.values()
             ],
             "faults_injected": {
                 "handler_crashes": faults_seen.get("crash", 0),
