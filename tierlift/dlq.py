@@ -62,12 +62,12 @@ class DeadLetter:
 
     def age(self, now: datetime) -> float | None:
         """Seconds since the event's ``time``; None when it has none."""
-        text = (self.event or {}).get("time")
+        from chalicelib.events import InvalidEvent, event_time
+
         try:
-            when = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-        except ValueError:
+            return (now - event_time(self.event or {})).total_seconds()
+        except InvalidEvent:
             return None
-        return (now - when.astimezone(UTC)).total_seconds()
 
     def action(
         self, now: datetime | None = None, max_age: float | None = None, answered: Answered | None = None
