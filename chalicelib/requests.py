@@ -288,7 +288,7 @@ def request_promotion(deps: Deps, ns: Namespace, request: Request, raw: Any, *, 
     if decision.action is Action.QUEUE:
         return enqueue(deps, rec, request, decision.reason)
     # Action.START: take the lock, or wait if someone took it first.
-    started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
+    started = resolved._replace(previous=rec.active.value if rec.active else None, started=now_text(deps))
     if not deps.store.take_lock(started):
         holder = deps.store.get_promotion(ns)
         if holder is not None and holder.id == request.id:
@@ -321,10 +321,6 @@ def _ran(rec: Recorded) -> list[tuple[str, str]]:
     if rec.last is not None:
         ran.append((rec.last.requested_at, rec.last.promotion_id))
     return ran
-
-
-def replace_request(request: Request, **changes: Any) -> Request:
-    return request._replace(**changes)
 
 
 def _resume_start(deps: Deps, rec: Recorded, promotion: Promotion) -> Result:
@@ -445,7 +441,7 @@ def _start_queued(deps: Deps, rec: Recorded, queued: QueuedRequest) -> Result:
         )
         reject_logged(deps, ns, request, queued.log, reason)
         return Result("reject", reason, request.id, ns.name)
-    started = replace_request(resolved, previous=rec.active.value if rec.active else None, started=now_text(deps))
+    started = resolved._replace(previous=rec.active.value if rec.active else None, started=now_text(deps))
     if not deps.store.take_lock(started):
         holder = deps.store.get_promotion(ns)
         if holder is not None and holder.id == request.id:

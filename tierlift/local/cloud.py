@@ -626,8 +626,8 @@ class LocalCloud:
         with self._stats_lock:
             self.invocations += 1
         started = time.perf_counter()
+        event_id = str(invocation.event.get("id", ""))
         try:
-            event_id = str(invocation.event.get("id", ""))
             if faults.poisoned(name, event_id):
                 raise InjectedCrash(f"injected poison: {name} fails on event {event_id} until it is dead-lettered")
             result = self.handlers[name](copy.deepcopy(invocation.event), context)
@@ -649,7 +649,7 @@ class LocalCloud:
                 self._retry(invocation, delay)
             else:
                 self._dead_letter(invocation, error)
-                faults.heal(str(invocation.event.get("id", "")))
+                faults.heal(event_id)
             return
         operations = self.counter.operations()
         calls = self.counter.stop()
