@@ -1,26 +1,35 @@
 """tierlift's Lambda functions: one thin handler per event source.
 
-Each handler hands the raw event to one function of ``chalicelib`` through ``entry.run`` and returns
-its outcome. The event patterns here are the EventBridge rules Chalice deploys; the local cloud reads
-the same patterns from ``app.event_sources``.
+Each handler hands the raw event to ``entry.run`` with its use case (one hop: ``chalicelib.usecases``)
+and the typed command the event parses into (``chalicelib.domain.events``); ``run`` parses it once and
+calls the use case. The event patterns here are the EventBridge rules Chalice deploys; the local cloud
+reads the same patterns from ``app.event_sources``.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import Any
 
-from chalice import Chalice
+from chalice import BadRequestError, Chalice, IAMAuthorizer, Response
 from chalice.app import CloudWatchEvent
 
-from chalicelib import observability, promotion
-from chalicelib.entry import run
+from chalicelib import api, observability
+from chalicelib.domain import events as ev
+from chalicelib.entry import raw, run
+from chalicelib.usecases.commands import on_promotion_approved, on_promotion_cancelled
+from chalicelib.usecases.deployment_state import on_deployment_state
+from chalicelib.usecases.requests import on_promotion_requested, reject_input
+from chalicelib.usecases.rotation import on_secret_rotated
+from chalicelib.usecases.snapshots import on_snapshot_created, request_snapshot, snapshot_request_invalid
+from chalicelib.usecases.stack_status import on_stack_status
 
-# Import only what every handler needs: the sweep's modules (chalicelib.sweep, sweep_plan) are imported
-# by the sweep handler, so the other functions never load them; the sweep function (Chalice names
-# it <app>-<stage>-sweep) loads them at init, with the rest (docs/performance.md, "Cold start").
+# Import only what every handler needs: the sweep's modules (chalicelib.usecases.sweep, sweep_plan) are
+# imported by the sweep handler, so the other functions never load them; the sweep function (Chalice
+# names it <app>-<stage>-sweep) loads them at init, with the rest (docs/performance.md, "Cold start").
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith("-sweep"):
-    import chalicelib.sweep  # noqa: F401
+    import chalicelib.usecases.sweep  # noqa: F401
 
 app = Chalice(app_name="tierlift")
 observability.setup()
@@ -31,14 +40,50 @@ def _request_id(event: CloudWatchEvent) -> str | None:
     return getattr(getattr(event, "context", None), "aws_request_id", None)
 
 
+# tierlift's signed API: promote, approve and cancel as the caller's AWS identity (SigV4; API Gateway puts
+# the caller's ARN in the request context). The bus accepts no approval: an approval must be signed.
+iam = IAMAuthorizer()
+
+
+def _signed(route: str) -> Response:
+    request = app.current_request
+    assert request is not None
+    try:
+        body = request.json_body
+    except BadRequestError:  # a body that is not JSON
+        body = None
+    return api.handle(route, request.context, body, datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+@app.route("/promotions", methods=["POST"], authorizer=iam)
+def promote_signed() -> Response:
+    return _signed("promotions")
+
+
+@app.route("/approvals", methods=["POST"], authorizer=iam)
+def approve_signed() -> Response:
+    return _signed("approvals")
+
+
+@app.route("/cancellations", methods=["POST"], authorizer=iam)
+def cancel_signed() -> Response:
+    return _signed("cancellations")
+
+
 SWEEP_SCHEDULE = os.environ.get("TIERLIFT_SWEEP_SCHEDULE", "rate(1 hour)")
-SNAPSHOT_SCHEDULE = os.environ.get("TIERLIFT_SNAPSHOT_SCHEDULE", "rate(15 minutes)")
 DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_COMPLETE"]
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Promotion Requested"]}, name="promotion_requested")
 def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("promotion_requested", promotion.on_promotion_requested, event.to_dict(), _request_id(event))
+    return run(
+        "promotion_requested",
+        on_promotion_requested,
+        ev.PromotionRequest.parse,
+        event.to_dict(),
+        _request_id(event),
+        invalid=reject_input,
+    )
 
 
 @app.on_cw_event(
@@ -46,7 +91,14 @@ def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="promotion_approved",
 )
 def promotion_approved(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("promotion_approved", promotion.on_promotion_approved, event.to_dict(), _request_id(event))
+    return run(
+        "promotion_approved",
+        on_promotion_approved,
+        ev.Command.parse,
+        event.to_dict(),
+        _request_id(event),
+        invalid=reject_input,
+    )
 
 
 # The pipeline's own ``Promotion Cancelled`` (its terminal event) carries no ``command``: only an
@@ -56,12 +108,26 @@ def promotion_approved(event: CloudWatchEvent) -> dict[str, Any]:
     name="promotion_cancelled",
 )
 def promotion_cancelled(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("promotion_cancelled", promotion.on_promotion_cancelled, event.to_dict(), _request_id(event))
+    return run(
+        "promotion_cancelled",
+        on_promotion_cancelled,
+        ev.Command.parse,
+        event.to_dict(),
+        _request_id(event),
+        invalid=reject_input,
+    )
 
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Snapshot Requested"]}, name="snapshot_requested")
 def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_requested", promotion.request_snapshot, event.to_dict(), _request_id(event))
+    return run(
+        "snapshot_requested",
+        request_snapshot,
+        ev.SnapshotRequest.parse,
+        event.to_dict(),
+        _request_id(event),
+        invalid=snapshot_request_invalid,
+    )
 
 
 @app.on_cw_event(
@@ -73,7 +139,13 @@ def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="snapshot_created",
 )
 def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_created", promotion.on_snapshot_created, event.to_dict(), _request_id(event))
+    return run(
+        "snapshot_created",
+        on_snapshot_created,
+        ev.RdsSnapshotEvent.parse,
+        event.to_dict(),
+        _request_id(event),
+    )
 
 
 @app.on_cw_event(
@@ -88,7 +160,7 @@ def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
     name="stack_status",
 )
 def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("stack_status", promotion.on_stack_status, event.to_dict(), _request_id(event))
+    return run("stack_status", on_stack_status, ev.StackStatusEvent.parse, event.to_dict(), _request_id(event))
 
 
 @app.on_cw_event(
@@ -100,16 +172,31 @@ def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
     name="deployment_state",
 )
 def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("deployment_state", promotion.on_deployment_state, event.to_dict(), _request_id(event))
+    return run(
+        "deployment_state",
+        on_deployment_state,
+        ev.DeploymentEvent.parse,
+        event.to_dict(),
+        _request_id(event),
+    )
+
+
+# Secrets Manager's rotation of a DB's master-user secret (CloudTrail on EventBridge, the default bus):
+# the environment's tasks are rolled under its lock so they read the new password.
+@app.on_cw_event(
+    {
+        "source": ["aws.secretsmanager"],
+        "detail-type": ["AWS Service Event via CloudTrail"],
+        "detail": {"eventName": ["RotationSucceeded"]},
+    },
+    name="secret_rotated",
+)
+def secret_rotated(event: CloudWatchEvent) -> dict[str, Any]:
+    return run("secret_rotated", on_secret_rotated, ev.SecretRotated.parse, event.to_dict(), _request_id(event))
 
 
 @app.schedule(SWEEP_SCHEDULE, name="sweep")
 def sweep(event: CloudWatchEvent) -> dict[str, Any]:
-    from chalicelib.sweep import on_schedule as sweep_on_schedule
+    from chalicelib.usecases.sweep import on_schedule as sweep_on_schedule
 
-    return run("sweep", sweep_on_schedule, event.to_dict(), _request_id(event))
-
-
-@app.schedule(SNAPSHOT_SCHEDULE, name="snapshot_schedule")
-def snapshot_schedule(event: CloudWatchEvent) -> dict[str, Any]:
-    return run("snapshot_schedule", promotion.on_snapshot_schedule, event.to_dict(), _request_id(event))
+    return run("sweep", sweep_on_schedule, raw, event.to_dict(), _request_id(event))

@@ -17,9 +17,12 @@ from typing import Any
 
 import boto3
 
-from chalicelib.aws import Bus, Rds, Services, Stacks, client
+from chalicelib.adapters.aws import Bus, Images, Rds, Secrets, Services, Stacks, client
+from chalicelib.adapters.scheduler import Schedules
+from chalicelib.adapters.ssm import SsmParameters
+from chalicelib.adapters.state import StateStore
+from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 from chalicelib.settings import Settings
-from chalicelib.state import StateStore
 
 
 class LazyClient:
@@ -60,12 +63,24 @@ class Deps:
     """What a handler works with: the state store, the AWS adapters, the settings and the clock."""
 
     store: StateStore
-    rds: Rds
-    stacks: Stacks
-    services: Services
-    bus: Bus
+    rds: Databases
+    stacks: StackPort
+    services: ServicePort
+    bus: BusPort
     settings: Settings
     clock: Callable[[], datetime] = field(default=utcnow)
+    images: ImagePort = field(default_factory=lambda: Images(LazyClient("ecr", boto3.session.Session())))
+    session: boto3.session.Session | None = None
+    secrets: SecretPort = field(default_factory=lambda: Secrets(LazyClient("secretsmanager", boto3.session.Session())))
+
+    @cached_property
+    def schedules(self) -> Schedules | None:
+        """The stage's snapshot schedules (None where the deployment has no scheduler role: nothing to sync)."""
+        settings = self.settings
+        if not settings.scheduler_role_arn or not settings.event_bus_arn:
+            return None
+        client = LazyClient("scheduler", self.session or boto3.session.Session())
+        return Schedules(client, settings.schedule_group, settings.event_bus_arn, settings.scheduler_role_arn)
 
     @cached_property
     def template(self) -> str:
@@ -76,12 +91,18 @@ class Deps:
         settings = settings or Settings.from_env()
         session = session or boto3.session.Session()
         return cls(
-            store=StateStore(LazyClient("ssm", session), settings.ssm_root),
+            store=StateStore(
+                SsmParameters(LazyClient("ssm", session), reads_per_second=settings.ssm_reads_per_second),
+                settings.ssm_root,
+            ),
             rds=Rds(LazyClient("rds", session)),
             stacks=Stacks(LazyClient("cloudformation", session), settings.cfn_role_arn),
             services=Services(LazyClient("ecs", session)),
             bus=Bus(LazyClient("events", session), settings.event_bus),
             settings=settings,
+            images=Images(LazyClient("ecr", session)),
+            secrets=Secrets(LazyClient("secretsmanager", session)),
+            session=session,
         )
 
 

@@ -7,9 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib.deps import Deps, get_deps
+from chalicelib.domain.events import InvalidEvent
+from chalicelib.domain.names import (
+    InvalidName,
+    Namespace,
+    Tenant,
+    Version,
+    Versioned,
+    parse_environment,
+    stack_name_from_arn,
+)
 from chalicelib.invocation import invocation
-from chalicelib.names import InvalidName, Namespace, Tenant, Version, Versioned, parse_environment, stack_name_from_arn
 from chalicelib.observability import OUTCOME_LOGGER, log_context, traced
+from chalicelib.usecases.transitions import ignore
 
 # Not "tierlift": Chalice(app_name="tierlift") owns that logger (propagate off, level ERROR), which
 # would swallow every handler's outcome record. observability.setup() keeps this logger at INFO
@@ -17,17 +27,35 @@ from chalicelib.observability import OUTCOME_LOGGER, log_context, traced
 logger = logging.getLogger(OUTCOME_LOGGER)
 
 
-def run(name: str, use_case: Callable[[Deps, Any], Any], event: Any, request_id: str | None = None) -> dict[str, Any]:
-    """Call ``use_case(deps, event)`` as invocation ``request_id`` (Lambda's ``aws_request_id``, the same on
-    Lambda's retries) and log its outcome; AWS errors propagate so Lambda retries."""
+def run[C](
+    name: str,
+    use_case: Callable[[Deps, C], Any],
+    parse: Callable[[Any], C],
+    event: Any,
+    request_id: str | None = None,
+    *,
+    invalid: Callable[[Deps, Any, str], Any] | None = None,
+) -> dict[str, Any]:
+    """Parse the raw event once into ``parse``'s typed command, then call ``use_case(deps, command)`` as
+    invocation ``request_id`` (Lambda's ``aws_request_id``, the same on Lambda's retries) and log its
+    outcome. An event that does not parse goes to ``invalid(deps, raw, reason)`` (tierlift's own
+    requests: a ``Promotion Rejected``), else it is ignored with the reason. AWS errors propagate so
+    Lambda retries."""
     event_id = event.get("id") if isinstance(event, dict) else None
     with (
         invocation(request_id) as invocation_id,
         log_context(handler=name, invocation_id=invocation_id),
         traced(name, handler=name, **about_event(name, event)) as span,
     ):
-        outcome = use_case(get_deps(), event)
-        result = outcome.as_log() if hasattr(outcome, "as_log") else dict(outcome or {})
+        deps = get_deps()
+        try:
+            command = parse(event)
+        except InvalidEvent as exc:
+            outcome = invalid(deps, event, str(exc)) if invalid is not None else ignore(str(exc))
+        else:
+            outcome = use_case(deps, command)
+        as_log = getattr(outcome, "as_log", None)
+        result: dict[str, Any] = dict(as_log()) if callable(as_log) else {}
         span.annotate(**about_outcome(outcome, result))
         logger.info(
             "%s: %s",
@@ -36,6 +64,11 @@ def run(name: str, use_case: Callable[[Deps, Any], Any], event: Any, request_id:
             extra={"handler": name, "event_id": event_id, "data": result},
         )
     return result
+
+
+def raw(event: Any) -> Any:
+    """The parse step of handlers whose event carries nothing to parse (schedules)."""
+    return event
 
 
 def _str(value: object) -> str | None:

@@ -88,6 +88,7 @@ def setup(level: str | None = None) -> None:
     for noisy in ("botocore", "boto3", "urllib3", "werkzeug", "aws_xray_sdk"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     metrics.enabled = in_lambda() and os.environ.get("TIERLIFT_METRICS", "true") != "false"
+    metrics.per_tenant = os.environ.get("TIERLIFT_METRICS_PER_TENANT", "false") == "true"
     if _tracer is None and in_lambda() and os.environ.get("TIERLIFT_TRACING", "true") == "true":
         from aws_lambda_powertools import Tracer
 
@@ -162,10 +163,12 @@ UNKNOWN = "unknown"
 class PromotionMetrics:
     """The pipeline's CloudWatch metrics (namespace ``tierlift``), one EMF line per call.
 
-    Dimensions are ``tenant`` and ``environment`` (plus ``stage`` for :meth:`stage_completed`). Each
-    distinct set of dimension values is one CloudWatch metric, so the values must come from names the
-    pipeline already validated: a registered tenant and one of its configured environments. Anything
-    else (a rejected request naming a tenant nobody registered) is counted under ``unknown``; see
+    Dimensions are ``environment`` (plus ``stage`` for :meth:`stage_completed`), the tenant an EMF
+    property of the line (searchable in Logs Insights, no metric of its own); with :attr:`per_tenant`
+    (``TIERLIFT_METRICS_PER_TENANT=true``) ``tenant`` is a dimension too. Each distinct set of dimension
+    values is one CloudWatch metric, so the values must come from names the pipeline already
+    validated: a registered tenant and one of its configured environments. Anything else (a rejected
+    request naming a tenant nobody registered) is counted under ``unknown``; see
     ``docs/observability.md`` for the bound.
 
     Outside Lambda (tests, the local cloud) :attr:`enabled` is False and nothing is printed, but the
@@ -182,6 +185,9 @@ class PromotionMetrics:
 
     def __init__(self) -> None:
         self.enabled = False
+        # Per-tenant dimensions cost a metric per tenant environment (TIERLIFT_METRICS_PER_TENANT=true);
+        # by default the environment (tier) is the dimension and the tenant an EMF property (Logs Insights).
+        self.per_tenant = False
 
     def promotion_started(self, tenant: str, environment: str) -> None:
         """A promotion took its environment's lock and started (once per promotion id)."""
@@ -221,13 +227,15 @@ class PromotionMetrics:
         self._emit(name, MetricUnit.Count, 1, tenant, environment)
 
     def _emit(self, name: str, unit: MetricUnit, value: float, tenant: str, environment: str, **more: str) -> None:
-        dimensions = {"tenant": _value(tenant), "environment": _value(environment), **more}
-        if not _checked(name, dimensions) or not self.enabled:
+        checked = {"tenant": _value(tenant), "environment": _value(environment), **more}
+        if not _checked(name, checked) or not self.enabled:
             return
+        dimensions = dict(checked) if self.per_tenant else {k: v for k, v in checked.items() if k != "tenant"}
         with single_metric(
             name=name, unit=unit, value=value, namespace=METRIC_NAMESPACE, default_dimensions=dimensions
-        ):
-            pass
+        ) as metric:
+            if not self.per_tenant:
+                metric.add_metadata(key="tenant", value=checked["tenant"])  # a property, not a dimension
 
 
 def _checked(name: str, dimensions: dict[str, str]) -> bool:

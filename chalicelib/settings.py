@@ -7,14 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "database.yaml"
+DEFAULT_EVENT_BUS = "tierlift-dev"
 DEFAULT_STAGE_TIMEOUTS = {
     "requested": 900,
     "restoring": 7200,
     "deploying": 3600,
-    "finalizing": 1800,
-    "failed": 1800,
-    "rolled_back": 1800,
-    "cancelled": 1800,
+    "ending": 1800,
 }
 
 
@@ -33,7 +31,9 @@ class Settings:
     """The pipeline's settings, from the function's environment (``TIERLIFT_*``)."""
 
     ssm_root: str = "/tierlift"
-    event_bus: str = "default"
+    # tierlift's own bus (tierlift-<stage>; .chalice/config.json sets it per stage): its rules listen there,
+    # never on the default bus, where any principal with events:PutEvents on * could send source tierlift
+    event_bus: str = DEFAULT_EVENT_BUS
     template_path: Path = DEFAULT_TEMPLATE
     grace_seconds: int = 3600
     final_snapshot_retention_days: int = 7
@@ -45,6 +45,14 @@ class Settings:
     ended_retention_seconds: int = 86400
     # The CloudFormation service role passed as RoleARN to CreateStack/DeleteStack (unset locally).
     cfn_role_arn: str | None = None
+    # SSM reads per second this process may make (0: no pacing). The sweep paces itself to half of
+    # SSM's default 40 TPS, which the promotions share (docs/scale.md).
+    ssm_reads_per_second: float = 0.0
+    # EventBridge Scheduler: the stage's schedule group of snapshot schedules, the role they put events
+    # on tierlift's bus with, and that bus's ARN (the packaged template sets all three).
+    schedule_group: str = "tierlift-dev"
+    scheduler_role_arn: str | None = None
+    event_bus_arn: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,7 +66,7 @@ class Settings:
         template = os.environ.get("TIERLIFT_TEMPLATE")
         return cls(
             ssm_root=root,
-            event_bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
+            event_bus=os.environ.get("TIERLIFT_EVENT_BUS") or DEFAULT_EVENT_BUS,
             template_path=Path(template) if template else DEFAULT_TEMPLATE,
             grace_seconds=_int("TIERLIFT_GRACE_SECONDS", 3600),
             final_snapshot_retention_days=_int("TIERLIFT_FINAL_SNAPSHOT_RETENTION_DAYS", 7),
@@ -67,4 +75,8 @@ class Settings:
             claim_lease_seconds=_int("TIERLIFT_CLAIM_LEASE_SECONDS", 960),
             ended_retention_seconds=_int("TIERLIFT_ENDED_RETENTION_SECONDS", 86400),
             cfn_role_arn=os.environ.get("TIERLIFT_CFN_ROLE_ARN") or None,
+            ssm_reads_per_second=float(os.environ.get("TIERLIFT_SSM_READS_PER_SECOND") or 0),
+            schedule_group=os.environ.get("TIERLIFT_SCHEDULE_GROUP") or "tierlift-dev",
+            scheduler_role_arn=os.environ.get("TIERLIFT_SCHEDULER_ROLE_ARN") or None,
+            event_bus_arn=os.environ.get("TIERLIFT_EVENT_BUS_ARN") or None,
         )

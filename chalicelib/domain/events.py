@@ -7,11 +7,11 @@ anything missing or of the wrong type raises :class:`InvalidEvent` with a reason
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-from chalicelib.aws import OutboundEvent
-from chalicelib.names import InvalidName, Tenant, Version, parse_environment, stack_name_from_arn
+from chalicelib.domain.model import Outcome
+from chalicelib.domain.names import InvalidName, Tenant, Version, parse_environment, stack_name_from_arn
 
 SOURCE = "tierlift"
 
@@ -32,13 +32,34 @@ PROMOTION_FAILED = "Promotion Failed"
 PROMOTION_ROLLED_BACK = "Promotion Rolled Back"
 PROMOTION_REJECTED = "Promotion Rejected"
 PROMOTION_CANCELLED = "Promotion Cancelled"
-# The one event that ends each request (docs/contract.md: exactly one per request).
-TERMINAL_EVENTS = frozenset(
-    {PROMOTION_COMPLETED, PROMOTION_FAILED, PROMOTION_ROLLED_BACK, PROMOTION_REJECTED, PROMOTION_CANCELLED}
-)
+# The one event that ends each request (docs/contract.md: exactly one per request), by outcome.
+TERMINAL_EVENT = {
+    Outcome.COMPLETED: PROMOTION_COMPLETED,
+    Outcome.FAILED: PROMOTION_FAILED,
+    Outcome.ROLLED_BACK: PROMOTION_ROLLED_BACK,
+    Outcome.CANCELLED: PROMOTION_CANCELLED,
+    Outcome.REJECTED: PROMOTION_REJECTED,
+}
+TERMINAL_EVENTS = frozenset(TERMINAL_EVENT.values())
 APPROVAL_REQUESTED = "Approval Requested"
 STACK_SWEPT = "Stack Swept"
 SNAPSHOT_STARTED = "Snapshot Started"
+# A Snapshot Requested that cannot be carried out (docs/contract.md, "Snapshot Failed").
+SNAPSHOT_FAILED = "Snapshot Failed"
+# What the pipeline itself puts and no handler consumes (the local cloud tells them from a caller's typo).
+OUTPUTS = frozenset(
+    {
+        PROMOTION_QUEUED,
+        PROMOTION_STARTED,
+        DATABASE_READY,
+        SERVICE_DEPLOYING,
+        APPROVAL_REQUESTED,
+        STACK_SWEPT,
+        SNAPSHOT_STARTED,
+        SNAPSHOT_FAILED,
+        *TERMINAL_EVENTS,
+    }
+)
 
 MANUAL_SNAPSHOT_CREATED = "RDS-EVENT-0042"
 DEPLOYMENT_COMPLETED = "SERVICE_DEPLOYMENT_COMPLETED"
@@ -46,6 +67,15 @@ DEPLOYMENT_FAILED = "SERVICE_DEPLOYMENT_FAILED"
 
 MAX_TEXT = 256
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
+
+
+class OutboundEvent(NamedTuple):
+    """One of tierlift's own events, as the bus adapter puts it."""
+
+    detail_type: str
+    detail: dict[str, Any]
+    source: str = "tierlift"
+    resources: tuple[str, ...] = ()
 
 
 class InvalidEvent(ValueError):
@@ -104,6 +134,28 @@ def tag_value(text: str) -> str:
     return "".join(c if c.isalnum() or c in " _.:/=+-@" else "_" for c in text)[:256]
 
 
+# A sender's own ``requested_at`` refines the event's ``time`` (whole seconds) when it is this close to it.
+REQUESTED_AT_SKEW = timedelta(seconds=5)
+
+
+def _request_time(time: datetime, requested_at: Any) -> str:
+    """The request's own time, the key that orders requests (newest wins).
+
+    EventBridge's ``time`` has whole seconds. A sender that stamps ``requested_at`` (ISO-8601 with a
+    fraction of a second; ``tierlift promote`` does) orders requests sent within one second; it is taken
+    only within ``REQUESTED_AT_SKEW`` of the event's time, so no sender can place a request far from
+    when it was sent. Without it, requests of the same second are not ordered against each other.
+    """
+    if isinstance(requested_at, str) and len(requested_at) <= 40:
+        try:
+            stamped = datetime.fromisoformat(requested_at.replace("Z", "+00:00"))
+        except ValueError:
+            stamped = None
+        if stamped is not None and stamped.tzinfo is not None and abs(stamped - time) <= REQUESTED_AT_SKEW:
+            return stamped.astimezone(UTC).isoformat(timespec="microseconds")
+    return time.isoformat(timespec="seconds")
+
+
 class PromotionRequest(NamedTuple):
     id: str
     tenant: Tenant
@@ -114,6 +166,10 @@ class PromotionRequest(NamedTuple):
     time: str = ""
     account: str | None = None
     override: str | None = None
+    # The caller's AWS identity as AWS established it (tierlift's signed API), never read from an
+    # event's detail: None for everything that arrives on a bus.
+    principal: str | None = None
+    redeploy: str | None = None  # the pipeline's own (a secret rotation), never read from a detail
 
     @classmethod
     def parse(cls, event: Any) -> PromotionRequest:
@@ -139,7 +195,7 @@ class PromotionRequest(NamedTuple):
             )
         override = _optional_text(detail.get("override"), "override")
         try:
-            when = event_time(raw).isoformat(timespec="seconds")
+            when = _request_time(event_time(raw), detail.get("requested_at"))
         except InvalidEvent:
             when = ""
         account = raw.get("account") if isinstance(raw.get("account"), str) else None
@@ -167,6 +223,7 @@ class Command(NamedTuple):
     requested_by: str
     reason: str
     account: str | None = None
+    principal: str | None = None  # as for PromotionRequest: set only by the signed API
 
     @classmethod
     def parse(cls, event: Any) -> Command:
@@ -195,6 +252,30 @@ class Command(NamedTuple):
             _requested_by(detail.get("requested_by")),
             _optional_text(detail.get("reason"), "reason") or "",
             account,
+        )
+
+
+ROTATION_SUCCEEDED = "RotationSucceeded"
+
+
+class SecretRotated(NamedTuple):
+    """Secrets Manager's ``RotationSucceeded`` (an ``AWS Service Event via CloudTrail``) for one secret."""
+
+    id: str
+    secret_id: str
+    time: str
+
+    @classmethod
+    def parse(cls, event: Any) -> SecretRotated:
+        raw, detail = envelope(event)
+        if raw.get("source") != "aws.secretsmanager" or detail.get("eventName") != ROTATION_SUCCEEDED:
+            raise InvalidEvent(f"not a secret rotation: {safe(raw.get('source'))} {safe(detail.get('eventName'))}")
+        extra = detail.get("additionalEventData")
+        secret = extra.get("SecretId") if isinstance(extra, dict) else None
+        return cls(
+            _text(raw.get("id"), "id", limit=128),
+            _text(secret, "additionalEventData.SecretId", limit=2048),
+            event_time(raw).isoformat(timespec="seconds"),
         )
 
 
@@ -238,6 +319,8 @@ class StackStatusEvent(NamedTuple):
     stack_name: str
     status: str
     reason: str
+    # The ClientRequestToken of the operation that caused the status ("" when AWS sends none).
+    token: str = ""
 
     @classmethod
     def parse(cls, event: Any) -> StackStatusEvent:
@@ -251,7 +334,14 @@ class StackStatusEvent(NamedTuple):
         except InvalidName as exc:
             raise InvalidEvent(str(exc)) from exc
         reason = status_details.get("status-reason") or ""
-        return cls(stack_id, name, _text(status_details.get("status"), "status", limit=64), safe(reason, 512).strip())
+        token = detail.get("client-request-token")
+        return cls(
+            stack_id,
+            name,
+            _text(status_details.get("status"), "status", limit=64),
+            safe(reason, 512).strip(),
+            token if isinstance(token, str) and len(token) <= 128 else "",
+        )
 
 
 class DeploymentEvent(NamedTuple):
@@ -330,8 +420,8 @@ def request_id_of(raw: Any) -> str:
 def outbound(
     detail_type: str,
     *,
-    tenant: str,
-    environment: str,
+    tenant: str | None,
+    environment: str | None,
     promotion_id: str,
     version: str | None,
     **extra: Any,
@@ -343,5 +433,7 @@ def outbound(
         "promotion_id": promotion_id,
         "version": version,
     }
+    # A field the request did not carry is left out, never invented (a rejection of bad input).
+    detail = {k: v for k, v in detail.items() if k in ("promotion_id", "version") or v is not None}
     detail.update({k: v for k, v in extra.items() if v is not None})
     return OutboundEvent(detail_type=detail_type, detail=detail, source=SOURCE)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from chalicelib.config import Target
-from chalicelib.names import Namespace, Version
-from chalicelib.state import DbRecord
+from chalicelib.domain.config import Target
+from chalicelib.domain.model import DbRecord
+from chalicelib.domain.names import Namespace, Version
 
 DB_ENVIRONMENT = ("DB_HOST", "DB_PORT", "DB_NAME", "TIERLIFT_VERSION")
 DB_SECRETS = ("TIERLIFT_DB", "DB_USER", "DB_PASSWORD")

@@ -38,9 +38,24 @@ class InvalidName(ValueError):
     """A name that does not parse under the contract; the message says why."""
 
 
+# What a value that is not a string is, in JSON's words (the sender wrote JSON, not Python).
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "another kind of value"
+
+
 def _check_str(value: object, what: str) -> str:
+    if value is None:
+        raise InvalidName(f"{what} is missing")
     if not isinstance(value, str):
-        raise InvalidName(f"{what} must be a string, got {type(value).__name__}")
+        raise InvalidName(f"{what} must be a string, got {_json_kind(value)}")
     if len(value) > 128:
         raise InvalidName(f"{what} is too long ({len(value)} characters)")
     return value
@@ -186,6 +201,14 @@ class Versioned:
         match = _VERSIONED.fullmatch(text)
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <tenant>-<environment>-<version>")
+        return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
+
+    @classmethod
+    def parse_instance(cls, value: object) -> Versioned:
+        text = _check_str(value, "DB instance")
+        match = _VERSIONED.fullmatch(text)
+        if not match:
+            raise InvalidName(f"DB instance {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
 
     @property

@@ -1,6 +1,6 @@
 """The promotion's decisions: plain functions over plain data, no AWS.
 
-Each takes the recorded state (the promotion in flight with its transition log, ``active``) and what
+Each takes the recorded state (the promotion in flight with its deploy entries, ``active``) and what
 was observed (an event, a stack's or a deployment's real status) and says what to do next. The event
 handlers and the sweep's reconciliation both call these, so there is one state machine.
 """
@@ -11,7 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple
 
-from chalicelib.state import Outcome, Promotion, Stage, Step
+from chalicelib.domain.model import DeployEntry, Outcome, Promotion, Stage
+from chalicelib.domain.names import PROMOTION_TAG
 
 # CloudFormation stack statuses, grouped by what they mean for a tierlift DB stack.
 CREATE_OK = "CREATE_COMPLETE"
@@ -48,13 +49,61 @@ class Decision(NamedTuple):
     reason: str = ""
 
 
+class Attribution(StrEnum):
+    """Is a stack status event about the stack this promotion created?"""
+
+    OURS = "ours"
+    NOT_OURS = "not_ours"
+    UNKNOWN = "unknown"  # the event carries no evidence either way: ask the stack's tags
+
+
+TOKEN_LIMIT = 128  # CloudFormation's ClientRequestToken is at most 128 characters
+
+
+def stack_token(promotion_id: str, attempt: int = 0) -> str:
+    """The ``ClientRequestToken`` of a promotion's ``CreateStack``: a new one for each retry after RDS
+    refused a restore for the quota (the refused stack was deleted in between)."""
+    return (f"{promotion_id}-r{attempt}" if attempt else promotion_id)[:TOKEN_LIMIT]
+
+
+MAX_ATTEMPTS = 20
+
+
+def stack_tokens(promotion: Promotion) -> frozenset[str]:
+    """Every token this promotion may have created its stack with."""
+    return frozenset(stack_token(promotion.id, attempt) for attempt in range(MAX_ATTEMPTS))
+
+
+def attribute_stack_event(promotion: Promotion, *, stack_id: str | None, token: str | None) -> Attribution:
+    """Attribute a stack status event to ``promotion`` only by evidence that it is that promotion's stack.
+
+    Evidence, strongest first: the event's ``client-request-token`` (CloudFormation carries the token of
+    the operation that caused the status; tierlift's ``CreateStack`` token names the promotion), then the
+    stack id the promotion recorded. The stack's name alone is never evidence: a stack of an earlier
+    promotion of the same version has the same name (issue: stale stack events). Without either, the
+    caller asks the stack's ``tierlift:promotion`` tag (:func:`attribute_by_tags`).
+    """
+    if token:
+        return Attribution.OURS if token in stack_tokens(promotion) else Attribution.NOT_OURS
+    if stack_id and promotion.stack_id:
+        return Attribution.OURS if stack_id == promotion.stack_id else Attribution.NOT_OURS
+    return Attribution.UNKNOWN
+
+
+def attribute_by_tags(promotion: Promotion, tags: dict[str, str] | None) -> Attribution:
+    """The stack's own ``tierlift:promotion`` tag decides (no stack found: not this promotion's)."""
+    if tags is None:
+        return Attribution.NOT_OURS
+    return Attribution.OURS if tags.get(PROMOTION_TAG) == promotion.id else Attribution.NOT_OURS
+
+
 class ClaimVerdict(StrEnum):
     FREE = "free"  # no claim pending: append a new step
     TAKE_OVER = "take_over"  # a claim left by a crashed attempt (ours, or its lease ran out)
     BUSY = "busy"  # someone else is carrying it out right now
 
 
-def claim_verdict(latest: Step | None, me: str, now: datetime) -> ClaimVerdict:
+def claim_verdict(latest: DeployEntry | None, me: str, now: datetime) -> ClaimVerdict:
     """May invocation ``me`` append to a log whose newest step is ``latest``?
 
     Lambda retries an invocation with the same request id, so a claim owned by ``me`` was left by a
@@ -94,51 +143,27 @@ def decide_request(
     request_id: str,
     version: str,
     active: str | None,
-    in_flight: Promotion | None,
     newer: str | None = None,
 ) -> Decision:
-    """What to do with a valid, new ``Promotion Requested`` for a resolved version.
+    """What to do with a request that holds the environment's lock, for its resolved version.
 
-    ``newer``: a newer request that already ran or runs in the environment (:func:`superseded_by`).
+    ``newer``: a newer request that already ran in the environment (:func:`superseded_by`).
     """
-    if in_flight is not None and in_flight.id == request_id:
-        if in_flight.stage is Stage.REQUESTED:
-            return Decision(Action.RESUME, "the promotion holds the lock but its stack is not confirmed yet")
-        return Decision(Action.IGNORE, f"duplicate delivery: promotion {request_id} is already {in_flight.stage}")
     if newer is not None:
         return Decision(Action.REJECT, f"superseded by {newer}, a newer request that already ran")
-    if in_flight is not None:
-        if in_flight.version.value == version:
-            return Decision(Action.REJECT, f"duplicate: version {version} is already being promoted ({in_flight.id})")
-        return Decision(Action.QUEUE, f"environment busy with promotion {in_flight.id} ({in_flight.stage})")
     if active == version:
-        return Decision(Action.REJECT, f"version {version} is already active")
+        return Decision(
+            Action.REJECT,
+            f"version {version} is already active: nothing to do (tierlift status shows it); to replace it, "
+            "promote another version (--version VERSION)",
+        )
     return Decision(Action.START, "environment free")
 
 
-def decide_stack(
-    *,
-    promotion: Promotion | None,
-    stack_version: str,
-    stack_id: str | None,
-    status: str,
-    active: str | None,
-) -> Decision:
-    """What a DB stack's status (from an event, or observed by the sweep) means for the namespace.
-
-    ``stack_id`` is the id the status is about (events carry it; None when unknown). A status of
-    another stack that had the same name (an earlier promotion of the same version) is stale.
-    """
-    if status == DELETE_DONE:
-        if stack_version == active:
-            return Decision(Action.IGNORE, "the active version's stack reported deleted: refusing to forget it")
-        if promotion is not None and promotion.version.value == stack_version:
-            if promotion.stage is Stage.REQUESTED:
-                return Decision(Action.RESUME, "the stack this promotion waited for is deleted: restore it now")
-            return Decision(Action.IGNORE, "stack belongs to the promotion in flight")
-        if promotion is not None and promotion.previous is not None and promotion.previous.value == stack_version:
-            return Decision(Action.IGNORE, "stack belongs to the promotion in flight")
-        return Decision(Action.FORGET_DB, "stack deleted; its db record goes too")
+def decide_stack(*, promotion: Promotion | None, stack_version: str, stack_id: str | None, status: str) -> Decision:
+    """What a DB stack's status (from an event, or observed by the sweep) means for the promotion in
+    flight. Whether the status is about *that promotion's* stack is decided by evidence, separately
+    (:func:`attribute_stack_event`); ``DELETE_COMPLETE`` only frees a name and an instance (headroom)."""
     if promotion is None or promotion.version.value != stack_version:
         return Decision(Action.IGNORE, "no promotion in flight for this version")
     if stack_id and promotion.stack_id and stack_id != promotion.stack_id:
@@ -214,5 +239,7 @@ _ENDING_ACTIONS = {
     Outcome.FAILED: Action.FAIL,
     Outcome.ROLLED_BACK: Action.ROLL_BACK,
     Outcome.CANCELLED: Action.CANCEL,
-    Outcome.REJECTED: Action.FAIL,
+    Outcome.REJECTED: Action.REJECT,
 }
+# The outcome an ending action ends a promotion with.
+OUTCOME_OF = {action: outcome for outcome, action in _ENDING_ACTIONS.items()}

@@ -1,15 +1,19 @@
 """The sweep's planner: plain data in, a list of planned actions (each with its reason) out. No AWS.
 
 :func:`parse_parameters` turns one ``get_parameters_by_path`` walk of the SSM root into per-tenant
-and per-namespace state; :func:`plan` takes that, every stack, every manual snapshot, ``now`` and the
-settings, and says what the sweep should do and why. :mod:`chalicelib.sweep` gathers the facts and
+and per-namespace state, each environment through the store's own parser
+(:func:`chalicelib.domain.tree.parse_env`: the state record, the lock, deploy entries, ``db/``,
+``queue/``, ``cancel/``); :func:`plan` takes that, every stack, every manual snapshot, ``now`` and the
+settings, and says what the sweep should do and why. :mod:`chalicelib.usecases.sweep` gathers the facts and
 carries the plan out; a dry run stops after planning.
 
 Safety rules (each has a test that fails without it):
 
 * only stacks named ``<namespace>-db-<version>`` whose tags mark them tierlift's for that namespace
   and version (``Namespace.owns`` plus the version tag) are ever deleted;
-* never the active version (an unhealthy or missing active stack is reported, never acted on);
+* never the active version: the environment's (``EnvRecord.active``: the ending's once claimed, the
+  cutover's, else the state record's) nor the state record's own (an unhealthy or missing active
+  stack is reported, never acted on);
 * never the new or the previous version of the promotion in flight;
 * never a stack younger than the grace period (``DELETE_FAILED`` stacks are retried at once);
 * never a termination-protected stack;
@@ -19,12 +23,17 @@ Safety rules (each has a test that fails without it):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
-from chalicelib.config import InvalidConfig, TenantConfig, parse_config
-from chalicelib.names import (
+from chalicelib.domain.config import InvalidConfig, TenantConfig, parse_config
+from chalicelib.domain.layout import Layout
+from chalicelib.domain.model import EnvRecord, Promotion, QueuedRequest, Stage
+from chalicelib.domain.names import (
     ENVIRONMENT_TAG,
     KIND_TAG,
     TENANT_TAG,
@@ -36,19 +45,33 @@ from chalicelib.names import (
     Versioned,
     tags_to_dict,
 )
+from chalicelib.domain.tree import Params, parse_env
 from chalicelib.settings import Settings
-from chalicelib.state import Log, Promotion, QueuedRequest, Stage, ended_logs, recorded_from
 
-# Action kinds: the first six change something, ``skip`` and ``report`` never do.
-DELETE_STACK = "delete_stack"
-DELETE_DB_RECORD = "delete_db_record"
-DELETE_SNAPSHOT = "delete_snapshot"
-RECONCILE = "reconcile"
-DRAIN_QUEUE = "drain_queue"
-DELETE_LOGS = "delete_logs"
-REQUEST_PROMOTION = "request_promotion"
-SKIP = "skip"
-REPORT = "report"
+
+class FindingKind(StrEnum):
+    """What the sweep does with a finding: the first seven change something, ``skip`` and ``report`` never do."""
+
+    DELETE_STACK = "delete_stack"
+    DELETE_DB_RECORD = "delete_db_record"
+    DELETE_SNAPSHOT = "delete_snapshot"
+    RECONCILE = "reconcile"
+    DRAIN_QUEUE = "drain_queue"
+    DELETE_LEFTOVERS = "delete_leftovers"
+    REQUEST_PROMOTION = "request_promotion"
+    SKIP = "skip"
+    REPORT = "report"
+
+
+DELETE_STACK = FindingKind.DELETE_STACK
+DELETE_DB_RECORD = FindingKind.DELETE_DB_RECORD
+DELETE_SNAPSHOT = FindingKind.DELETE_SNAPSHOT
+RECONCILE = FindingKind.RECONCILE
+DRAIN_QUEUE = FindingKind.DRAIN_QUEUE
+DELETE_LEFTOVERS = FindingKind.DELETE_LEFTOVERS
+REQUEST_PROMOTION = FindingKind.REQUEST_PROMOTION
+SKIP = FindingKind.SKIP
+REPORT = FindingKind.REPORT
 ACTING_KINDS = (
     DELETE_STACK,
     DELETE_DB_RECORD,
@@ -56,7 +79,7 @@ ACTING_KINDS = (
     RECONCILE,
     DRAIN_QUEUE,
     REQUEST_PROMOTION,
-    DELETE_LOGS,
+    DELETE_LEFTOVERS,
 )
 
 FINAL_SNAPSHOT_KIND = "final-snapshot"
@@ -123,12 +146,16 @@ class NamespaceState:
 
     ns: Namespace
     active: Version | None = None
+    # The state record's own active version: the same as ``active`` but while a promotion cuts over (then
+    # it is the promotion's previous version) or in a tree left inconsistent by hand. Never deleted either.
+    recorded_active: Version | None = None
     promotion: Promotion | None = None
     queued: list[QueuedRequest] = field(default_factory=list)
     db_versions: list[Version] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    # Transition logs of requests that ended (kept for recognising re-deliveries, then removed).
-    ended: dict[str, Log] = field(default_factory=dict)
+    # Records no promotion needs any more (older state records, a crashed claim's entry, answered queue
+    # entries): the next ending removes them; the sweep does when no promotion is in flight.
+    leftovers: list[str] = field(default_factory=list)
 
     @property
     def in_flight(self) -> frozenset[str]:
@@ -138,11 +165,14 @@ class NamespaceState:
         return frozenset(v.value for v in (self.promotion.version, self.promotion.previous) if v)
 
     @property
+    def actives(self) -> frozenset[str]:
+        """The active version and the state record's (one version but while a promotion cuts over)."""
+        return frozenset(v.value for v in (self.active, self.recorded_active) if v is not None)
+
+    @property
     def held(self) -> frozenset[str]:
         """Versions this namespace holds: active, in flight, queued."""
-        versions = set(self.in_flight)
-        if self.active is not None:
-            versions.add(self.active.value)
+        versions = set(self.in_flight) | self.actives
         versions.update(q.version for q in self.queued if q.version)
         return frozenset(versions)
 
@@ -166,40 +196,64 @@ class Facts:
     # Names of stacks deleted recently (``list_stacks`` keeps them ~90 days); None = not looked up.
     deleted_stacks: frozenset[str] | None = None
     tenant_filter: str | None = None
+    stacks_known: bool = True  # ``stacks`` lists every stack (False in hand-made facts of some tests)
+    # The waiting list (``/<root>/waiting/``): namespace -> (promotion id, the stack it waits for to be
+    # deleted, or None: waiting for DB-instance headroom). See :func:`mark_parked`.
+    parked: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+    @cached_property
+    def live_stacks(self) -> frozenset[str]:
+        """Names of the stacks not ``DELETE_COMPLETE`` (computed once per sweep)."""
+        return frozenset(s.name for s in self.stacks if s.status != "DELETE_COMPLETE")
 
 
-def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, TenantState], dict[str, NamespaceState]]:
+def mark_parked(
+    namespaces: dict[str, NamespaceState], entries: Iterable[tuple[str, str, str | None]]
+) -> dict[str, tuple[str, str | None]]:
+    """The waiting list's entries ``(namespace, promotion id, stack or None)`` that are the promotion in
+    flight of their namespace: those promotions are marked parked (their stage is ``requested``)."""
+    parked: dict[str, tuple[str, str | None]] = {}
+    for namespace, promotion_id, stack in entries:
+        state = namespaces.get(namespace)
+        promotion = state.promotion if state is not None else None
+        if promotion is None or promotion.id != promotion_id:
+            continue  # a leftover entry: the admission removes it
+        promotion.parked = "waiting for " + (f"stack {stack} to be deleted" if stack else "DB instance headroom")
+        parked[namespace] = (promotion_id, stack)
+    return parked
+
+
+def parse_parameters(root: str, params: Params) -> tuple[dict[str, TenantState], dict[str, NamespaceState]]:
     """Split one recursive walk of the SSM root into tenant configs and per-namespace state."""
-    root = root.rstrip("/")
+    layout = Layout(root)
     tenants: dict[str, TenantState] = {}
-    grouped: dict[str, tuple[Namespace, dict[str, str]]] = {}
-    for name, value in sorted(params.items()):
-        if not name.startswith(root + "/"):
+    grouped: dict[str, tuple[Namespace, Params]] = {}
+    for name, item in sorted(params.items()):
+        split = layout.split(name)
+        if split is None:
             continue
-        parts = name[len(root) + 1 :].split("/")
+        tenant_name, env, rest = split
         try:
-            tenant = Tenant.parse(parts[0])
+            tenant = Tenant.parse(tenant_name)
         except InvalidName:
             continue
-        if parts[1:] == ["config"]:
+        if rest == "config" and not env:
             owner = tenants.setdefault(tenant.name, TenantState(tenant))
             try:
-                owner.config = parse_config(tenant, value)
+                owner.config = parse_config(tenant, item[0])
             except InvalidConfig as exc:
                 owner.problem = str(exc)
             continue
-        if len(parts) < 3:
-            continue
         try:
-            ns = tenant.namespace(parts[1])
+            ns = tenant.namespace(env)
         except InvalidName:
             continue
-        grouped.setdefault(ns.name, (ns, {}))[1][name] = value
+        grouped.setdefault(ns.name, (ns, {}))[1][name] = item
     namespaces: dict[str, NamespaceState] = {}
     for ns, values in grouped.values():
-        namespaces[ns.name] = _namespace_state(root, ns, values)
+        namespaces[ns.name] = _namespace_state(layout, ns, values)
     for tenant_state in list(tenants.values()):
-        for env in tenant_state.config.environments if tenant_state.config else ():
+        for env in tenant_state.config.targets if tenant_state.config else ():
             ns = tenant_state.tenant.namespace(env)
             namespaces.setdefault(ns.name, NamespaceState(ns))
     for ns_entry in namespaces.values():
@@ -207,23 +261,36 @@ def parse_parameters(root: str, params: dict[str, str]) -> tuple[dict[str, Tenan
     return tenants, namespaces
 
 
-def _namespace_state(root: str, ns: Namespace, values: dict[str, str]) -> NamespaceState:
-    """One namespace's state through the repository's own parser; anything unreadable is a problem."""
+def _namespace_state(layout: Layout, ns: Namespace, values: Params) -> NamespaceState:
+    """One namespace's state through the store's own parser; anything unreadable is a problem."""
     try:
-        rec = recorded_from(root, ns, None, {k: (v, None) for k, v in values.items()})
+        rec = parse_env(layout, ns, values)
         if rec.promotion is not None:
             _ = rec.promotion.version, rec.promotion.previous, rec.promotion.stage
     except (InvalidName, ValueError, TypeError) as exc:
         return NamespaceState(ns, problems=[f"{ns.name}: {exc}"])
-    keep = {q.id for q in rec.queued} | ({rec.promotion.id} if rec.promotion else set())
     return NamespaceState(
         ns,
         active=rec.active,
+        recorded_active=rec.state.active_version,
         promotion=rec.promotion,
-        queued=rec.queued,
+        queued=rec.waiting,
         db_versions=[Version.parse(v) for v in rec.db],
-        ended=ended_logs(root, ns, values, keep),
+        leftovers=leftovers_of(layout, rec),
     )
+
+
+def leftovers_of(layout: Layout, rec: EnvRecord) -> list[str]:
+    """Parameters of an environment no one needs any more: state records older than the newest, deploy
+    entries of promotions no longer in flight and, with no promotion in flight, queue entries already
+    answered and cancel marks of requests that no longer wait. (An ending deletes the same ones.)"""
+    ns = rec.namespace
+    leftovers = list(rec.stale)
+    if rec.promotion is None:
+        leftovers += [layout.queue(ns, i) for i in rec.leftovers]
+        waiting = {q.id for q in rec.waiting}
+        leftovers += [layout.cancel(ns, i) for i in rec.cancels if i not in waiting]
+    return leftovers
 
 
 # --------------------------------------------------------------------------------------------------
@@ -318,8 +385,8 @@ def _in_scope(facts: Facts, tenant: str | None) -> bool:
     return facts.tenant_filter is None or tenant == facts.tenant_filter
 
 
-def _live_stack_names(facts: Facts) -> set[str]:
-    return {s.name for s in facts.stacks if s.status != "DELETE_COMPLETE"}
+def _live_stack_names(facts: Facts) -> frozenset[str]:
+    return facts.live_stacks
 
 
 def _plan_stacks(facts: Facts, settings: Settings, out: Plan) -> None:
@@ -337,7 +404,7 @@ def _plan_stacks(facts: Facts, settings: Settings, out: Plan) -> None:
         state = facts.namespaces.get(ns.name) or NamespaceState(ns)
         active = state.active.value if state.active else None
         if not ns.owns(stack.tags) or stack.tags.get(VERSION_TAG) != version:
-            kind = REPORT if version == active else SKIP
+            kind = REPORT if version in state.actives else SKIP
             out.add(
                 kind,
                 "not_tierlift",
@@ -362,7 +429,7 @@ def _plan_stacks(facts: Facts, settings: Settings, out: Plan) -> None:
             # No (readable) config: a wrong SSM root or a half-removed tenant must not look like orphans.
             out.add(SKIP, "unknown_tenant", problem, stack.name, ns, version)
             continue
-        if version == active:
+        if version in state.actives:
             if stack.status not in HEALTHY_ACTIVE:
                 out.add(
                     REPORT,
@@ -434,8 +501,8 @@ def _plan_db_records(facts: Facts, out: Plan) -> None:
             target = f"{state.ns}/db/{version}"
             if state.problems:
                 out.add(SKIP, "unreadable_state", "; ".join(state.problems), target, state.ns, version.value)
-            elif state.active == version:
-                continue  # reported as active_stack_missing
+            elif version.value in state.actives:
+                continue  # the active version's: reported as active_stack_missing, never deleted
             elif version.value in state.in_flight:
                 out.add(SKIP, "in_flight", "version of the promotion in flight", target, state.ns, version.value)
             else:
@@ -474,41 +541,53 @@ def _plan_promotions(facts: Facts, settings: Settings, out: Plan) -> None:
             if queued_at is None or _age(facts.now, queued_at) > wait:
                 detail = f"request {oldest.id} waits with no promotion in flight"
                 out.add(DRAIN_QUEUE, "orphaned_queue", detail, oldest.id, state.ns, oldest.version)
-        _plan_ended_logs(facts, settings, state, out)
+        _plan_leftovers(facts, state, out)
 
 
 def _plan_promotion(facts: Facts, settings: Settings, state: NamespaceState, promotion: Promotion, out: Plan) -> None:
     version = promotion.version.value
+    if promotion.parked is not None:
+        # Parked promotions are admitted in request order when a DB stack finishes deleting (its event,
+        # or the sweep's admission pass): no one of them is "stuck" for waiting, however long. Only one
+        # waiting for a stack that is gone lost that stack's DELETE_COMPLETE: it is admitted as it would.
+        waits_for = facts.parked.get(state.ns.name, (promotion.id, None))[1]
+        if waits_for is None or waits_for in _live_stack_names(facts) or not facts.stacks_known:
+            out.kept["parked"] += 1
+            return
     if promotion.stage is Stage.AWAITING_APPROVAL:
-        latest = promotion.log.latest
-        expires = _parse_time(latest.expires_at if latest else None)
+        expires = _parse_time(promotion.expires_at)
         if expires is not None and facts.now >= expires:
             detail = f"promotion {promotion.id} waited for approval until {expires:%Y-%m-%d %H:%M} UTC"
             out.add(RECONCILE, "approval_expired", detail, promotion.id, state.ns, version)
         else:
             out.kept["awaiting_approval"] += 1
         return
-    timeout = stage_timeout(settings, promotion.stage)
+    stage = promotion.stage
+    if (
+        stage is Stage.RESTORING
+        and promotion.parked is None
+        and facts.stacks_known
+        and (promotion.namespace.stack_name(promotion.version) not in _live_stack_names(facts))
+    ):
+        # Holding the lock with no stack: its start was cut short (or waits to be admitted).
+        stage = Stage.REQUESTED
+    timeout = stage_timeout(settings, stage)
     updated = _parse_time(promotion.updated) or _parse_time(promotion.started)
     idle = _age(facts.now, updated) if updated else None
     if idle is None or idle > timeout:
         since = f"no progress for {_hours(idle)}" if idle is not None else "no valid updated time"
-        detail = f"promotion {promotion.id} {promotion.stage}: {since} (timeout {_hours(timeout)})"
-        out.add(RECONCILE, f"stuck_{promotion.stage}", detail, promotion.id, state.ns, version)
+        detail = f"promotion {promotion.id} {stage}: {since} (timeout {_hours(timeout)})"
+        out.add(RECONCILE, f"stuck_{stage}", detail, promotion.id, state.ns, version)
     else:
         out.kept["promotion_progressing"] += 1
 
 
-def _plan_ended_logs(facts: Facts, settings: Settings, state: NamespaceState, out: Plan) -> None:
-    """Logs of ended requests older than the retention go (re-deliveries come within minutes)."""
-    for request_id, log in state.ended.items():
-        latest = log.latest
-        at = _parse_time(latest.at if latest else None)
-        if at is not None and _age(facts.now, at) <= settings.ended_retention_seconds:
-            out.kept["ended_log_retained"] += 1
-            continue
-        detail = f"log of ended request {request_id} ({len(log.steps)} entries)"
-        out.add(DELETE_LOGS, "ended_log_expired", detail, request_id, state.ns)
+def _plan_leftovers(facts: Facts, state: NamespaceState, out: Plan) -> None:
+    """Records nothing needs any more go once no promotion is in flight (an ending would remove them)."""
+    if state.promotion is not None or not state.leftovers:
+        return
+    detail = f"{len(state.leftovers)} record(s) left by crashed or duplicate invocations"
+    out.add(DELETE_LEFTOVERS, "leftover_records", detail, state.ns.name, state.ns)
 
 
 def _snapshot_namespace(tags: dict[str, str]) -> tuple[Namespace, Version] | None:
@@ -688,6 +767,7 @@ def snapshot_tag_value(tags: dict[str, str], environment: str) -> str:
 __all__ = [
     "ACTING_KINDS",
     "Facts",
+    "FindingKind",
     "NamespaceState",
     "Plan",
     "Planned",
@@ -695,7 +775,9 @@ __all__ = [
     "StackFact",
     "TenantState",
     "counts",
+    "leftovers_of",
     "lost_snapshot_requests",
+    "mark_parked",
     "parse_parameters",
     "plan",
 ]

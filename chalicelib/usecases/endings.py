@@ -1,14 +1,15 @@
-"""How a promotion ends: completed, failed, rolled back or cancelled. Exactly one ending per promotion.
+"""How a promotion ends: completed, failed, rolled back, cancelled, or (a request refused under the lock)
+rejected. Exactly one ending per promotion.
 
-An ending is *claimed* (an ``ending`` entry in the promotion's log, with its outcome and reason) before
-any of its effects, so of two invocations that see the same outcome (a duplicate ECS event and the
-sweep, say) one ends the promotion and the other stops. A takeover after a crash keeps the outcome that
-was claimed first. The lock is released last, by the claim's owner: nobody else ever deletes it.
+The ending is *claimed* by creating the environment's next state record (:func:`transitions.claim_ending`)
+before any effect: it fixes the outcome and is the new state at once. Of two invocations that see the
+same outcome (a duplicate ECS event and the sweep, say) one ends the promotion and the other stops; a
+takeover after a crash keeps the outcome claimed first.
 
-Order of effects, each safe to repeat on takeover: ``active`` back (failures) → service back (rollback)
-→ delete the stack that is no longer needed → the terminal event → ``last`` (which also marks the event
-as put: a takeover that finds ``last`` naming this promotion does not put it again) → release the lock.
-The queue is drained by the caller afterwards (no call back into the request path from here).
+Order of effects, each safe to repeat on takeover: the service back (rollback) → the stack that is no
+longer needed deleted → the terminal event → one ``DeleteParameters`` that releases the lock and removes
+the promotion's deploy entries, the state record before this one and the DB record no longer needed.
+The queue is drained by the caller afterwards.
 """
 
 from __future__ import annotations
@@ -18,25 +19,18 @@ from datetime import datetime
 
 from botocore.exceptions import ClientError
 
-from chalicelib import events as ev
-from chalicelib.aws import Stacks, error_code
-from chalicelib.config import InvalidConfig
+from chalicelib.adapters.aws import Stacks, error_code
 from chalicelib.deps import Deps
-from chalicelib.ecs_spec import primary_deployment
-from chalicelib.names import PROMOTION_TAG, VERSION_TAG, Namespace, Version
+from chalicelib.domain import events as ev
+from chalicelib.domain.config import InvalidConfig
+from chalicelib.domain.ecs_spec import primary_deployment
+from chalicelib.domain.model import EnvRecord, Outcome, Promotion
+from chalicelib.domain.names import PROMOTION_TAG, VERSION_TAG, Namespace, Version
 from chalicelib.observability import metrics
-from chalicelib.state import LastOutcome, Outcome, Promotion, Recorded, Stage, UnknownTenant
-from chalicelib.transitions import Result, claim, event_for, extend, ignore, now_text
+from chalicelib.usecases.transitions import Result, claim_ending, event_for, ignore
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_EVENTS = {
-    Outcome.COMPLETED: ev.PROMOTION_COMPLETED,
-    Outcome.FAILED: ev.PROMOTION_FAILED,
-    Outcome.ROLLED_BACK: ev.PROMOTION_ROLLED_BACK,
-    Outcome.CANCELLED: ev.PROMOTION_CANCELLED,
-    Outcome.REJECTED: ev.PROMOTION_REJECTED,
-}
 ACTIONS = {
     Outcome.COMPLETED: "complete",
     Outcome.FAILED: "fail",
@@ -85,55 +79,58 @@ def delete_stack(
     return True
 
 
-def end(deps: Deps, rec: Recorded, promotion: Promotion, outcome: Outcome, reason: str = "") -> Result:
+def end(
+    deps: Deps, rec: EnvRecord, promotion: Promotion, outcome: Outcome, reason: str = "", *, image: str | None = None
+) -> Result:
     """End the promotion in flight with ``outcome`` (or with the outcome an earlier, interrupted ending claimed)."""
     ns = promotion.namespace
-    claimed = promotion.ending
-    if claimed is not None:
-        outcome, reason = Outcome(claimed.outcome or outcome), claimed.reason or reason
-    step = claim(deps, ns, promotion.log, Stage.ENDING, outcome=outcome.value, reason=reason or None)
-    if step is None:
+    state = claim_ending(deps, rec, promotion, outcome, reason, image=image)
+    if state is None:
         return ignore(f"promotion {promotion.id} is being moved on by another invocation", ns.name, promotion.id)
-    promotion = Promotion(promotion.request, extend(promotion.log, step))
-    version, previous = promotion.version, promotion.previous
-    active = rec.active
-    if outcome is Outcome.COMPLETED:
+    outcome, reason = Outcome(state.outcome), state.reason or ""
+    active = state.active_version
+    store = deps.store
+    dropped: list[str] = []
+    if outcome is Outcome.REJECTED:
+        pass  # refused under the lock: it never started, there is nothing to undo
+    elif outcome is Outcome.COMPLETED:
+        version, previous = promotion.version, promotion.previous
         if previous is not None and previous != version:
             delete_stack(deps, ns, previous, f"superseded by {version}", active=active)
-        deps.store.put_completed(ns, rec.completed, version)
+            dropped.append(store.db_path(ns, previous))
     else:
-        if active == version:
-            deps.store.set_active(ns, previous, was=active)
-            active = previous
+        version = promotion.version
         if outcome is Outcome.ROLLED_BACK:
-            _restore_service(deps, rec, promotion)
+            _restore_service(deps, promotion)
         delete_stack(deps, ns, version, f"promotion {promotion.id} {outcome}", active=active, owner=promotion.id)
-    if rec.last is None or rec.last.promotion_id != promotion.id:
-        deps.bus.put(
-            [
-                event_for(
-                    promotion,
-                    TERMINAL_EVENTS[outcome],
-                    reason=reason or None,
-                    previous=promotion.request.previous,
-                    outcome=outcome.value,
-                )
-            ]
-        )
-        deps.store.put_last(
-            ns,
-            LastOutcome(
-                promotion_id=promotion.id,
-                version=version.value,
-                outcome=outcome.value,
+        if active != version:
+            dropped.append(store.db_path(ns, version))
+    deps.bus.put(
+        [
+            event_for(
+                promotion,
+                ev.TERMINAL_EVENT[outcome],
                 reason=reason or None,
-                at=now_text(deps),
-                previous=promotion.request.previous,
-                requested_at=promotion.request.requested_at,
-            ),
-        )
+                previous=promotion.request.previous if outcome is not Outcome.REJECTED else None,
+                outcome=outcome.value,
+            )
+        ]
+    )
+    if outcome is Outcome.REJECTED:
+        metrics.promotion_rejected(ns.tenant.name, ns.environment)
+    else:
         metrics.promotion_ended(ns.tenant.name, ns.environment, outcome, _seconds_since(promotion, deps))
-    deps.store.release_lock(ns)
+    mine = store.state_key(ns, state)
+    keys = [
+        store.layout.lock(ns),
+        *store.deploy_keys(promotion),
+        *(k for k in rec.stale if k != mine),
+        *([rec.state_key] if rec.state_key and rec.state_key != mine else []),
+        *dropped,
+        *(store.layout.queue(ns, i) for i in rec.leftovers),
+        *(store.layout.cancel(ns, i) for i in rec.cancels if i in (promotion.id, *promotion.request.answers)),
+    ]
+    store.delete(keys)
     return Result(ACTIONS[outcome], reason, promotion.id, ns.name)
 
 
@@ -146,14 +143,14 @@ def _seconds_since(promotion: Promotion, deps: Deps) -> float:
         return 0.0
 
 
-def _restore_service(deps: Deps, rec: Recorded, promotion: Promotion) -> None:
+def _restore_service(deps: Deps, promotion: Promotion) -> None:
     """Put the service back on the task definition it ran before (ECS's circuit breaker usually has)."""
     previous_td = promotion.previous_task_definition
     if not previous_td:
         return
     try:
-        target = rec.config().target(promotion.environment)
-    except (UnknownTenant, InvalidConfig) as exc:
+        target = promotion.request.target_settings()
+    except InvalidConfig as exc:
         logger.error("rollback of %s cannot check the service: %s", promotion.id, exc)
         return
     service = deps.services.describe_service(target.cluster, target.service)

@@ -2,13 +2,17 @@
 
 One code path for the Chalice schedule (:func:`on_schedule`) and the operator CLI (:func:`run_sweep`):
 
-1. **gather** everything in bulk: one recursive ``get_parameters_by_path`` walk of the SSM root,
-   paginated ``describe_stacks`` and ``describe_db_snapshots`` (tags come with both);
-2. **plan** with the pure :func:`chalicelib.sweep_plan.plan`;
+1. **gather** everything in bulk: one recursive ``get_parameters_by_path`` walk of the SSM root (each
+   environment parsed by the store's own parser: state record, lock, deploy entries, ``db/``, queue,
+   cancel marks), the waiting list, paginated ``describe_stacks`` and ``describe_db_snapshots`` (tags
+   come with both);
+2. **plan** with the pure :func:`chalicelib.domain.sweep_plan.plan`;
 3. **observe** each stuck promotion (the only per-namespace describes, and only when something is
-   stuck) and pick the same function the event handler would have called;
-4. **carry out** the plan through the existing adapters and :mod:`chalicelib.promotion` functions,
-   each of which re-checks its own safety rules (defence in depth). A dry run stops before this step.
+   stuck) and call the same use case the lost event's handler would have called
+   (:mod:`~chalicelib.usecases.stack_status`, :mod:`~chalicelib.usecases.deployment_state`,
+   :mod:`~chalicelib.usecases.endings`, :mod:`~chalicelib.usecases.requests`);
+4. **carry out** the plan through the adapters and those use cases, each of which re-reads the
+   environment and re-checks its own safety rules (defence in depth). A dry run stops before this step.
 
 Every action, refusal and report lands in one :class:`SweepResult`, logged as one structured record.
 """
@@ -19,27 +23,25 @@ import logging
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from chalicelib import events as ev
-from chalicelib import promotion as promo
-from chalicelib.aws import OutboundEvent, PutEventsFailed
-from chalicelib.config import InvalidConfig
-from chalicelib.cutover import start
-from chalicelib.decisions import CREATE_FAILED_STATES, CREATE_OK, CREATE_PENDING_STATES
+from chalicelib.adapters.aws import PutEventsFailed, Stacks
 from chalicelib.deps import Deps
-from chalicelib.ecs_spec import PromotionError
-from chalicelib.endings import delete_stack, end
-from chalicelib.names import InvalidName, Namespace, Tenant, Version, Versioned
-from chalicelib.requests import drain
-from chalicelib.state import Outcome, Promotion, Stage, UnknownTenant
-from chalicelib.sweep_plan import (
+from chalicelib.domain import events as ev
+from chalicelib.domain.config import InvalidConfig
+from chalicelib.domain.decisions import CREATE_FAILED_STATES, CREATE_OK, CREATE_PENDING_STATES, ClaimVerdict
+from chalicelib.domain.ecs_spec import PromotionError
+from chalicelib.domain.events import OutboundEvent
+from chalicelib.domain.model import EnvRecord, Outcome, Promotion, Stage, UnknownTenant
+from chalicelib.domain.names import PROMOTION_TAG, InvalidName, Namespace, Tenant, Version, Versioned
+from chalicelib.domain.sweep_plan import (
     DELETE_DB_RECORD,
-    DELETE_LOGS,
+    DELETE_LEFTOVERS,
     DELETE_SNAPSHOT,
     DELETE_STACK,
     DRAIN_QUEUE,
@@ -49,17 +51,26 @@ from chalicelib.sweep_plan import (
     SKIP,
     SWEEP_REQUESTED_TAG,
     Facts,
+    NamespaceState,
     Plan,
     Planned,
     SnapshotFact,
     StackFact,
     counts,
+    leftovers_of,
     lost_snapshot_requests,
+    mark_parked,
     parse_parameters,
     plan,
     snapshot_tag_value,
     source_snapshot_of,
 )
+from chalicelib.usecases.deployment_state import NotYet, apply_deployment_outcome
+from chalicelib.usecases.endings import delete_stack, end
+from chalicelib.usecases.requests import drain, drain_after, run_locked
+from chalicelib.usecases.schedules import reconcile as reconcile_schedules
+from chalicelib.usecases.stack_status import admit_waiting, apply_stack_status
+from chalicelib.usecases.transitions import Result, ignore, lock_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +78,7 @@ QUOTAS = ("DBInstances", "ManualSnapshots")
 LOG_ACTIONS_LIMIT = 100
 # Order of execution: settle stuck promotions first (they may end, moving versions and locks), then
 # delete, then request promotions for lost snapshot events.
-ORDER = (RECONCILE, DRAIN_QUEUE, DELETE_STACK, DELETE_DB_RECORD, DELETE_SNAPSHOT, REQUEST_PROMOTION, DELETE_LOGS)
+ORDER = (RECONCILE, DRAIN_QUEUE, DELETE_STACK, DELETE_DB_RECORD, DELETE_SNAPSHOT, REQUEST_PROMOTION, DELETE_LEFTOVERS)
 
 
 @dataclass
@@ -101,9 +112,11 @@ class SweepResult:
     kept: dict[str, int] = field(default_factory=dict)
     headroom: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    admitted: int = 0  # parked promotions the admission pass started
     seconds: float = 0.0
     # Wall time of each phase: gather (bulk reads), plan (pure), act (observe, reconcile, delete).
     timings: dict[str, float] = field(default_factory=dict)
+    schedules: dict[str, int] = field(default_factory=dict)
 
     def by_kind(self, kind: str, status: str | None = None) -> list[Entry]:
         return [e for e in self.entries if e.item.kind == kind and (status is None or e.status == status)]
@@ -128,12 +141,14 @@ class SweepResult:
             "started": self.started,
             "seconds": round(self.seconds, 3),
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "schedules": self.schedules,
             "namespaces": self.namespaces,
             "stacks": self.stacks,
             "snapshots": self.snapshots,
             "counts": self.counts,
             "statuses": self.status_counts,
             "headroom": self.headroom,
+            "admitted": self.admitted,
             "errors": list(self.errors),
             "actions": [e.as_dict() for e in self.entries],
         }
@@ -181,12 +196,21 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     result.headroom = headroom(deps)
     for entry in result.entries:
         if entry.item.kind == RECONCILE:
-            _safely(result, entry, lambda e: _reconcile(deps, e, dry_run=dry_run))
+            _safely(result, entry, lambda e: _reconcile(deps, facts, e, dry_run=dry_run))
         elif not dry_run and entry.item.kind in ORDER:
             _safely(result, entry, lambda e: _execute(deps, facts, e))
+    if not dry_run and tenant is None and deps.schedules is not None:
+        # The snapshot schedules (EventBridge Scheduler) as the configs want them: one listing.
+        configs = {name: t.config for name, t in facts.tenants.items() if t.config is not None}
+        try:
+            result.schedules = reconcile_schedules(deps.schedules, configs)
+        except (BotoCoreError, ClientError) as exc:
+            result.errors.append(f"snapshot schedules: {exc}"[:300])
     if not dry_run:
         _put_events(deps, result)
-        promo.admit_waiting(deps)
+        if facts.parked:
+            # Promotions wait for headroom or a stack's delete: admit those whose DELETE_COMPLETE was lost.
+            _admit_parked(deps, result)
     done = time.monotonic()
     result.seconds = done - started
     result.timings = {"gather": gathered - started, "plan": planned - gathered, "act": done - planned}
@@ -194,11 +218,12 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
 
 
 def _initial_status(item: Planned) -> str:
-    return {SKIP: "skipped", REPORT: "reported"}.get(item.kind, "planned")
+    initial: dict[str, str] = {SKIP: "skipped", REPORT: "reported"}
+    return initial.get(item.kind, "planned")
 
 
 def _ordered(the_plan: Plan) -> list[Planned]:
-    rank = {kind: i for i, kind in enumerate(ORDER)}
+    rank: dict[str, int] = {kind: i for i, kind in enumerate(ORDER)}
     return sorted(the_plan.items, key=lambda p: rank.get(p.kind, len(ORDER)))
 
 
@@ -211,6 +236,7 @@ def _safely(result: SweepResult, entry: Entry, step: Any) -> None:
         BotoCoreError,
         PutEventsFailed,
         PromotionError,
+        NotYet,
         InvalidName,
         InvalidConfig,
         UnknownTenant,
@@ -227,12 +253,23 @@ def _safely(result: SweepResult, entry: Entry, step: Any) -> None:
 # Gathering (bulk reads only)
 # --------------------------------------------------------------------------------------------------
 def gather(deps: Deps, tenant: str | None = None) -> Facts:
-    """Read the world in bulk: SSM under the root (or the tenant), all stacks, all manual snapshots."""
+    """Read the world in bulk: SSM under the root (or the tenant), all stacks, all manual snapshots.
+
+    The three listings are independent reads of three services with quotas of their own, so the
+    stacks and the snapshots are listed on two worker threads while this thread walks SSM (paced to the
+    sweep's share of SSM's throughput): a sweep takes as long as its longest listing, not their sum
+    (docs/performance.md). The SSM walk stays on the caller's thread.
+    """
     root = deps.store.root
-    params = deps.store.get_by_path(f"{root}/{tenant}" if tenant else root)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sweep-gather") as pool:
+        listed_stacks = pool.submit(lambda: [StackFact.from_api(s) for s in deps.stacks.all()])
+        listed_snapshots = pool.submit(lambda: [SnapshotFact.from_api(s) for s in deps.rds.snapshots()])
+        params = deps.store.parameters.list(f"{root}/{tenant}" if tenant else root)
+        stacks, snapshots = listed_stacks.result(), listed_snapshots.result()
     tenants, namespaces = parse_parameters(root, params)
-    stacks = [StackFact.from_api(s) for s in deps.stacks.all()]
-    snapshots = [SnapshotFact.from_api(s) for s in deps.rds.snapshots()]
+    # The walk of the root holds the waiting list too; a tenant's sweep reads it.
+    waiting = deps.store.waiting_in(params) if tenant is None else deps.store.waiting()
+    parked = mark_parked(namespaces, ((w.namespace.name, w.promotion_id, w.stack) for w in waiting))
     return Facts(
         now=deps.clock(),
         tenants=tenants,
@@ -240,16 +277,13 @@ def gather(deps: Deps, tenant: str | None = None) -> Facts:
         stacks=stacks,
         snapshots=snapshots,
         tenant_filter=tenant,
+        parked=parked,
     )
 
 
 def deleted_stack_names(deps: Deps) -> frozenset[str]:
     """Names of stacks deleted in the last ~90 days (CloudFormation's ``list_stacks`` keeps them)."""
-    names: set[str] = set()
-    paginator = deps.stacks.client.get_paginator("list_stacks")
-    for page in paginator.paginate(StackStatusFilter=["DELETE_COMPLETE"]):
-        names.update(s["StackName"] for s in page.get("StackSummaries", []))
-    return frozenset(names)
+    return frozenset(deps.stacks.deleted_names())
 
 
 def headroom(deps: Deps) -> dict[str, Any]:
@@ -259,17 +293,15 @@ def headroom(deps: Deps) -> dict[str, Any]:
     ``DescribeAccountAttributes``; an IAM policy may not allow it): the sweep goes on regardless.
     """
     try:
-        quotas = deps.rds.client.describe_account_attributes().get("AccountQuotas", [])
+        quotas = deps.rds.quotas()
     except NotImplementedError as exc:
         return {"status": "unknown", "reason": f"not implemented by this endpoint: {exc}"[:300]}
     except (ClientError, BotoCoreError, ResponseParserError) as exc:
         # ResponseParserError (an endpoint answering with HTML) is not a BotoCoreError subclass.
         return {"status": "unknown", "reason": f"{type(exc).__name__}: {exc}"[:300]}
     out: dict[str, Any] = {"status": "ok"}
-    for quota in quotas:
-        name = quota.get("AccountQuotaName")
+    for name, (used, most) in quotas.items():
         if name in QUOTAS:
-            used, most = int(quota.get("Used", 0)), int(quota.get("Max", 0))
             out[name] = {"used": used, "max": most, "free": most - used}
     missing = [q for q in QUOTAS if q not in out]
     if missing:
@@ -294,10 +326,12 @@ def _execute(deps: Deps, facts: Facts, entry: Entry) -> None:
         _delete_stack(deps, entry)
     elif kind == DELETE_DB_RECORD:
         ns = _ns(entry)
-        versioned = Versioned(ns, Version.parse(entry.item.version))
-        # The handler's own path for "stack deleted": it re-checks active, in flight and the stack.
-        outcome = promo.apply_stack_status(deps, versioned, "DELETE_COMPLETE", "swept: no stack")
-        _settle(entry, outcome.action == "forget_db", outcome.reason)
+        version = Version.parse(entry.item.version)
+        if version in _protected(deps.store.read(ns)) or deps.stacks.describe(ns.stack_name(version)) is not None:
+            _settle(entry, False, "the version is held again or its stack exists")
+            return
+        deps.store.delete([deps.store.db_path(ns, version)])
+        _settle(entry, True, "db record deleted")
     elif kind == DELETE_SNAPSHOT:
         _delete_snapshot(deps, facts, entry)
     elif kind == DRAIN_QUEUE:
@@ -305,16 +339,26 @@ def _execute(deps: Deps, facts: Facts, entry: Entry) -> None:
         _settle(entry, drained is not None, drained.action if drained else "queue already empty or busy")
     elif kind == REQUEST_PROMOTION:
         _request_promotion(deps, facts, entry)
-    elif kind == DELETE_LOGS:
+    elif kind == DELETE_LEFTOVERS:
         ns = _ns(entry)
         state = facts.namespaces.get(ns.name)
-        log = state.ended.get(entry.item.target) if state else None
-        current = deps.store.get_promotion(ns)
-        if log is None or (current is not None and current.id == entry.item.target):
-            _settle(entry, False, "the request is in flight again")
+        fresh = deps.store.read(ns)
+        if state is None or fresh.promotion is not None:
+            _settle(entry, False, "a promotion is in flight again: its ending removes them")
             return
-        deps.store.delete_log(ns, log)
-        _settle(entry, True, f"{len(log.steps)} log entries deleted")
+        # Only what is still a leftover now (a fresh read, parsed as the plan was).
+        still = set(leftovers_of(deps.store.layout, fresh))
+        removed = deps.store.delete([key for key in state.leftovers if key in still])
+        _settle(entry, True, f"{removed} record(s) deleted")
+
+
+def _protected(rec: EnvRecord) -> set[Version | None]:
+    """Versions an environment holds as read now: active (its own and the state record's) and the
+    promotion in flight's new and previous."""
+    held: set[Version | None] = {rec.active, rec.state.active_version}
+    if rec.promotion is not None:
+        held |= {rec.promotion.version, rec.promotion.previous}
+    return held
 
 
 def _settle(entry: Entry, done: bool, outcome: str) -> None:
@@ -324,13 +368,16 @@ def _settle(entry: Entry, done: bool, outcome: str) -> None:
 
 def _delete_stack(deps: Deps, entry: Entry) -> None:
     ns, version = _ns(entry), Version.parse(entry.item.version)
-    in_flight = deps.store.get_promotion(ns)
+    rec = deps.store.read(ns)
+    in_flight = rec.promotion
     if in_flight is not None and version in (in_flight.version, in_flight.previous):
         _settle(entry, False, f"now a version of promotion {in_flight.id}")
         return
+    if version in _protected(rec):
+        _settle(entry, False, "now the active version")
+        return
     # delete_stack re-checks active, tags, version tag and termination protection.
-    active = deps.store.get_active(ns)
-    deleted = delete_stack(deps, ns, version, f"sweep: {entry.item.detail}", active=active)
+    deleted = delete_stack(deps, ns, version, f"sweep: {entry.item.detail}", active=rec.active)
     _settle(entry, deleted, "delete requested" if deleted else "refused by delete_stack (see log)")
 
 
@@ -340,10 +387,12 @@ def _delete_snapshot(deps: Deps, facts: Facts, entry: Entry) -> None:
         state = facts.tenants.get(ns.tenant.name)
         config = state.config if state else None
         for env in config.targets if config else ():
-            in_flight = deps.store.get_promotion(config.namespace(env)) if config else None
-            held = {v.value for v in (in_flight.version, in_flight.previous) if v} if in_flight else set()
-            if in_flight is not None and entry.item.version in held:
-                _settle(entry, False, f"now held by promotion {in_flight.id}")
+            rec = deps.store.read(config.namespace(env)) if config else None
+            if rec is None:
+                continue
+            held = {v.value for v in _protected(rec) if v} | {q.version for q in rec.waiting if q.version}
+            if entry.item.version in held:
+                _settle(entry, False, f"now held by {env}")
                 return
     deleted = deps.rds.delete_snapshot(entry.item.target)
     _settle(entry, deleted, "deleted" if deleted else "already gone")
@@ -368,11 +417,20 @@ def _request_promotion(deps: Deps, facts: Facts, entry: Entry) -> None:
     )
     if snapshot.arn:
         value = snapshot_tag_value(snapshot.tags, environment)
-        deps.rds.client.add_tags_to_resource(
-            ResourceName=snapshot.arn, Tags=[{"Key": SWEEP_REQUESTED_TAG, "Value": value}]
-        )
+        deps.rds.tag(snapshot.arn, {SWEEP_REQUESTED_TAG: value})
         snapshot.tags[SWEEP_REQUESTED_TAG] = value  # the next environment's request adds to it
     _settle(entry, True, "Promotion Requested put")
+
+
+def _admit_parked(deps: Deps, result: SweepResult) -> None:
+    """The admission a DB stack's ``DELETE_COMPLETE`` makes; an AWS error is reported, not raised."""
+    try:
+        admitted = admit_waiting(deps)
+    except (ClientError, BotoCoreError, PutEventsFailed, PromotionError, InvalidConfig, ValueError) as exc:
+        result.errors.append(f"admit waiting: {type(exc).__name__}: {exc}"[:500])
+        logger.exception("sweep could not admit the waiting promotions")
+        return
+    result.admitted = admitted
 
 
 def _put_events(deps: Deps, result: SweepResult) -> None:
@@ -405,12 +463,15 @@ def _put_events(deps: Deps, result: SweepResult) -> None:
 # --------------------------------------------------------------------------------------------------
 # Stuck promotions: observe the real state, then call what the event handler would have called
 # --------------------------------------------------------------------------------------------------
-def _reconcile(deps: Deps, entry: Entry, *, dry_run: bool) -> None:
+def _reconcile(deps: Deps, facts: Facts, entry: Entry, *, dry_run: bool) -> None:
     ns = _ns(entry)
-    promotion = deps.store.get_promotion(ns)
+    promotion = deps.store.read(ns).promotion
     if promotion is None or promotion.id != entry.item.target:
         _settle(entry, False, "promotion already ended")
         return
+    waiting = facts.parked.get(ns.name)
+    if waiting is not None and waiting[0] == promotion.id:
+        mark_parked({ns.name: NamespaceState(ns, promotion=promotion)}, [(ns.name, *waiting)])
     outcome = reconcile(deps, promotion, dry_run=dry_run)
     if dry_run:
         entry.outcome = outcome
@@ -419,43 +480,89 @@ def _reconcile(deps: Deps, entry: Entry, *, dry_run: bool) -> None:
         entry.outcome = outcome
 
 
+def _said(what: str, result: Result) -> str:
+    """What a use case did, for the entry: ``wait: <why>`` when it left the promotion as it was."""
+    if result.action in ("ignore", "wait"):
+        return f"wait: {result.reason}"
+    return f"{what}: {result.action}"
+
+
 def reconcile(deps: Deps, promotion: Promotion, *, dry_run: bool = False) -> str:
-    """Move a stuck promotion on as its lost event would have; returns what was (or would be) done."""
-    stage = promotion.stage
+    """Move a stuck promotion on as its lost event would have; returns what was (or would be) done.
+
+    Each branch re-reads the environment and calls the use case that event's handler calls, which
+    claims (create-only) before acting: the sweep and a late event racing each other end the promotion
+    once, and a claim whose owner's lease is still running is left to that owner.
+    """
+    ns, stage = promotion.namespace, promotion.stage
     if promotion.ending is not None:
         if dry_run:
-            return f"would resume: {stage}"
-        outcome = promo.resume(deps, promotion)
-        if outcome is not None and outcome.action == "ignore":
-            return f"wait: {outcome.reason}"  # a live claim: its owner is still at work
-        return f"resume: {outcome.action if outcome else 'nothing'}"
+            return f"would resume: the {promotion.ending.outcome} ending"
+        rec = deps.store.read(ns)
+        if rec.promotion is None or rec.promotion.id != promotion.id:
+            return "promotion already moved on"
+        return _said("resume", drain_after(deps, ns, end(deps, rec, rec.promotion, Outcome(promotion.ending.outcome))))
     if stage is Stage.AWAITING_APPROVAL:
         if dry_run:
             return "would cancel: approval timed out"
-        return f"approval expired: {promo.cancel_expired_approval(deps, promotion).action}"
-    if stage is Stage.REQUESTED:
-        if dry_run:
-            return "would re-run the start (create or adopt its stack)"
-        rec = deps.store.recorded(promotion.namespace, with_queue=False)
+        rec = deps.store.read(ns)
         if rec.promotion is None or rec.promotion.id != promotion.id:
-            return "promotion already moved on"
-        try:
-            config = rec.config()
-            outcome = start(deps, config, rec, rec.promotion)
-        except (UnknownTenant, InvalidConfig) as exc:
-            outcome = end(deps, rec, rec.promotion, Outcome.FAILED, f"the request cannot resume: {exc}")
-            drain(deps, promotion.namespace)
-        if outcome.action != "start":
-            return f"request: {outcome.action} {outcome.reason}".strip()
-        current = deps.store.get_promotion(promotion.namespace)
-        if current is None or current.id != promotion.id:
-            return f"request: {outcome.action}"
-        promotion, stage = current, current.stage
+            return "promotion already ended"
+        cancelled = drain_after(deps, ns, end(deps, rec, rec.promotion, Outcome.CANCELLED, "approval timed out"))
+        return _said("approval expired", cancelled)
+    if stage is Stage.REQUESTED or (stage is Stage.RESTORING and not _has_stack(deps, promotion)):
+        return _restart(deps, promotion, dry_run=dry_run)
     if stage is Stage.RESTORING or (stage is Stage.DEPLOYING and promotion.deployment_id is None):
         return _reconcile_stack(deps, promotion, dry_run=dry_run)
     if stage is Stage.DEPLOYING:
         return _reconcile_deployment(deps, promotion, dry_run=dry_run)
     return f"wait: stage {stage} has no reconciliation"
+
+
+def _restart(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
+    """A promotion holding the lock without its stack: a start cut short (its owner died after taking the
+    lock) or parked (waiting for headroom or a stack's delete). Start it again, as the owner's retry
+    (``requests.resume_own``) or an admission (``stack_status.admit_waiting``) would: starting is
+    idempotent (the same stack name and ``ClientRequestToken``). Then observe the stack, as its first
+    status event would be handled."""
+    lock = promotion.request
+    if promotion.parked:
+        return _admit(deps, promotion, dry_run=dry_run)
+    if lock_verdict(deps, lock) is ClaimVerdict.BUSY:
+        return f"wait: the start is {lock.owner}'s until {lock.lease_until}"
+    if dry_run:
+        return "would re-run the start (create or adopt its stack)"
+    resumed = run_locked(deps, lock, None, {})
+    outcome = resumed if resumed is not None else ignore("the environment's state moved on")
+    if outcome.action != "start":
+        return _said("request", drain_after(deps, promotion.namespace, outcome))
+    return "request: start" + _observe_started(deps, promotion)
+
+
+def _admit(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
+    """A parked promotion whose stack's ``DELETE_COMPLETE`` was lost: admitted as that event would."""
+    waiting = [w for w in deps.store.waiting() if w.promotion_id == promotion.id]
+    stack = waiting[0].stack if waiting else None
+    if dry_run:
+        return f"would admit it, as the DELETE_COMPLETE of {stack or 'a DB stack'} would"
+    admit_waiting(deps, stack)
+    return "admit: start" + _observe_started(deps, promotion)
+
+
+def _observe_started(deps: Deps, promotion: Promotion) -> str:
+    """After a start: the stack's status, as its first status event would be handled."""
+    fresh = deps.store.read(promotion.namespace).promotion
+    if fresh is None or fresh.id != promotion.id or fresh.stage is not Stage.RESTORING:
+        return ""
+    if not _has_stack(deps, fresh):
+        return "; wait: still parked" if fresh.parked else "; wait: no stack yet"
+    return f"; {_reconcile_stack(deps, fresh, dry_run=False)}"
+
+
+def _has_stack(deps: Deps, promotion: Promotion) -> bool:
+    """Does the promotion's own DB stack exist (by its tags, never by its name alone)?"""
+    stack = deps.stacks.describe(promotion.namespace.stack_name(promotion.version))
+    return stack is not None and Stacks.tags(stack).get(PROMOTION_TAG) == promotion.id
 
 
 def _reconcile_stack(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
@@ -467,17 +574,17 @@ def _reconcile_stack(deps: Deps, promotion: Promotion, *, dry_run: bool) -> str:
     if status == CREATE_OK or status in CREATE_FAILED_STATES:
         if dry_run:
             return f"would apply stack status {status}"
-        outcome = promo.apply_stack_status(deps, versioned, status, "observed by the sweep")
-        return f"stack {status}: {outcome.action}"
+        stack_id = str(stack.get("StackId") or "") if stack else None
+        outcome = apply_stack_status(deps, versioned, status, "observed by the sweep", stack_id=stack_id)
+        return _said(f"stack {status}", outcome)
     reason = f"database stack {versioned.stack_name} is {status}, it will not become usable"
     if dry_run:
         return f"would fail: {reason}"
-    rec = deps.store.recorded(promotion.namespace, with_queue=False)
+    rec = deps.store.read(promotion.namespace)
     if rec.promotion is None or rec.promotion.id != promotion.id:
         return "promotion already moved on"
-    failed = end(deps, rec, rec.promotion, Outcome.FAILED, reason)
-    drain(deps, promotion.namespace)
-    return f"stack {status}: {failed.action}"
+    failed = drain_after(deps, promotion.namespace, end(deps, rec, rec.promotion, Outcome.FAILED, reason))
+    return _said(f"stack {status}", failed)
 
 
 def deployment_outcome(service: dict[str, Any] | None, promotion: Promotion) -> tuple[str, str]:
@@ -499,15 +606,15 @@ def _reconcile_deployment(deps: Deps, promotion: Promotion, *, dry_run: bool) ->
     ns = promotion.namespace
     if not promotion.deployment_id:
         return "wait: deploying without a deployment id"
-    target = deps.store.get_config(ns.tenant).target(ns.environment)
+    target = promotion.request.target_settings()
     service = deps.services.describe_service(target.cluster, target.service)
     outcome, why = deployment_outcome(service, promotion)
     if outcome == "IN_PROGRESS":
         return f"wait: {why}"
     if dry_run:
         return f"would apply deployment outcome {outcome}: {why}"
-    done = promo.apply_deployment_outcome(deps, ns, promotion.deployment_id, outcome, why)
-    return f"deployment {outcome}: {done.action}"
+    done = apply_deployment_outcome(deps, deps.store.read(ns), promotion.deployment_id, outcome, why)
+    return _said(f"deployment {outcome}", done)
 
 
 __all__ = ["SweepResult", "deployment_outcome", "gather", "headroom", "on_schedule", "reconcile", "run_sweep"]

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
-from chalicelib.names import InvalidName, Namespace, Tenant, parse_environment
+from chalicelib.domain.names import InvalidName, Namespace, Tenant, parse_environment
 
 _SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -19,6 +20,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$")
 
 DEFAULT_APPROVAL_TIMEOUT = 7 * 24 * 3600
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
+_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::([0-9]{12}|\*):[A-Za-z0-9+=,.@_/*-]{1,512}$")
 _IMAGE_PREFIX = re.compile(r"^[a-z0-9][a-z0-9.:/_@-]{0,254}$")
 
 
@@ -26,12 +28,43 @@ class InvalidConfig(ValueError):
     """The tenant config is missing or does not validate; the message says which field."""
 
 
+_KMS_KEY = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+")
+
+
 class DbSettings(NamedTuple):
+    """A target's databases. The protection fields left unset (None) follow the environment: under
+    approval (prod-like) deletion protection, Multi-AZ, 14 days of backups and Performance Insights;
+    otherwise none of them and 7 days. Storage is always encrypted (``kms_key_id``: the key, else aws/rds)."""
+
     instance_class: str
     subnet_group: str
     security_groups: tuple[str, ...]
     secret_arn: str | None = None
     database: str | None = None
+    kms_key_id: str | None = None
+    deletion_protection: bool | None = None
+    multi_az: bool | None = None
+    backup_retention_days: int | None = None
+    performance_insights: bool | None = None
+
+    def stack_parameters(self, *, approval_required: bool, engine_version: str = "") -> dict[str, str]:
+        """The DB stack's (``chalicelib/templates/database.yaml``) protection parameters for this target;
+        ``engine_version``: the source snapshot's, verified against DescribeDBEngineVersions."""
+
+        def flag(value: bool | None) -> str:
+            return "true" if (approval_required if value is None else value) else "false"
+
+        retention = self.backup_retention_days or (14 if approval_required else 7)
+        return {
+            "EngineVersion": engine_version,
+            "StorageKmsKeyId": self.kms_key_id or "",
+            # Off: the pipeline deletes each superseded version's DB (the stack's DeletionPolicy keeps a
+            # final snapshot), and RDS refuses that under deletion protection; see _db.
+            "DeletionProtection": "false",
+            "MultiAZ": flag(self.multi_az),
+            "BackupRetentionPeriod": str(retention),
+            "EnablePerformanceInsights": flag(self.performance_insights),
+        }
 
 
 class TaskSettings(NamedTuple):
@@ -54,6 +87,19 @@ class Policy(NamedTuple):
     require_completed_before: bool = False
     allowed_images: tuple[str, ...] = ()
     accounts: tuple[str, ...] = ()
+    # Principals (IAM/STS ARN patterns, ``*`` wildcards) whose signed approval opens the gate; empty:
+    # any principal IAM lets call tierlift's API. ``override_by``: who may send a signed ``override``
+    # (skip the earlier environment, another image); empty: nobody. ``two_person``: the approver must
+    # not be the principal who signed the request (default: on where approval is required).
+    approvers: tuple[str, ...] = ()
+    override_by: tuple[str, ...] = ()
+    two_person: bool = False
+
+    def approver_allowed(self, principal: str) -> bool:
+        return not self.approvers or any(fnmatchcase(principal, p) for p in self.approvers)
+
+    def override_allowed(self, principal: str | None) -> bool:
+        return principal is not None and any(fnmatchcase(principal, p) for p in self.override_by)
 
 
 class Target(NamedTuple):
@@ -104,7 +150,16 @@ class TenantConfig(NamedTuple):
         try:
             return self.targets[environment]
         except KeyError:
-            raise InvalidConfig(f"environment {environment!r} is not in tenant {self.tenant}'s config") from None
+            raise InvalidConfig(
+                f"environment {environment!r} is not in tenant {self.tenant}'s config "
+                f"(its targets: {', '.join(self.targets)})"
+            ) from None
+
+    def target_spec(self, environment: str) -> dict[str, Any]:
+        """The target's settings as configured (JSON), kept in the lock of a promotion that starts."""
+        self.target(environment)
+        spec = self.raw["targets"][environment]
+        return dict(spec) if isinstance(spec, dict) else {}
 
     def target_for_service(self, cluster: str, service: str) -> Target | None:
         for target in self.targets.values():
@@ -150,16 +205,66 @@ def _db(value: Any, where: str) -> DbSettings:
         not isinstance(database, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,63}", database)
     ):
         raise InvalidConfig(f"{where}.database must be a MySQL database name")
+    key = value.get("kms_key_id")
+    if key is not None and (not isinstance(key, str) or not _KMS_KEY.fullmatch(key)):
+        raise InvalidConfig(f"{where}.kms_key_id must be a KMS key ARN")
+    flags: dict[str, bool | None] = {}
+    for field in ("deletion_protection", "multi_az", "performance_insights"):
+        flag = value.get(field)
+        if flag is not None and not isinstance(flag, bool):
+            raise InvalidConfig(f"{where}.{field} must be true or false")
+        flags[field] = flag
+    if flags["deletion_protection"]:
+        raise InvalidConfig(
+            f"{where}.deletion_protection: true is not supported: tierlift deletes each superseded version's"
+            " DB (its stack keeps a final snapshot), which RDS refuses under deletion protection; leave it"
+            " out (a DB is deleted only by tierlift's role, only when superseded, never the active one)"
+        )
+    retention = value.get("backup_retention_days")
+    if retention is not None and (
+        isinstance(retention, bool) or not isinstance(retention, int) or not 1 <= retention <= 35
+    ):
+        raise InvalidConfig(f"{where}.backup_retention_days must be a whole number of days from 1 to 35")
     return DbSettings(
         instance_class=_name(_req(value, "instance_class", where), f"{where}.instance_class"),
         subnet_group=_name(_req(value, "subnet_group", where), f"{where}.subnet_group"),
         security_groups=_ids(_req(value, "security_groups", where), _SG, f"{where}.security_groups", required=True),
         secret_arn=secret,
         database=database,
+        kms_key_id=key,
+        backup_retention_days=retention,
+        **flags,
     )
 
 
-def _policy(spec: dict[str, Any], where: str, *, last: bool) -> Policy:
+def same_principal(a: str, b: str) -> bool:
+    """One caller behind two ARNs? Equal ARNs, or two role sessions with the same session name (with IAM
+    Identity Center the session name is the user's own name, whatever role the user assumed)."""
+    if a.lower() == b.lower():
+        return True
+    session_a, session_b = _session_name(a), _session_name(b)
+    return session_a is not None and session_a == session_b
+
+
+def _session_name(arn: str) -> str | None:
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        pieces = parts[5].split("/")
+        return pieces[2].lower() if len(pieces) >= 3 else None
+    return None
+
+
+def _principals(spec: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = spec.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(a, str) and _PRINCIPAL.fullmatch(a) for a in value):
+        raise InvalidConfig(
+            f"{where}.{key} must be a list of IAM role/user or STS session ARN patterns "
+            "(arn:aws:sts::123456789012:assumed-role/Approvers/*)"
+        )
+    return tuple(value)
+
+
+def _policy(spec: dict[str, Any], where: str, *, last: bool, approval: bool) -> Policy:
     required = spec.get("require_completed_before", last)
     if not isinstance(required, bool):
         raise InvalidConfig(f"{where}.require_completed_before must be true or false")
@@ -169,7 +274,22 @@ def _policy(spec: dict[str, Any], where: str, *, last: bool) -> Policy:
     accounts = spec.get("accounts", [])
     if not isinstance(accounts, list) or not all(isinstance(a, str) and _ACCOUNT.fullmatch(a) for a in accounts):
         raise InvalidConfig(f"{where}.accounts must be a list of 12-digit AWS account ids")
-    return Policy(require_completed_before=required, allowed_images=tuple(images), accounts=tuple(accounts))
+    if approval and not images:
+        raise InvalidConfig(
+            f"{where}.allowed_images is required where approval is required: name the image repositories "
+            "(prefixes) this environment may run"
+        )
+    two_person = spec.get("two_person", approval)
+    if not isinstance(two_person, bool):
+        raise InvalidConfig(f"{where}.two_person must be true or false")
+    return Policy(
+        require_completed_before=required,
+        allowed_images=tuple(images),
+        accounts=tuple(accounts),
+        approvers=_principals(spec, "approvers", where),
+        override_by=_principals(spec, "override_by", where),
+        two_person=two_person,
+    )
 
 
 def _approval(spec: dict[str, Any], where: str) -> tuple[bool, int]:
@@ -227,6 +347,26 @@ def _task(value: Any, where: str) -> TaskSettings:
     )
 
 
+def parse_target(env: str, spec: dict[str, Any], *, last: bool) -> Target:
+    """One environment's target (``config.targets.<env>``); ``last``: the last environment, whose
+    ``require_completed_before`` defaults to true. The lock keeps the spec a promotion started with."""
+    where = f"config.targets.{env}"
+    if not isinstance(spec, dict):
+        raise InvalidConfig(f"{where} must be an object")
+    approval, timeout = _approval(spec, where)
+    return Target(
+        environment=env,
+        cluster=_name(_req(spec, "cluster", where), f"{where}.cluster"),
+        service=_name(_req(spec, "service", where), f"{where}.service"),
+        container=_name(_req(spec, "container", where), f"{where}.container"),
+        db=_db(_req(spec, "db", where), f"{where}.db"),
+        task=_task(spec.get("task"), f"{where}.task"),
+        approval_required=approval,
+        approval_timeout=timeout,
+        policy=_policy(spec, where, last=last, approval=approval),
+    )
+
+
 def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
     """Validate a tenant config document; raise :class:`InvalidConfig` naming the first bad field."""
     try:
@@ -263,22 +403,10 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
         for env in envs:
             if env == source_env:
                 continue
-            where = f"config.targets.{env}"
             spec = targets_raw.get(env)
             if not isinstance(spec, dict):
-                raise InvalidConfig(f"{where} is missing: every environment but the source needs a target")
-            approval, timeout = _approval(spec, where)
-            targets[env] = Target(
-                environment=env,
-                cluster=_name(_req(spec, "cluster", where), f"{where}.cluster"),
-                service=_name(_req(spec, "service", where), f"{where}.service"),
-                container=_name(_req(spec, "container", where), f"{where}.container"),
-                db=_db(_req(spec, "db", where), f"{where}.db"),
-                task=_task(spec.get("task"), f"{where}.task"),
-                approval_required=approval,
-                approval_timeout=timeout,
-                policy=_policy(spec, where, last=env == envs[-1]),
-            )
+                raise InvalidConfig(f"config.targets.{env} is missing: every environment but the source needs a target")
+            targets[env] = parse_target(env, spec, last=env == envs[-1])
         for env in automatic:
             if env not in targets:
                 raise InvalidConfig(f"config.automatic names {env!r}, which is not a target environment")

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from chalicelib.names import dict_to_tags, tags_to_dict
+from chalicelib.domain.events import OutboundEvent
+from chalicelib.domain.images import EcrImage, by_digest
+from chalicelib.domain.names import dict_to_tags, tags_to_dict
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +81,23 @@ class Rds:
         for page in self.client.get_paginator("describe_db_instances").paginate():
             yield from page.get("DBInstances", [])
 
+    def tag(self, arn: str, tags: dict[str, str]) -> None:
+        self.client.add_tags_to_resource(ResourceName=arn, Tags=dict_to_tags(tags))
+
+    def describe_instance(self, instance_id: str) -> dict[str, Any] | None:
+        try:
+            found = self.client.describe_db_instances(DBInstanceIdentifier=instance_id)["DBInstances"]
+        except ClientError as exc:
+            if error_code(exc) == "DBInstanceNotFound":
+                return None
+            raise
+        return found[0] if found else None
+
+    def quotas(self) -> dict[str, tuple[int, int]]:
+        """The account's RDS quotas: name -> (used, max) (``DescribeAccountAttributes``)."""
+        quotas = self.client.describe_account_attributes().get("AccountQuotas", [])
+        return {str(q["AccountQuotaName"]): (int(q.get("Used", 0)), int(q.get("Max", 0))) for q in quotas}
+
 
 class Stacks:
     def __init__(self, cfn: Any, role_arn: str | None = None) -> None:
@@ -121,6 +140,17 @@ class Stacks:
                 return stack
         return None
 
+    def describe_id(self, stack_id: str) -> dict[str, Any] | None:
+        """The stack with that id (ARN), deleted or not: the very stack an event is about, never a later
+        stack that took its name. None when CloudFormation no longer knows it."""
+        try:
+            stacks = self.client.describe_stacks(StackName=stack_id)["Stacks"]
+        except ClientError as exc:
+            if error_code(exc) == "ValidationError" and "does not exist" in str(exc):
+                return None
+            raise
+        return next((s for s in stacks if s.get("StackId") == stack_id), stacks[0] if stacks else None)
+
     def failure_reasons(self, name: str) -> list[str]:
         """The status reasons of the stack's failed resources (why a create rolled back)."""
         reasons: list[str] = []
@@ -129,6 +159,13 @@ class Stacks:
                 if str(event.get("ResourceStatus", "")).endswith("FAILED") and event.get("ResourceStatusReason"):
                     reasons.append(str(event["ResourceStatusReason"]))
         return reasons
+
+    def deleted_names(self) -> set[str]:
+        """Names of stacks deleted in the last ~90 days (CloudFormation's ``list_stacks`` keeps them)."""
+        names: set[str] = set()
+        for page in self.client.get_paginator("list_stacks").paginate(StackStatusFilter=["DELETE_COMPLETE"]):
+            names.update(s["StackName"] for s in page.get("StackSummaries", []))
+        return names
 
     def delete(self, name: str) -> None:
         """Ask CloudFormation to delete the stack (a no-op for a stack that is gone)."""
@@ -183,12 +220,15 @@ class Services:
         spec["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
         return str(self.client.register_task_definition(**spec)["taskDefinition"]["taskDefinitionArn"])
 
-    def update_service(self, cluster: str, service: str, task_definition: str) -> dict[str, Any]:
+    def update_service(
+        self, cluster: str, service: str, task_definition: str, *, force: bool = False
+    ) -> dict[str, Any]:
         return dict(
             self.client.update_service(
                 cluster=cluster,
                 service=service,
                 taskDefinition=task_definition,
+                forceNewDeployment=force,
                 deploymentConfiguration={
                     "deploymentCircuitBreaker": {"enable": True, "rollback": True},
                     "maximumPercent": 200,
@@ -201,11 +241,42 @@ class Services:
         return dict(self.client.create_service(**spec)["service"])
 
 
-class OutboundEvent(NamedTuple):
-    detail_type: str
-    detail: dict[str, Any]
-    source: str = "tierlift"
-    resources: tuple[str, ...] = ()
+class Images:
+    """ECR: the digest an image tag points at now (one ``DescribeImages``, only for a tag)."""
+
+    def __init__(self, ecr: Any) -> None:
+        self.client = ecr
+
+    def pin(self, image: str) -> str:
+        """``image`` by digest: unchanged when it already is one or is not in a private ECR registry."""
+        if by_digest(image):
+            return image
+        ecr = EcrImage.parse(image)
+        if ecr is None:
+            return image
+        found = self.client.describe_images(
+            registryId=ecr.account, repositoryName=ecr.repository, imageIds=[{"imageTag": ecr.tag or "latest"}]
+        )
+        details = found.get("imageDetails") or []
+        if not details or not details[0].get("imageDigest"):
+            raise LookupError(f"image {image} has no digest in ECR")
+        return ecr.pinned(str(details[0]["imageDigest"]))
+
+
+class Secrets:
+    """Secrets Manager: the tags of a secret (RDS tags its managed secrets with the DB instance's ARN)."""
+
+    def __init__(self, secretsmanager: Any) -> None:
+        self.client = secretsmanager
+
+    def tags(self, secret_id: str) -> dict[str, str] | None:
+        try:
+            found = self.client.describe_secret(SecretId=secret_id)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return {t["Key"]: t["Value"] for t in found.get("Tags", []) or []}
 
 
 class PutEventsFailed(RuntimeError):

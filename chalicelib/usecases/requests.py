@@ -1,0 +1,545 @@
+"""Requests: ``Promotion Requested`` in, and the queue of requests waiting for a busy environment.
+
+A request is checked before anything is written: **bad input** (see :data:`BAD_INPUT`) is rejected
+without writing anything. Every other decision about a request is made by whoever holds the
+environment's lock, so it is made once:
+
+* the environment is free: the request takes the lock (create-only), reads again (the read that makes a
+  decision on an older read harmless) and then, under the lock, either starts or is **refused by the
+  state** (already active, nothing to promote yet, not completed before, snapshot not available,
+  superseded by a newer request that ran): the refusal is the promotion's ending (``rejected``), so a
+  re-delivery finds the request among the answered ones;
+* the environment is busy: the request waits in ``queue/<id>`` (create-only: of two deliveries one
+  queues it). It is answered when the environment frees, by the **drain**: the newest waiting request
+  (by its own request time; requests of the same time in the order they were queued) takes the lock;
+  the older ones are rejected as superseded, queued requests an operator cancelled are cancelled, and
+  the one that took the lock is started or refused as above.
+
+A delivery that finds the request in flight, queued or answered is a duplicate and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, NamedTuple
+
+from chalicelib.adapters.state import TenantRecord
+from chalicelib.deps import Deps
+from chalicelib.domain import events as ev
+from chalicelib.domain.config import InvalidConfig, Target, TenantConfig
+from chalicelib.domain.decisions import Action, ClaimVerdict, decide_request, superseded_by
+from chalicelib.domain.ecs_spec import PromotionError
+from chalicelib.domain.images import by_digest
+from chalicelib.domain.model import EnvRecord, Outcome, Promotion, QueuedRequest, Request, UnknownTenant
+from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
+from chalicelib.invocation import current_id
+from chalicelib.observability import metrics
+from chalicelib.usecases.cutover import start
+from chalicelib.usecases.endings import end
+from chalicelib.usecases.transitions import Result, event_for, give_back, ignore, lease_until, lock_verdict, now_text
+
+logger = logging.getLogger(__name__)
+
+DRAIN_ROUNDS = 8
+
+
+class BadRequest(PromotionError):
+    """The request itself is refused, whatever the state: a version with no source snapshot, a snapshot
+    of another DB, an image or account the target's policy does not allow. Bad input: nothing written."""
+
+
+# Bad input: no such tenant or environment, an unreadable config, an impossible version, a refused
+# policy. Rejected without writing anything (bad input changes nothing); a re-delivery is answered again.
+BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rejections of bad input (nothing written)
+# --------------------------------------------------------------------------------------------------
+def reject_input(deps: Deps, raw: Any, reason: str) -> Result:
+    """``Promotion Rejected`` for a request that could not be read: the only AWS call it causes."""
+    detail = raw.get("detail") if isinstance(raw, dict) else None
+    detail = detail if isinstance(detail, dict) else {}
+    request_id = ev.request_id_of(raw)
+    # Only what the request carried as text: a missing or non-string field is left out, never rendered
+    # ("None", "146", "['qa']" would read as a name the sender never gave).
+    fields = {
+        key: ev.safe(detail[key]) for key in ("tenant", "environment", "version") if isinstance(detail.get(key), str)
+    }
+    return reject_fields(deps, request_id, reason, fields)
+
+
+def reject_request(deps: Deps, request: ev.PromotionRequest, reason: str) -> Result:
+    """``Promotion Rejected`` for a readable request that is bad input."""
+    fields = {"tenant": request.tenant.name, "environment": request.environment}
+    if request.version is not None:
+        fields["version"] = request.version.value
+    return reject_fields(deps, request.id, reason, fields)
+
+
+def reject_fields(
+    deps: Deps, request_id: str, reason: str, fields: dict[str, str], *, refused: tuple[str, str] | None = None
+) -> Result:
+    """Put ``Promotion Rejected`` with only the fields the request carried (none invented). ``refused``:
+    (the command, the promotion it targeted) when the rejection answers an operator's command."""
+    logger.warning("promotion rejected: %s", reason, extra={"reason": reason})
+    deps.bus.put(
+        [
+            ev.outbound(
+                ev.PROMOTION_REJECTED,
+                tenant=fields.get("tenant"),
+                environment=fields.get("environment"),
+                promotion_id=request_id,
+                version=fields.get("version"),
+                reason=reason,
+                outcome=Outcome.REJECTED.value,
+                refused_command=refused[0] if refused else None,
+                target_promotion_id=refused[1] if refused else None,
+            )
+        ]
+    )
+    metrics.promotion_rejected(None, None)
+    return Result("reject", reason, request_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------------
+class Checked(NamedTuple):
+    """A request as checked: the config, the request with its version resolved and the target's
+    settings and source snapshot filled in, and the state's refusal (None: it may start)."""
+
+    config: TenantConfig
+    request: Request
+    refusal: str | None
+
+
+def _snapshot(deps: Deps, cache: dict[str, Any], snapshot_id: str) -> dict[str, Any] | None:
+    if snapshot_id not in cache:
+        cache[snapshot_id] = deps.rds.describe_snapshot(snapshot_id)
+    return cache[snapshot_id]  # type: ignore[no-any-return]
+
+
+def _newest_source_version(deps: Deps, cache: dict[str, Any], config: TenantConfig) -> Version | None:
+    key = "newest:" + config.source_db_instance
+    if key not in cache:
+        newest = None
+        for snapshot in deps.rds.snapshots(instance_id=config.source_db_instance):
+            try:
+                parsed = Versioned.parse_snapshot(snapshot.get("DBSnapshotIdentifier"))
+            except InvalidName:
+                continue
+            if parsed.namespace != config.source or snapshot.get("Status") != "available":
+                continue
+            cache[parsed.snapshot_id] = snapshot
+            if newest is None or parsed.version > newest:
+                newest = parsed.version
+        cache[key] = newest
+    return cache[key]  # type: ignore[no-any-return]
+
+
+def check(deps: Deps, tenant: TenantRecord, request: Request, account: str | None, cache: dict[str, Any]) -> Checked:
+    """Config, target, version, policy and source snapshot of a request, against what ``tenant`` holds.
+
+    Raises one of :data:`BAD_INPUT` for bad input; returns the state's refusal otherwise. AWS answers
+    are kept in ``cache``, so checking again under the lock (against a fresh read) costs no call.
+    """
+    if tenant.config_text is None:
+        raise UnknownTenant(
+            f"tenant {tenant.tenant} has no config at {tenant.config_path}: register it (tierlift tenant register FILE)"
+        )
+    config = tenant.env(request.environment).config()
+    target = config.target(request.environment)
+    policy = target.policy
+    if request.redeploy is not None:
+        return _check_redeploy(tenant, request, config)
+    if policy.accounts and account is not None and account not in policy.accounts:
+        raise BadRequest(f"events from account {account} may not promote into {request.environment}")
+    if policy.two_person and request.principal is None:
+        raise BadRequest(
+            f"promotions into {request.environment} must be signed (its two-person rule compares who asked with "
+            "who approves): send it with tierlift promote, which signs it through tierlift's API"
+        )
+    if request.image and policy.allowed_images and not request.image.startswith(policy.allowed_images):
+        raise BadRequest(f"image {request.image} is not from an allowed repository of {request.environment}")
+    before = config.environment_before(request.environment)
+    refusal: str | None = None
+    version: Version | None = Version.parse(request.version) if request.version else None
+    if version is None and before == config.source_environment:
+        version = _newest_source_version(deps, cache, config)
+        if version is None:
+            refusal = (
+                f"no available source snapshot of {config.source_db_instance}: "
+                f"take one with tierlift snapshot {config.tenant} --wait, then request again"
+            )
+    elif version is None:
+        version = tenant.env(before).active
+        if version is None:
+            refusal = (
+                f"environment {before} (before {request.environment}) has no active version to promote: promote "
+                f"one there first (tierlift promote {config.tenant} {before}) or name one with --version VERSION"
+            )
+    resolved = request._replace(
+        version=version.value if version else None,
+        target=config.target_spec(request.environment),
+        snapshot=config.source.snapshot_id(version) if version else None,
+    )
+    if version is None:
+        return Checked(config, resolved, refusal)
+    snapshot_id = config.source.snapshot_id(version)
+    snapshot = _snapshot(deps, cache, snapshot_id)
+    if snapshot is None:
+        raise BadRequest(
+            f"source snapshot {snapshot_id} does not exist: name a version that has one (--version VERSION), "
+            f"or take one with tierlift snapshot {config.tenant}"
+        )
+    if snapshot.get("DBInstanceIdentifier") != config.source_db_instance:
+        owner = snapshot.get("DBInstanceIdentifier")
+        raise BadRequest(f"snapshot {snapshot_id} is of {owner}, not the source DB {config.source_db_instance}")
+    must_have_completed = policy.require_completed_before and before != config.source_environment
+    if request.override is not None:
+        _check_override(request, policy.override_by, policy.override_allowed(request.principal))
+    elif must_have_completed and version.value not in tenant.env(before).completed:
+        refusal = (
+            f"version {version} has not completed in {before}; promote it there first "
+            f"(tierlift promote {config.tenant} {before} --version {version})"
+        )
+    elif must_have_completed:
+        proven = _proven_image(tenant.env(before).state.image_of(version.value), request, before, target)
+        resolved = resolved._replace(image=proven)
+    if refusal is None and snapshot.get("Status") != "available":
+        refusal = (
+            f"source snapshot {snapshot_id} is {snapshot.get('Status')}, not available yet: request again once "
+            f"it is (tierlift snapshot {config.tenant} --wait waits for a new one)"
+        )
+    return Checked(config, resolved, refusal)
+
+
+def _check_redeploy(tenant: TenantRecord, request: Request, config: TenantConfig) -> Checked:
+    """A redeploy (the pipeline's own, for a rotated secret) rolls the service onto its task definition
+    again: only while the version whose secret rotated is still the active one."""
+    env = request.environment
+    active = tenant.env(env).active
+    resolved = request._replace(target=config.target_spec(env), snapshot=None)
+    refusal = None
+    if active is None or request.version != active.value:
+        refusal = (
+            f"{request.redeploy}: version {request.version} is no longer active in {env} "
+            f"({active or 'none'}); its tasks are gone, nothing to redeploy"
+        )
+    return Checked(config, resolved, refusal)
+
+
+def _check_override(request: Request, named: tuple[str, ...], allowed: bool) -> None:
+    """``override`` (skip the earlier environment, run another image) only from a principal the target's
+    policy names in ``override_by``, signed (tierlift's API); it then waits for approval like a cutover."""
+    if allowed:
+        return
+    env = request.environment
+    if request.principal is None:
+        raise BadRequest(
+            f"override into {env} refused: an override must be signed (tierlift promote ... --override REASON "
+            "sends it through tierlift's API); one sent on the bus is never trusted"
+        )
+    if not named:
+        raise BadRequest(f"override into {env} refused: its policy names nobody in override_by")
+    raise BadRequest(f"override into {env} refused: {request.principal} is not named in its override_by")
+
+
+def _proven_image(proven: str | None, request: Request, before: str, target: Target) -> str | None:
+    """What ``target`` receives: the image that completed in ``before``, as recorded there. An environment
+    under approval takes it only by digest; no request can name another image (only a signed override)."""
+    env = target.environment
+    if proven is None or (target.approval_required and not by_digest(proven)):
+        if target.approval_required:
+            raise BadRequest(
+                f"{request.version} completed in {before} with no image digest recorded ({proven or 'none'}); "
+                f"{env} receives only an image by digest: promote it in {before} again with an image from a "
+                "private ECR repository"
+            )
+        return request.image
+    if request.image is not None and request.image != proven:
+        raise BadRequest(
+            f"{env} receives the image that completed in {before} ({proven}); a request cannot replace it "
+            f"(promote the new image in {before} first, or a signed --override REASON from an override_by principal)"
+        )
+    return proven
+
+
+# --------------------------------------------------------------------------------------------------
+# Promotion Requested
+# --------------------------------------------------------------------------------------------------
+def on_promotion_requested(deps: Deps, command: ev.PromotionRequest) -> Result:
+    ns = command.tenant.namespace(command.environment)
+    request = Request(
+        id=command.id,
+        tenant=command.tenant.name,
+        environment=command.environment,
+        version=command.version.value if command.version else None,
+        requested_by=command.requested_by,
+        image=command.image,
+        requested_at=command.time or now_text(deps),
+        override=command.override,
+        principal=command.principal,
+        redeploy=command.redeploy,
+    )
+    cache: dict[str, Any] = {}
+    for _ in range(3):
+        tenant = deps.store.read_tenant(command.tenant)
+        rec = tenant.env(command.environment)
+        known = rec.knows(request.id)
+        if known:
+            resumed = resume_own(deps, rec, command.account)
+            if resumed is not None and rec.promotion is not None and rec.promotion.id == request.id:
+                return resumed
+            return ignore(f"duplicate delivery: {known}", ns.name, request.id, expected=True)
+        try:
+            checked = check(deps, tenant, request, command.account, cache)
+        except BAD_INPUT as exc:
+            return reject_request(deps, command, str(exc))
+        if rec.lock is not None:
+            promotion = rec.promotion
+            assert promotion is not None
+            return enqueue(deps, ns, request, f"environment busy with promotion {promotion.id} ({promotion.stage})")
+        lock = _lock_for(deps, rec, checked.request)
+        if not deps.store.take_lock(lock):
+            return enqueue(deps, ns, request, "environment became busy")
+        outcome = run_locked(deps, lock, command.account, cache, seen=rec)
+        if outcome is not None:
+            return outcome
+    return ignore(f"the state of {ns} kept changing; the sweep retries", ns.name, request.id)
+
+
+def _lock_for(
+    deps: Deps,
+    rec: EnvRecord,
+    request: Request,
+    *,
+    superseded: tuple[str, ...] = (),
+    cancelled: tuple[str, ...] = (),
+    folded: tuple[str, ...] = (),
+) -> Request:
+    active = rec.active
+    return request._replace(
+        previous=active.value if active else None,
+        started=now_text(deps),
+        owner=current_id(),
+        lease_until=lease_until(deps),
+        superseded=superseded,
+        cancelled=cancelled,
+        folded=folded,
+    )
+
+
+def resume_own(deps: Deps, rec: EnvRecord, account: str | None = None) -> Result | None:
+    """Finish what a crashed attempt of *this* invocation left (Lambda retries with the same request id):
+    a start cut short or an ending it claimed under the lock, a drain cut short after the lock's release.
+    None: nothing to finish."""
+    promotion = rec.promotion
+    if promotion is None:
+        # Idle with requests waiting: a drain cut short (the ending released the lock, then died).
+        return drain(deps, rec.namespace) if rec.waiting else None
+    me = current_id()
+    if promotion.ending is not None and promotion.ending.owner == me:
+        return drain_after(deps, rec.namespace, end(deps, rec, promotion, Outcome(promotion.ending.outcome)))
+    if _start_cut_short(deps, promotion):
+        resumed = run_locked(deps, promotion.request, account, {})
+        return resumed or ignore(f"the state of {rec.namespace} moved on", rec.namespace.name, promotion.id)
+    return None
+
+
+def _start_cut_short(deps: Deps, promotion: Promotion) -> bool:
+    """The lock is held by this promotion, nothing followed, and this invocation is a retry of the one
+    that took it (a crash before or while starting): start it again (starting is idempotent). Once the
+    lock's lease ran out, the sweep does the same for a promotion whose stack never appeared."""
+    verdict = lock_verdict(deps, promotion.request)
+    return (
+        not promotion.deploys
+        and promotion.ending is None
+        and verdict is ClaimVerdict.TAKE_OVER
+        and promotion.request.owner == current_id()
+    )
+
+
+def run_locked(
+    deps: Deps, lock: Request, account: str | None, cache: dict[str, Any], *, seen: EnvRecord | None = None
+) -> Result | None:
+    """This invocation holds (or resumes) the lock for ``lock``: read again, answer the queued requests the
+    lock names, then start the request or refuse it.
+
+    ``seen``: the read the lock was taken on. If the state moved on since (a promotion ran in between),
+    the lock's facts may be stale: it is given back and None returned (the caller decides again).
+    """
+    ns = lock.namespace
+    tenant = deps.store.read_tenant(ns.tenant)
+    rec = tenant.env(ns.environment)
+    promotion = rec.promotion
+    if promotion is None or promotion.id != lock.id:
+        return ignore(f"lock of {ns} is no longer {lock.id}'s", ns.name, lock.id)
+    if seen is not None and (rec.state.seq != seen.state.seq or rec.state.has_answered(lock.id)):
+        give_back(deps, lock, "the environment's state moved on since it was read")
+        return None
+    _answer_queued(deps, rec, lock)
+    if lock.cancelled and lock.id in lock.cancelled:
+        return end(deps, rec, promotion, Outcome.CANCELLED, rec.cancels.get(lock.id) or "cancelled while queued")
+    try:
+        checked = check(deps, tenant, lock, account, cache)
+    except BAD_INPUT as exc:
+        return end(deps, rec, promotion, Outcome.REJECTED, str(exc))
+    refusal = checked.refusal
+    if refusal is None and lock.redeploy is None:  # a redeploy is of the active version, by design
+        ran = [(rec.last.requested_at, rec.last.promotion_id)] if rec.last is not None else []
+        decision = decide_request(
+            request_id=lock.id,
+            version=str(checked.request.version),
+            active=rec.state.active,
+            newer=superseded_by(lock.requested_at, lock.id, ran),
+        )
+        if decision.action is Action.REJECT:
+            refusal = decision.reason
+    if refusal is not None:
+        return end(deps, rec, promotion, Outcome.REJECTED, refusal)
+    metrics.promotion_started(ns.tenant.name, ns.environment)
+    return start(deps, promotion)
+
+
+def _answer_queued(deps: Deps, rec: EnvRecord, lock: Request) -> None:
+    """The queued requests the lock's start answers: superseded ones rejected, cancelled ones cancelled.
+    Their queue entries are deleted once the events are put (a crash in between puts them again)."""
+    ns = rec.namespace
+    queued = {q.id: q for q in rec.queued}
+    events = []
+    for request_id in lock.superseded:
+        if request_id in queued:
+            reason = f"superseded by {lock.id}, a newer request"
+            events.append(
+                event_for(queued[request_id].request, ev.PROMOTION_REJECTED, reason=reason, outcome="rejected")
+            )
+    for request_id in lock.cancelled:
+        if request_id in queued and request_id != lock.id:
+            reason = rec.cancels.get(request_id) or "cancelled while queued"
+            events.append(
+                event_for(queued[request_id].request, ev.PROMOTION_CANCELLED, reason=reason, outcome="cancelled")
+            )
+    if events:
+        deps.bus.put(events)
+        for _ in lock.superseded:
+            metrics.promotion_rejected(ns.tenant.name, ns.environment)
+    layout = deps.store.layout
+    answered = [i for i in (lock.id, *lock.answers) if i in queued or i in rec.cancels]
+    keys = [layout.queue(ns, i) for i in answered if i in queued]
+    keys += [layout.cancel(ns, i) for i in answered if i in rec.cancels and i != lock.id]
+    deps.store.delete(keys)
+
+
+# --------------------------------------------------------------------------------------------------
+# The queue
+# --------------------------------------------------------------------------------------------------
+def enqueue(deps: Deps, ns: Namespace, request: Request, why: str) -> Result:
+    """Wait for the environment (create-only: of two deliveries, one queues the request).
+
+    Then read again: if the environment became free meanwhile (its promotion ended before this entry
+    was written, so its drain could not see it), drain now. Either this read or the ending's drain, which
+    reads after releasing the lock, sees the entry.
+    """
+    if not deps.store.put_queue(ns, request):
+        return ignore(f"duplicate delivery: request {request.id} is already queued", ns.name, request.id, expected=True)
+    deps.bus.put([event_for(request, ev.PROMOTION_QUEUED, reason=why)])
+    if deps.store.read(ns).lock is None:
+        drain(deps, ns)
+    return Result("queue", why, request.id, ns.name)
+
+
+def drain_after(deps: Deps, ns: Namespace, result: Result) -> Result:
+    """After an ending, start what waits (the drain reads after the lock's release)."""
+    if result.action in ("complete", "fail", "roll_back", "cancel", "reject"):
+        drain(deps, ns)
+    return result
+
+
+def cancel_queued(deps: Deps, rec: EnvRecord, request_id: str, reason: str) -> Result | None:
+    """An operator cancels a request waiting in the queue: a cancel mark (create-only) that the drain
+    answers under the lock. None when the request is not waiting."""
+    ns = rec.namespace
+    if not any(q.id == request_id for q in rec.waiting):
+        return None
+    if not deps.store.put_cancel(ns, request_id, reason):
+        return ignore(f"request {request_id} is already being cancelled", ns.name, request_id, expected=True)
+    if deps.store.read(ns).lock is None:
+        drain(deps, ns)
+    return Result("cancel", f"{reason} (answered when the environment frees)", request_id, ns.name)
+
+
+def drain(deps: Deps, ns: Namespace, *, resume_start: bool = True) -> Result | None:
+    """Answer what waits if the environment is free. Safe any time, any number of times, by anyone.
+
+    The newest waiting request takes the lock with the ids it answers (older ones superseded, cancelled
+    ones), then :func:`run_locked` answers them and starts or refuses it. A request that ends at once
+    frees the lock again, so this loops (no recursion). With ``resume_start``, a lock whose start was
+    cut short (its owner's retry, or its lease ran out) is started again.
+    """
+    outcome: Result | None = None
+    cache: dict[str, Any] = {}
+    for _ in range(DRAIN_ROUNDS):
+        tenant = deps.store.read_tenant(ns.tenant)
+        rec = tenant.env(ns.environment)
+        promotion = rec.promotion
+        if promotion is not None:
+            if resume_start and _start_cut_short(deps, promotion):
+                return run_locked(deps, promotion.request, None, cache)
+            return outcome
+        waiting = rec.waiting
+        if not waiting:
+            leftovers = rec.leftovers
+            marks = [i for i in rec.cancels if not any(q.id == i for q in waiting)]
+            if leftovers or marks:
+                layout = deps.store.layout
+                deps.store.delete([layout.queue(ns, i) for i in leftovers] + [layout.cancel(ns, i) for i in marks])
+            return outcome
+        chosen, superseded, cancelled = _choose(rec, waiting)
+        request = chosen.request
+        if chosen.id not in rec.cancels:
+            with contextlib.suppress(*BAD_INPUT):  # bad input now: refused under the lock, with the reason
+                request = check(deps, tenant, request, None, cache).request
+        lock = _lock_for(
+            deps,
+            rec,
+            request,
+            superseded=tuple(q.id for q in superseded),
+            cancelled=tuple(q.id for q in cancelled),
+            folded=tuple(rec.leftovers),
+        )
+        if not deps.store.take_lock(lock):
+            return outcome  # another invocation is draining (or a request took the lock)
+        result = run_locked(deps, lock, None, cache, seen=rec)
+        if result is None:
+            continue
+        outcome = result
+        if result.action not in ("reject", "cancel", "fail"):
+            return outcome
+    logger.error("queue of %s still busy after %d rounds", ns, DRAIN_ROUNDS)
+    return outcome
+
+
+def _choose(
+    rec: EnvRecord, waiting: list[QueuedRequest]
+) -> tuple[QueuedRequest, list[QueuedRequest], list[QueuedRequest]]:
+    """(the request that takes the lock, the older ones it supersedes, the cancelled ones it answers).
+
+    Newest wins by the request's own time. Requests of the very same time (raw put-events of one second)
+    are not ordered against each other: none supersedes another, and they run in the order they were
+    queued (docs/contract.md).
+    """
+    cancelled = [q for q in waiting if q.id in rec.cancels]
+    live = [q for q in waiting if q.id not in rec.cancels]
+    if not live:
+        return cancelled[0], [], cancelled
+    # A redeploy (a rotated secret) never supersedes a promotion, nor is superseded by one: promotions go
+    # first; a redeploy then runs, or is refused if its version is no longer active.
+    promotions = [q for q in live if q.request.redeploy is None]
+    pool = promotions or live
+    newest = max(q.requested_at for q in pool)
+    group = [q for q in pool if q.requested_at == newest]
+    superseded = [q for q in pool if q.requested_at < newest]
+    return group[0], superseded, cancelled
