@@ -8,6 +8,7 @@ Common flags: ``--endpoint-url`` (or botocore's own ``AWS_ENDPOINT_URL``), ``--p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +27,10 @@ from botocore.config import Config
 from tierlift.errors import ExitCode, OperatorError
 
 if TYPE_CHECKING:
-    from chalicelib.config import TenantConfig
-    from chalicelib.names import Namespace
-    from chalicelib.state import Promotion, StateStore
+    from chalicelib.adapters.state import StateStore
+    from chalicelib.domain.config import TenantConfig
+    from chalicelib.domain.model import EnvRecord, Promotion
+    from chalicelib.domain.names import Namespace, Version
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # An operator's command answers in seconds or says why: short connect timeout, few retries.
@@ -48,20 +51,34 @@ def _client(session: boto3.session.Session, service: str) -> Any:
 
 
 def _store(session: boto3.session.Session) -> StateStore:
-    from chalicelib.state import StateStore
+    from chalicelib.adapters.ssm import SsmStateStore
 
-    return StateStore(_client(session, "ssm"), _ssm_root())
+    return SsmStateStore(_client(session, "ssm"), _ssm_root())
 
 
 def _print(args: argparse.Namespace, data: Any, table: str | None = None) -> None:
+    """``--output json``: ``data`` (snake_case keys, nulls, ISO-8601 UTC times); else the table."""
+    from tierlift.output import json_text
+
     if args.output == "json" or table is None:
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(json_text(data))
     else:
         print(table)
 
 
 def _ssm_root() -> str:
     return os.environ.get("TIERLIFT_SSM_ROOT", "/tierlift").rstrip("/") or "/tierlift"
+
+
+def _event_bus() -> str:
+    """tierlift's bus, the one place the CLI resolves it: ``--event-bus-name`` (which sets
+    ``TIERLIFT_EVENT_BUS``), else ``TIERLIFT_EVENT_BUS``, else ``tierlift-dev``; never the default bus."""
+    from tierlift.buses import own_bus
+
+    try:
+        return own_bus()
+    except ValueError as exc:
+        raise OperatorError(ExitCode.USAGE, str(exc)) from None
 
 
 # commands -----------------------------------------------------------------------------------------
@@ -78,6 +95,7 @@ def _source_checkout() -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     _source_checkout()
     from tierlift.local import LocalCloud
+    from tierlift.local.cloud import local_ledger
     from tierlift.local.faults import Faults
     from tierlift.local.quotas import Quotas
 
@@ -97,10 +115,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         quotas=Quotas(args.db_instance_quota, args.snapshot_quota),
     )
+    cloud.timeline.verbose = args.verbose
+    cloud.timeline.as_json = args.output == "json"
     cloud.start()
-    print(f"tierlift local cloud: {cloud.endpoint} (speed x{args.speed:g}); handlers: {', '.join(cloud.handlers)}")
-    print(f"  export AWS_ENDPOINT_URL={cloud.endpoint} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing")
-    print(cloud.timeline.header(), flush=True)
+    out = sys.stderr if args.output == "json" else sys.stdout  # --output json: stdout is JSON lines only
+    import textwrap
+
+    print(
+        f"tierlift local cloud: {cloud.endpoint} (speed x{args.speed:g}); state in memory, gone when it stops", file=out
+    )
+    print(textwrap.fill("handlers: " + ", ".join(cloud.handlers), 120, subsequent_indent="  "), file=out)
+    port = "" if args.port == 4566 else f" --port {args.port}"
+    print(f'in another shell (or: eval "$(tierlift local env{port})"):', file=out)
+    print(export_line(cloud.endpoint, cloud.region, cloud.bus, local_ledger()), file=out)
+    if args.output != "json":
+        print(cloud.timeline.header(), flush=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -110,11 +139,65 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_line(endpoint: str, region: str, bus: str, ledger: str | None = None) -> str:
+    """The shell line that points the AWS CLI, boto3 and tierlift (its bus, its ledger) at the local
+    cloud; ``eval``-able."""
+    import shlex
+
+    values = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": region,
+        "TIERLIFT_EVENT_BUS": bus,
+    }
+    if ledger:
+        values["TIERLIFT_LEDGER_LOG_GROUP"] = ledger
+    return "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in values.items())
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    """``tierlift local env``: the export line for a local cloud (``eval "$(tierlift local env)"``)."""
+    from tierlift.buses import own_bus
+    from tierlift.local.cloud import local_ledger
+
+    endpoint = args.endpoint_url or f"http://127.0.0.1:{args.port}"
+    line = export_line(endpoint, args.region or "us-east-1", own_bus(), local_ledger())
+    _print(args, {"endpoint_url": endpoint, "region": args.region or "us-east-1", "export": line}, line)
+    return 0
+
+
+def cmd_person(args: argparse.Namespace) -> int:
+    """``tierlift local person NAME``: credentials of NAME's session in a role of the local cloud, as an
+    identity provider hands them out (``eval "$(tierlift local person carol)"``): a second person for the
+    two-person rule. tierlift's signed API sees ``arn:aws:sts::<account>:assumed-role/<role>/NAME``."""
+    from tierlift.local.gateway import person
+
+    session = _session(args)
+    frozen = person(session, args.name, args.role).get_credentials()
+    assert frozen is not None
+    creds = frozen.get_frozen_credentials()
+    line = (
+        f"export AWS_ACCESS_KEY_ID={creds.access_key} AWS_SECRET_ACCESS_KEY={creds.secret_key} "
+        f"AWS_SESSION_TOKEN={creds.token}"
+    )
+    principal = f"assumed-role/{args.role}/{args.name}"
+    _print(args, {"principal": principal, "export": line}, line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     _source_checkout()
     from tierlift.demo import run_demo
 
-    return run_demo(speed=args.speed, timeout=args.timeout, quiet=args.quiet)
+    if args.output != "json":
+        return run_demo(speed=args.speed, timeout=args.timeout, quiet=args.quiet)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr):  # the story and its checks go to stderr, the verdict to stdout
+        code = run_demo(speed=args.speed, timeout=args.timeout, quiet=args.quiet)
+    _print(args, {"passed": code == 0, "exit_code": code})
+    return code
 
 
 def _local(args: argparse.Namespace) -> None:
@@ -129,8 +212,9 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
 
     _local(args)
     session = _session(args)
+    automatic = () if args.no_automatic else tuple(args.automatic)
     config = bootstrap_tenant(
-        session, args.tenant, automatic=tuple(args.automatic), approval=tuple(args.approval), ssm_root=_ssm_root()
+        session, args.tenant, automatic=automatic, approval=tuple(args.approval), ssm_root=_ssm_root()
     )
     ensure_ledger(session, args.ledger)
     approval = [env for env, t in config["targets"].items() if t.get("approval") == "required"]
@@ -164,7 +248,19 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     # Lambda's on-failure destination records, as the packaged template's invocations dead-letter queue holds
     letters = [dlq.parse(url, {"Body": json.dumps(r), "ReceiptHandle": ""}) for r in records]
     table = "\n".join(f"{d.handler!s:<36} attempts={d.attempts}  {d.error[:100]}" for d in letters) or "(empty)"
-    _print(args, records, table)
+    data = [
+        {
+            "handler": d.handler,
+            "attempts": d.attempts,
+            "error": d.error,
+            "kind": d.kind,
+            "event_id": (d.event or {}).get("id"),
+            "detail_type": (d.event or {}).get("detail-type"),
+            "event": d.event,
+        }
+        for d in letters
+    ]
+    _print(args, data, table)
     return 0
 
 
@@ -177,7 +273,7 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
         session.client("events"),
         session.client("lambda"),
         logs=session.client("logs"),
-        bus=os.environ.get("TIERLIFT_EVENT_BUS", "default"),
+        bus=_event_bus(),
         queue=args.queue,
         dry_run=args.dry_run,
         max_age=args.max_age,
@@ -188,8 +284,8 @@ def cmd_dlq_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    from chalicelib.config import InvalidConfig, parse_config
-    from chalicelib.names import InvalidName, Tenant
+    from chalicelib.domain.config import InvalidConfig, parse_config
+    from chalicelib.domain.names import InvalidName, Tenant
 
     try:
         raw = json.loads(Path(args.file).read_text())
@@ -200,10 +296,27 @@ def cmd_register(args: argparse.Namespace) -> int:
         config = parse_config(tenant, raw)
     except (InvalidConfig, InvalidName) as exc:
         raise OperatorError(ExitCode.USAGE, f"invalid config: {exc}") from None
-    store = _store(_session(args))
+    session = _session(args)
+    store = _store(session)
+    name = store.layout.config(tenant)
+    if not args.no_check:
+        from tierlift.preflight import CheckFailed, missing, refusal
+
+        try:
+            found = missing(session, config, client=lambda service: _client(session, service))
+        except CheckFailed as exc:
+            raise OperatorError(
+                ExitCode.ERROR, f"{exc}: allow the Describe calls, or register with --no-check"
+            ) from None
+        if found:
+            raise OperatorError(ExitCode.REFUSED, refusal(config, found))
     store.put_config(config)
-    name = store.config_path(tenant)
-    _print(args, {"registered": name}, f"registered {name}")
+    note = " without checking what it names (tierlift status " + tenant.name + " shows what is missing)"
+    _print(
+        args,
+        {"registered": name, "tenant": tenant.name, "checked": not args.no_check},
+        f"registered {name}" + (note if args.no_check else ""),
+    )
     return 0
 
 
@@ -214,9 +327,9 @@ def _requested_by(args: argparse.Namespace) -> str:
 
 def _target(store: StateStore, tenant: str, environment: str | None) -> tuple[TenantConfig, Namespace | None]:
     """The tenant's config and the namespace of ``environment`` (a target environment), or why not."""
-    from chalicelib.config import InvalidConfig
-    from chalicelib.names import InvalidName, Tenant, parse_environment
-    from chalicelib.state import UnknownTenant
+    from chalicelib.domain.config import InvalidConfig
+    from chalicelib.domain.model import UnknownTenant
+    from chalicelib.domain.names import InvalidName, Tenant, parse_environment
 
     try:
         parsed = Tenant.parse(tenant)
@@ -227,7 +340,9 @@ def _target(store: StateStore, tenant: str, environment: str | None) -> tuple[Te
         config = store.get_config(parsed)
     except UnknownTenant:
         raise OperatorError(
-            ExitCode.NOT_FOUND, f"unknown tenant {tenant}: no config at {store.config_path(parsed)}"
+            ExitCode.NOT_FOUND,
+            f"unknown tenant {tenant}: no config at {store.layout.config(parsed)}; register it with "
+            "tierlift tenant register FILE (tierlift status lists the tenants)",
         ) from None
     except InvalidConfig as exc:
         raise OperatorError(ExitCode.ERROR, f"tenant {tenant}'s config does not validate: {exc}") from None
@@ -242,7 +357,7 @@ def _target(store: StateStore, tenant: str, environment: str | None) -> tuple[Te
 
 def _put_event(session: boto3.session.Session, detail_type: str, detail: dict[str, Any]) -> str:
     """Put one ``tierlift`` event; returns its EventBridge id (a request's promotion id)."""
-    from chalicelib.events import SOURCE
+    from chalicelib.domain.events import SOURCE
 
     response = _client(session, "events").put_events(
         Entries=[
@@ -250,7 +365,7 @@ def _put_event(session: boto3.session.Session, detail_type: str, detail: dict[st
                 "Source": SOURCE,
                 "DetailType": detail_type,
                 "Detail": json.dumps({k: v for k, v in detail.items() if v is not None}),
-                "EventBusName": os.environ.get("TIERLIFT_EVENT_BUS", "default"),
+                "EventBusName": _event_bus(),
             }
         ]
     )
@@ -262,12 +377,57 @@ def _put_event(session: boto3.session.Session, detail_type: str, detail: dict[st
     return str(entry["EventId"])
 
 
-def _sent(args: argparse.Namespace, detail_type: str, event_id: str, ns: str, extra: str = "") -> None:
-    text = f"{detail_type} for {ns}: {event_id}{extra}"
+def _signed(session: boto3.session.Session, route: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """One call of tierlift's signed API (SigV4 with the operator's credentials): the pipeline's answer.
+
+    The caller is who the credentials are (API Gateway's IAM authorization, never a field of the body).
+    A refusal (403, with the pipeline's reason) exits ``REFUSED``."""
+    from tierlift import api
+
+    body = {k: v for k, v in detail.items() if v is not None and k not in ("command", "requested_by")}
+    try:
+        status, answer = api.call(session, route, body)
+    except api.ApiMissing as exc:
+        raise OperatorError(ExitCode.USAGE, str(exc)) from None
+    except OSError as exc:
+        raise OperatorError(ExitCode.UNREACHABLE, f"tierlift's API cannot be reached: {exc}") from None
+    answer = answer if isinstance(answer, dict) else {}
+    reason = answer.get("reason") or answer.get("message") or answer.get("error") or ""
+    if status == 403:
+        raise OperatorError(ExitCode.REFUSED, f"refused: {reason}")
+    if status != 200:
+        raise OperatorError(ExitCode.ERROR, f"tierlift's API answered {status}: {reason}")
+    return answer
+
+
+def _signs(config: TenantConfig, environment: str, override: str | None) -> bool:
+    """A request that must be signed: an override, or one into an environment with the two-person rule."""
+    return override is not None or config.target(environment).policy.two_person
+
+
+def _sent(
+    args: argparse.Namespace,
+    detail_type: str,
+    event_id: str,
+    ns: Namespace,
+    promotion_id: str,
+    extra: str = "",
+    label: str | None = None,
+) -> None:
+    """What was put: one line (stderr with ``--output json --wait``: stdout is the outcome's JSON)."""
+    text = f"{label or detail_type} for {ns}: {promotion_id}{extra}"
     if args.output == "json" and args.wait:
         print(text, file=sys.stderr)
     elif args.output == "json":
-        print(json.dumps({"EventId": event_id, "DetailType": detail_type, "namespace": ns}, indent=2))
+        data = {
+            "event_id": event_id,
+            "detail_type": detail_type,
+            "promotion_id": promotion_id,
+            "namespace": ns.name,
+            "tenant": ns.tenant.name,
+            "environment": ns.environment,
+        }
+        _print(args, data)
     else:
         print(text, flush=True)
 
@@ -292,26 +452,35 @@ def _follow(
     result = follower.run()
     line = summary(result, ns, args.timeout)
     if args.output == "json":
-        print(json.dumps({"promotion_id": promotion_id, "namespace": ns.name, **result.as_dict()}, indent=2))
+        _print(args, {"promotion_id": promotion_id, "namespace": ns.name, **result.as_dict()})
         print(line, file=sys.stderr)
     else:
         print(line)
     return int(result.code)
 
 
+PROMOTION_ID = r"[A-Za-z0-9][A-Za-z0-9-]{0,127}"
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
-    from chalicelib.names import InvalidName, Version
+    import re
+
+    from chalicelib.domain.names import InvalidName, Version
 
     if args.version:
         try:
             Version.parse(args.version)
         except InvalidName as exc:
-            raise OperatorError(ExitCode.USAGE, str(exc)) from None
+            raise OperatorError(ExitCode.USAGE, f"--version: {exc}") from None
+    if args.promotion_id is not None and not re.fullmatch(PROMOTION_ID, args.promotion_id):
+        raise OperatorError(
+            ExitCode.USAGE, f"--promotion-id {args.promotion_id!r}: give 1-128 letters, digits and '-' (a CI run id)"
+        )
     session = _session(args)
     store = _store(session)
-    _, ns = _target(store, args.tenant, args.environment)
+    config, ns = _target(store, args.tenant, args.environment)
     assert ns is not None
-    return _request(args, session, store, ns, args.version, "")
+    return _request(args, session, store, ns, args.version, "", signed=_signs(config, ns.environment, args.override))
 
 
 def _request(
@@ -321,9 +490,12 @@ def _request(
     ns: Namespace,
     version: str | None,
     extra: str,
+    *,
+    signed: bool = False,
 ) -> int:
-    from chalicelib.events import PROMOTION_REQUESTED
+    from chalicelib.domain.events import PROMOTION_REQUESTED
 
+    started = datetime.now(UTC)
     detail = {
         "tenant": ns.tenant.name,
         "environment": ns.environment,
@@ -331,32 +503,63 @@ def _request(
         "image": args.image,
         "requested_by": _requested_by(args),
         "override": args.override,
+        "promotion_id": getattr(args, "promotion_id", None),
+        # orders requests sent within the same second (the event's time has whole seconds)
+        "requested_at": started.isoformat(timespec="microseconds"),
     }
-    started = datetime.now(UTC)
-    promotion_id = _put_event(session, PROMOTION_REQUESTED, detail)
-    _sent(args, PROMOTION_REQUESTED, promotion_id, ns.name, extra)
+    if signed:  # through tierlift's API: the request is the caller's, as AWS established it
+        detail["promotion_id"] = detail["promotion_id"] or str(uuid.uuid4())
+        answer = _signed(session, "promotions", detail)
+        event_id = str(answer.get("promotion_id") or detail["promotion_id"])
+    else:
+        event_id = _put_event(session, PROMOTION_REQUESTED, detail)
+    promotion_id = detail["promotion_id"] or event_id  # the id the pipeline answers the request by
+    _sent(args, PROMOTION_REQUESTED, event_id, ns, promotion_id, extra)
     if not args.wait:
         return 0
     return _follow(args, session, store, ns, promotion_id, started)
 
 
 def cmd_approve(args: argparse.Namespace) -> int:
-    from chalicelib.events import PROMOTION_APPROVED
-    from chalicelib.state import Stage
+    from chalicelib.domain.events import PROMOTION_APPROVED
+    from chalicelib.domain.model import Stage
 
     session = _session(args)
     store = _store(session)
-    _, ns = _target(store, args.tenant, args.environment)
+    config, ns = _target(store, args.tenant, args.environment)
     assert ns is not None
-    promotion = store.recorded(ns, with_queue=False).promotion
-    if promotion is None or promotion.stage != Stage.AWAITING_APPROVAL:
-        where = f"{promotion.id} is {promotion.stage}" if promotion is not None else "nothing is in flight"
-        raise OperatorError(ExitCode.REFUSED, f"no promotion of {ns} is awaiting approval ({where})")
+    if not config.targets[ns.environment].approval_required:
+        raise OperatorError(
+            ExitCode.REFUSED,
+            f"{ns.environment} of {ns.tenant} does not require approval: its promotions cut over by themselves "
+            f"(tierlift status {ns.tenant})",
+        )
+    started = datetime.now(UTC)
+    promotion = store.read(ns).promotion
+    before_gate = (Stage.REQUESTED, Stage.RESTORING)
+    if promotion is None:
+        raise OperatorError(
+            ExitCode.REFUSED,
+            f"nothing is in flight in {ns}: nothing to approve (tierlift history {ns.tenant} {ns.environment} "
+            "shows how the last promotion ended)",
+        )
     if args.promotion_id and args.promotion_id != promotion.id:
         raise OperatorError(
             ExitCode.REFUSED,
-            f"promotion {args.promotion_id} is not the one awaiting approval in {ns} ({promotion.id}, "
-            f"version {promotion.version})",
+            f"promotion {args.promotion_id} is not the one in flight in {ns} ({promotion.id}, "
+            f"version {promotion.version}, {promotion.stage}): approve that one with --promotion-id {promotion.id}",
+        )
+    if promotion.stage in before_gate and args.wait:
+        promotion = _wait_for_gate(args, store, ns, promotion)
+        if promotion is None:
+            return _follow(args, session, store, ns, args.promotion_id or "", started)
+    elif promotion.stage != Stage.AWAITING_APPROVAL:
+        later = (
+            "; tierlift approve --wait approves it once it reaches the gate" if promotion.stage in before_gate else ""
+        )
+        raise OperatorError(
+            ExitCode.REFUSED,
+            f"promotion {promotion.id} of {ns} is {promotion.stage}, not awaiting approval{later}",
         )
     detail = {
         "tenant": ns.tenant.name,
@@ -365,12 +568,42 @@ def cmd_approve(args: argparse.Namespace) -> int:
         "command": "approve",
         "requested_by": _requested_by(args),
     }
-    started = datetime.now(UTC)
-    event_id = _put_event(session, PROMOTION_APPROVED, detail)
-    _sent(args, PROMOTION_APPROVED, promotion.id, ns.name, f" (version {promotion.version}; event {event_id})")
+    answer = _signed(session, "approvals", detail)  # an approval is always signed: the approver is who calls
+    event_id = str(answer.get("promotion_id") or promotion.id)
+    _sent(
+        args,
+        PROMOTION_APPROVED,
+        event_id,
+        ns,
+        promotion.id,
+        f" (version {promotion.version}; signed as {answer.get('principal')})",
+    )
     if not args.wait:
         return 0
     return _follow(args, session, store, ns, promotion.id, _started(promotion, started))
+
+
+def _wait_for_gate(args: argparse.Namespace, store: StateStore, ns: Namespace, promotion: Promotion) -> Any:
+    """``approve --wait`` of a promotion still restoring: wait (reading the state every ``--poll``) until
+    it awaits approval; None when it ended before (``args.promotion_id`` is then set to follow its end)."""
+    from chalicelib.domain.model import Stage
+
+    out = sys.stderr if args.output == "json" else sys.stdout
+    print(f"waiting for {promotion.id} in {ns} to reach the approval gate ({promotion.stage})", file=out, flush=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        time.sleep(max(0.5, args.poll))
+        now = store.read(ns).promotion
+        if now is None or now.id != promotion.id:
+            args.promotion_id = promotion.id
+            return None
+        if now.stage == Stage.AWAITING_APPROVAL:
+            return now
+        if now.stage not in (Stage.REQUESTED, Stage.RESTORING):
+            raise OperatorError(ExitCode.REFUSED, f"promotion {promotion.id} of {ns} is {now.stage}, past the gate")
+    raise OperatorError(
+        ExitCode.TIMED_OUT, f"timed out after {args.timeout:.0f}s: {promotion.id} has not reached the approval gate"
+    )
 
 
 def _started(promotion: Promotion, default: datetime) -> datetime:
@@ -383,13 +616,13 @@ def _started(promotion: Promotion, default: datetime) -> datetime:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from chalicelib.events import PROMOTION_CANCELLED
+    from chalicelib.domain.events import PROMOTION_CANCELLED
 
     session = _session(args)
     store = _store(session)
     _, ns = _target(store, args.tenant, args.environment)
     assert ns is not None
-    recorded = store.recorded(ns)
+    recorded = store.read(ns)
     promotion = recorded.promotion
     queued = recorded.waiting
     wanted = args.promotion_id or (promotion.id if promotion is not None else None)
@@ -412,55 +645,55 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         "reason": args.reason,
     }
     started = datetime.now(UTC)
-    event_id = _put_event(session, PROMOTION_CANCELLED, detail)
-    _sent(args, "Cancel", wanted, ns.name, f" (event {event_id})")
+    answer = _signed(session, "cancellations", detail)
+    event_id = str(answer.get("promotion_id") or wanted)
+    _sent(args, PROMOTION_CANCELLED, event_id, ns, wanted, f" (signed as {answer.get('principal')})", label="Cancel")
     if not args.wait:
         return 0
     begun = _started(promotion, started) if promotion is not None and promotion.id == wanted else started
     return _follow(args, session, store, ns, wanted, begun)
 
 
-def previous_version(history: list[str], active: str) -> str | None:
-    """The version active before ``active``, from ``active``'s parameter history (oldest first)."""
-    for value in reversed(history):
-        if value != active:
-            return value
-    return None
+def rollback_target(record: EnvRecord, to: str | None) -> Version:
+    """The version a rollback of ``record``'s environment promotes: ``to``, else the version active
+    before the active one (``EnvRecord.previous_active``, from the state record's completed versions)."""
+    from chalicelib.domain.names import InvalidName, Version
 
-
-def _active_history(session: boto3.session.Session, store: StateStore, ns: Namespace) -> list[str]:
-    """``active``'s parameter history, oldest first (SSM keeps its last 100 versions)."""
-    values: list[str] = []
-    paginator = _client(session, "ssm").get_paginator("get_parameter_history")
-    for page in paginator.paginate(Name=store.active_path(ns)):
-        values.extend(str(p["Value"]) for p in page.get("Parameters", []))
-    return values
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    from chalicelib.names import InvalidName, Version
-
-    session = _session(args)
-    store = _store(session)
-    config, ns = _target(store, args.tenant, args.environment)
-    assert ns is not None
-    active = store.get_active(ns)
+    ns, active = record.namespace, record.active
     if active is None:
-        raise OperatorError(ExitCode.REFUSED, f"nothing is active in {ns}: there is nothing to roll back")
-    if args.to:
+        raise OperatorError(
+            ExitCode.REFUSED,
+            f"nothing is active in {ns}: there is nothing to roll back; "
+            f"promote a version with tierlift promote {ns.tenant} {ns.environment} --version VERSION",
+        )
+    if to:
         try:
-            target = Version.parse(args.to)
+            target = Version.parse(to)
         except InvalidName as exc:
-            raise OperatorError(ExitCode.USAGE, str(exc)) from None
+            raise OperatorError(ExitCode.USAGE, f"--to: {exc}") from None
     else:
-        found = previous_version(_active_history(session, store, ns), active.value)
+        found = record.previous_active
         if found is None:
             raise OperatorError(
                 ExitCode.REFUSED, f"{ns} has had no version before {active}: name one with --to VERSION"
             )
-        target = Version.parse(found)
+        target = found
     if target == active:
-        raise OperatorError(ExitCode.REFUSED, f"{target} is already active in {ns}")
+        raise OperatorError(
+            ExitCode.REFUSED,
+            f"{target} is already active in {ns}: nothing to roll back to; name another version with --to VERSION",
+        )
+    return target
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    session = _session(args)
+    store = _store(session)
+    config, ns = _target(store, args.tenant, args.environment)
+    assert ns is not None
+    record = store.read(ns)
+    target = rollback_target(record, args.to)
+    active = record.active
     snapshot = config.source.snapshot_id(target)
     rds = _client(session, "rds")
     try:
@@ -468,20 +701,36 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     except rds.exceptions.DBSnapshotNotFoundFault:
         snapshots = []
     if not snapshots:
-        raise OperatorError(
-            ExitCode.REFUSED,
-            f"cannot roll {ns} back to {target}: its source snapshot {snapshot} is gone (kept: the newest "
-            f"TIERLIFT_SOURCE_SNAPSHOTS_KEPT); promote a newer version instead",
-        )
+        raise OperatorError(ExitCode.REFUSED, snapshot_gone(record, target, snapshot))
     if snapshots[0].get("Status") != "available":
         raise OperatorError(
-            ExitCode.REFUSED, f"cannot roll {ns} back to {target}: snapshot {snapshot} is {snapshots[0].get('Status')}"
+            ExitCode.REFUSED,
+            f"cannot roll {ns} back to {target}: snapshot {snapshot} is {snapshots[0].get('Status')}; "
+            "try again once it is available",
         )
-    return _request(args, session, store, ns, target.value, f" (roll back {active} -> {target})")
+    signed = _signs(config, ns.environment, getattr(args, "override", None))
+    return _request(args, session, store, ns, target.value, f" (roll back {active} -> {target})", signed=signed)
+
+
+def snapshot_gone(record: EnvRecord, target: Version, snapshot: str) -> str:
+    """Why a rollback to ``target`` cannot be done when its source snapshot is not there, and what to do."""
+    ns = record.namespace
+    instead = f"promote a version that exists: tierlift promote {ns.tenant} {ns.environment} --version VERSION"
+    if target.value in record.completed:
+        return (
+            f"cannot roll {ns} back to {target}: its source snapshot {snapshot} is gone (the pipeline keeps the "
+            f"newest TIERLIFT_SOURCE_SNAPSHOTS_KEPT); {instead}"
+        )
+    ran = ", ".join(record.completed[-5:]) or "none"
+    return (
+        f"cannot roll {ns} back to {target}: {target} never ran in {ns} (recent versions: {ran}) and there is "
+        f"no source snapshot {snapshot}; {instead}"
+    )
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    from chalicelib.events import SNAPSHOT_REQUESTED
+    from chalicelib.domain.events import SNAPSHOT_REQUESTED
+    from tierlift.history import duration
 
     session = _session(args)
     store = _store(session)
@@ -489,26 +738,85 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     before = _snapshot_ids(session, config) if args.wait else set()
     event_id = _put_event(session, SNAPSHOT_REQUESTED, {"tenant": args.tenant, "requested_by": _requested_by(args)})
+    sent = {"event_id": event_id, "detail_type": SNAPSHOT_REQUESTED, "tenant": args.tenant}
     if not args.wait:
-        _print(args, {"EventId": event_id, "DetailType": SNAPSHOT_REQUESTED}, f"{SNAPSHOT_REQUESTED}: {event_id}")
+        _print(args, sent, f"{SNAPSHOT_REQUESTED} for {args.tenant}: {event_id}")
         return 0
     out = sys.stderr if args.output == "json" else sys.stdout
-    print(f"{SNAPSHOT_REQUESTED}: {event_id}; waiting for the snapshot of {config.source_db_instance}", file=out)
-    found = _wait_snapshot(session, config, started, before, args.timeout, args.poll)
+    print(
+        f"{SNAPSHOT_REQUESTED} for {args.tenant}: {event_id}; waiting for the snapshot of {config.source_db_instance}",
+        file=out,
+        flush=True,
+    )
+    failure = _snapshot_failure(session, args.ledger, args.tenant, event_id, started, out)
+    found = _wait_snapshot(session, config, started, before, args.timeout, args.poll, failure)
     if found is None:
-        print(f"timed out after {args.timeout:.0f}s waiting for the snapshot", file=sys.stderr)
+        _print(
+            args,
+            {**sent, "outcome": "timed_out", "snapshot": None, "version": None, "reason": None},
+            f"timed out after {duration(args.timeout)} waiting for the snapshot; it may still come: "
+            f"tierlift status {args.tenant}",
+        )
         return int(ExitCode.TIMED_OUT)
+    if isinstance(found, dict):
+        reason = str(found.get("reason") or "no reason given")
+        _print(
+            args,
+            {**sent, "outcome": "failed", "snapshot": found.get("snapshot"), "version": None, "reason": reason},
+            f"Snapshot Failed: {reason}",
+        )
+        return int(ExitCode.FAILED)
     name, version = found
-    _print(args, {"snapshot": name, "version": version}, f"snapshot {name} available: version {version}")
+    _print(
+        args,
+        {**sent, "outcome": "available", "snapshot": name, "version": version, "reason": None},
+        f"snapshot {name} available: version {version}",
+    )
     return 0
 
 
+def _snapshot_failure(
+    session: boto3.session.Session, ledger: str, tenant: str, event_id: str, started: datetime, out: Any
+) -> Any:
+    """A check for the pipeline's ``Snapshot Failed`` answer to request ``event_id`` in the ledger: its
+    detail, or None. Where the ledger is not deployed, only the snapshot itself can be waited for."""
+    from chalicelib.domain.events import SNAPSHOT_FAILED
+    from tierlift.history import LedgerMissing, read_ledger
+
+    logs = _client(session, "logs")
+    start = started - timedelta(minutes=5)  # clock skew between this machine and EventBridge
+    state = {"ledger": True}
+
+    def check() -> dict[str, Any] | None:
+        if not state["ledger"]:
+            return None
+        try:
+            events = read_ledger(logs, ledger, tenant=tenant, start=start)
+        except LedgerMissing as exc:
+            state["ledger"] = False
+            print(f"note: {exc}: a Snapshot Failed answer cannot be seen; waiting for the snapshot only", file=out)
+            return None
+        for event in events:
+            if event.detail_type == SNAPSHOT_FAILED and event.detail.get("request_id") == event_id:
+                return dict(event.detail)
+        return None
+
+    return check
+
+
 def _manual_snapshots(session: boto3.session.Session, config: TenantConfig) -> list[dict[str, Any]]:
+    from botocore.exceptions import ClientError
+
     rds = _client(session, "rds")
     pages = rds.get_paginator("describe_db_snapshots").paginate(
         DBInstanceIdentifier=config.source_db_instance, SnapshotType="manual"
     )
-    return [snap for page in pages for snap in page.get("DBSnapshots", [])]
+    try:
+        return [snap for page in pages for snap in page.get("DBSnapshots", [])]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("DBInstanceNotFound", "DBInstanceNotFoundFault"):
+            return []  # the source DB is not there: the pipeline answers with Snapshot Failed
+        raise
 
 
 def _snapshot_ids(session: boto3.session.Session, config: TenantConfig) -> set[str]:
@@ -522,10 +830,11 @@ def _wait_snapshot(
     before: set[str],
     timeout: float,
     poll: float,
-) -> tuple[str, str] | None:
+    failure: Any = None,
+) -> tuple[str, str] | dict[str, Any] | None:
     """The first new manual snapshot of the source DB (absent in ``before``, named for a version at or
-    after ``since``), once available."""
-    from chalicelib.names import InvalidName, Versioned
+    after ``since``), once available; or the ``Snapshot Failed`` detail ``failure()`` finds; None: timed out."""
+    from chalicelib.domain.names import InvalidName, Versioned
 
     floor = (since - timedelta(seconds=2)).strftime("%Y%m%d%H%M%S")
     deadline = time.monotonic() + timeout
@@ -540,6 +849,9 @@ def _wait_snapshot(
             fresh = parsed.namespace == config.source and parsed.version.value >= floor
             if fresh and snap.get("Status") == "available":
                 return parsed.snapshot_id, parsed.version.value
+        failed = failure() if failure is not None else None
+        if failed is not None:
+            return dict(failed)
         if time.monotonic() + poll > deadline:
             return None
         time.sleep(max(0.5, poll))
@@ -565,7 +877,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from tierlift.history import LedgerMissing, fold, parse_since, read_ledger, render_history
+    from tierlift.history import LedgerMissing, fold, live_requests, parse_since, read_ledger, render_history
 
     session = _session(args)
     store = _store(session)
@@ -573,7 +885,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         start = parse_since(args.since) if args.since else None
     except ValueError as exc:
         raise OperatorError(ExitCode.USAGE, str(exc)) from None
-    from chalicelib.names import InvalidName, Tenant, parse_environment
+    from chalicelib.domain.names import InvalidName, Tenant, parse_environment
 
     try:
         Tenant.parse(args.tenant)
@@ -591,24 +903,66 @@ def cmd_history(args: argparse.Namespace) -> int:
         ) from None
     if not events:
         _target(store, args.tenant, args.environment)  # a wrong tenant or environment says so
-    records = fold(events)
+    # A request without an outcome is in flight only while it holds a lock or a queue entry.
+    tenant = store.read_tenant(Tenant.parse(args.tenant))
+    envs = [r for env, r in tenant.envs.items() if args.environment in (None, env)]
+    records = fold(events, live_requests(envs))
     _print(args, [r.as_dict() for r in records], render_history(records))
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    try:
-        from chalicelib.sweep import run_sweep  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        print("the sweep is not available yet: chalicelib/sweep.py (run_sweep) is missing", file=sys.stderr)
-        return 2
-    from chalicelib.deps import Deps
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tierlift import doctor
 
+    return doctor.command(args, _session(args))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from chalicelib.deps import Deps
+    from chalicelib.usecases.sweep import run_sweep
+
+    if args.tenant:
+        from chalicelib.domain.names import InvalidName, Tenant
+
+        try:
+            Tenant.parse(args.tenant)
+        except InvalidName as exc:
+            raise OperatorError(ExitCode.USAGE, str(exc)) from None
     deps = Deps.from_session(_session(args))
     result = run_sweep(deps, args.tenant, dry_run=args.dry_run)
-    data = result.as_dict() if hasattr(result, "as_dict") else result
-    _print(args, data, json.dumps(data, indent=2, sort_keys=True, default=str))
+    data = result.as_dict()
+    _print(args, data, sweep_table(data))
     return 0
+
+
+def sweep_table(data: dict[str, Any]) -> str:
+    """The sweep's report as a table: one line of counts, then one line per action with its reason."""
+    what = "dry run (nothing changed)" if data.get("dry_run") else "sweep"
+    scope = f"tenant {data['tenant']}" if data.get("tenant") else "every tenant"
+    lines = [
+        f"{what} of {scope}: {data.get('namespaces', 0)} environment(s), {data.get('stacks', 0)} stack(s), "
+        f"{data.get('snapshots', 0)} snapshot(s) looked at in {data.get('seconds', 0)}s"
+    ]
+    actions = data.get("actions") or []
+    if actions:
+        rows = [
+            (
+                str(a.get("status") or "-"),
+                str(a.get("kind") or "-"),
+                str(a.get("target") or "-"),
+                str(a.get("reason") or "") + (f": {a['outcome']}" if a.get("outcome") else ""),
+            )
+            for a in actions
+        ]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("STATUS", "KIND", "TARGET"))]
+        lines.append(
+            "  ".join(h.ljust(w) for h, w in zip(("STATUS", "KIND", "TARGET"), widths, strict=True)) + "  REASON"
+        )
+        lines.extend("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3] for r in rows)
+    else:
+        lines.append("nothing to do")
+    lines.extend(f"error: {e}" for e in data.get("errors") or [])
+    return "\n".join(lines)
 
 
 # parser -------------------------------------------------------------------------------------------
@@ -635,6 +989,11 @@ def _common(top_level: bool) -> argparse.ArgumentParser:
         "--region", default=default(os.environ.get("AWS_DEFAULT_REGION", "us-east-1")), help="AWS region"
     )
     common.add_argument("--output", choices=("table", "json"), default=default("table"))
+    common.add_argument(
+        "--event-bus-name",
+        default=default(None),
+        help="tierlift's bus (default: TIERLIFT_EVENT_BUS or tierlift-dev; never the default bus)",
+    )
     return common
 
 
@@ -653,27 +1012,82 @@ def _follow_flags() -> argparse.ArgumentParser:
     return flags
 
 
-EPILOG = """exit codes: 0 done/completed, 1 AWS error, 2 usage, 3 unknown tenant/environment/promotion,
-4 refused (nothing to approve/cancel, snapshot gone), 5 no or rejected credentials, 6 endpoint
-unreachable; --wait: 10 rejected, 11 failed, 12 rolled back, 13 cancelled, 14 timed out; 130 Ctrl-C.
-See docs/operations.md."""
+DESCRIPTION = """tierlift promotes a tenant's database through its environments (dev -> qa -> prod) as a
+versioned snapshot. It talks to AWS like the AWS CLI (your credentials, profile and region), or to the
+local cloud with --endpoint-url or AWS_ENDPOINT_URL. Commands put their events on tierlift's bus
+(--event-bus-name, TIERLIFT_EVENT_BUS, default tierlift-dev). Every command takes --output table|json.
+"tierlift COMMAND --help" shows a command's flags and exit codes; docs/operations.md is the on-call guide."""
+
+# Exit codes every command that talks to AWS may end with (tierlift.errors.ExitCode).
+COMMON_CODES = (
+    "1 an AWS error (the line names the operation and the error)",
+    "2 usage: a bad flag or name (a bare command group prints its help)",
+    "5 no AWS credentials, or credentials the endpoint rejects",
+    "6 the endpoint cannot be reached",
+    "130 interrupted (Ctrl-C)",
+    "141 the output pipe closed (tierlift ... | head)",
+)
+WAIT_CODES = ("--wait: 0 completed, 10 rejected, 11 failed, 12 rolled back, 13 cancelled, 14 timed out (it goes on)",)
+
+
+def _codes(*own: str | tuple[str, ...]) -> str:
+    """A command's exit codes, one a line, for its ``--help`` (docs/operations.md has the table)."""
+    lines = [item for entry in (*own, COMMON_CODES) for item in ((entry,) if isinstance(entry, str) else entry)]
+    return "exit codes:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+EPILOG = (
+    _codes(
+        "0 done",
+        "3 unknown tenant, environment or promotion",
+        "4 refused before sending anything (the line says why and what to do)",
+        WAIT_CODES,
+        "snapshot --wait: 11 Snapshot Failed, 14 timed out",
+    )
+    + "\n\nA bare tierlift prints this help (exit 2). See docs/operations.md."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Never guesses: no abbreviated flags (--ver is not --version); help shows the text as written."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _help_of(parser: argparse.ArgumentParser) -> Any:
+    """A bare command group (or a bare ``tierlift``) prints its help and exits 2 (usage)."""
+
+    def show(_: argparse.Namespace) -> int:
+        parser.print_help()
+        return int(ExitCode.USAGE)
+
+    return show
 
 
 def parser() -> argparse.ArgumentParser:
     common = _common(top_level=False)
     follow = _follow_flags()
-    top = argparse.ArgumentParser(
-        prog="tierlift",
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[_common(top_level=True)],
-    )
-    sub = top.add_subparsers(dest="command", required=True)
+    ledger_default = follow.get_default("ledger")
+    top = _Parser(prog="tierlift", description=DESCRIPTION, epilog=EPILOG, parents=[_common(top_level=True)])
+    top.set_defaults(func=_help_of(top))
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    local = sub.add_parser("local", help="the local cloud", parents=[common])
-    local_sub = local.add_subparsers(dest="local_command", required=True)
-    serve = local_sub.add_parser("serve", help="moto + event emulation + delivery, in one process", parents=[common])
+    def command(group: Any, name: str, text: str, codes: str, *, parents: tuple[Any, ...] = (common,)) -> Any:
+        return group.add_parser(name, help=text, description=text, epilog=codes, parents=list(parents))
+
+    local = command(sub, "local", "the local cloud: serve it, bootstrap a tenant in it, its dead letters", _codes())
+    local.set_defaults(func=_help_of(local))
+    local_sub = local.add_subparsers(dest="local_command", metavar="COMMAND", parser_class=_Parser)
+    serve = command(
+        local_sub,
+        "serve",
+        "moto + the AWS events moto lacks + delivery to the handlers, in one process; state in memory "
+        "(gone when it stops). --output json prints the timeline as JSON lines",
+        _codes("0 stopped"),
+    )
     serve.add_argument("--port", type=int, default=4566)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback by default)")
     serve.add_argument("--speed", type=float, default=600.0, help="divide every AWS duration by this")
@@ -683,29 +1097,71 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--db-instance-quota", type=int, default=40, help="the account's RDS DBInstances quota")
     serve.add_argument("--snapshot-quota", type=int, default=100, help="the account's RDS ManualSnapshots quota")
     serve.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="every timeline line, the heartbeats of scheduled handlers that did nothing too",
+    )
+    serve.add_argument(
         "--handler-log",
         default=str(Path(tempfile.gettempdir()) / "tierlift-local" / "handlers.log"),
         help="where the handlers' JSON logs go ('' for stdout)",
     )
     serve.set_defaults(func=cmd_serve)
-    bootstrap = local_sub.add_parser(
-        "bootstrap", help="create common-nonprod/prod and a tenant (dev DB, services, config)", parents=[common]
+    env = command(
+        local_sub, "env", 'the export line for a local cloud: eval "$(tierlift local env)"', _codes("0 printed")
+    )
+    env.add_argument("--port", type=int, default=4566, help="the local cloud's port (without --endpoint-url)")
+    env.set_defaults(func=cmd_env)
+    person_parser = command(
+        local_sub,
+        "person",
+        "a person's credentials (a role session named after them) for the local cloud: "
+        'eval "$(tierlift local person carol)"; the signed API then sees that person',
+        _codes("0 printed"),
+    )
+    person_parser.add_argument("name", help="the session name: the person")
+    person_parser.add_argument("--role", default="tierlift-operators", help="the role assumed (tierlift-operators)")
+    person_parser.set_defaults(func=cmd_person)
+    bootstrap = command(
+        local_sub,
+        "bootstrap",
+        "create common-nonprod/prod and a tenant: its dev DB, qa and prod services, its config; by default qa "
+        "is promoted automatically when a dev snapshot completes",
+        _codes("0 bootstrapped"),
     )
     bootstrap.add_argument("--tenant", default="xy-0146")
-    bootstrap.add_argument("--automatic", nargs="*", default=["qa"], help="environments promoted automatically")
-    bootstrap.add_argument("--approval", nargs="*", default=[], help="environments whose promotions wait for approve")
-    bootstrap.add_argument("--ledger", default=_follow_flags().get_default("ledger"), help="the ledger's log group")
+    automatic = bootstrap.add_mutually_exclusive_group()
+    automatic.add_argument(
+        "--automatic", nargs="+", default=["qa"], metavar="ENV", help="environments promoted automatically (qa)"
+    )
+    automatic.add_argument("--no-automatic", action="store_true", help="no environment is promoted automatically")
+    bootstrap.add_argument(
+        "--approval", nargs="+", default=[], metavar="ENV", help="environments whose promotions wait for approve"
+    )
+    bootstrap.add_argument("--ledger", default=ledger_default, help="the ledger's log group")
     bootstrap.set_defaults(func=cmd_bootstrap)
-    dlq = local_sub.add_parser("dlq", help="the dead-lettered handler invocations", parents=[common])
+    dlq = command(local_sub, "dlq", "the local cloud's dead-lettered handler invocations", _codes("0 listed"))
     dlq.set_defaults(func=cmd_dlq)
 
-    demo = sub.add_parser("demo", help="the whole pipeline on the local cloud, invariants checked", parents=[common])
+    demo = command(
+        sub,
+        "demo",
+        "the whole pipeline on the local cloud, invariants checked (--output json: the story on stderr, the verdict "
+        "on stdout)",
+        _codes("0 every check passed", "1 a check failed"),
+    )
     demo.add_argument("--speed", type=float, default=600.0)
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds each step may take")
     demo.add_argument("--quiet", action="store_true", help="only the status table and the checks, no timeline")
     demo.set_defaults(func=cmd_demo)
 
-    soak = sub.add_parser("soak", help="a seeded, fault-injected soak on the local cloud", parents=[common])
+    soak = command(
+        sub,
+        "soak",
+        "a seeded, fault-injected soak on the local cloud",
+        _codes("0 no invariant violated", "1 a violation (the report says which)"),
+    )
     soak.add_argument("--tenants", type=int, default=5)
     soak.add_argument("--promotions", type=int, default=50)
     soak.add_argument("--faults", default="all", help="all, none, or a comma list (see tierlift/soak.py)")
@@ -715,34 +1171,79 @@ def parser() -> argparse.ArgumentParser:
     soak.add_argument("--settle", type=float, default=180.0, help="seconds allowed for the world to settle")
     soak.set_defaults(func=cmd_soak)
 
-    tenant = sub.add_parser("tenant", help="tenant configs", parents=[common])
-    tenant_sub = tenant.add_subparsers(dest="tenant_command", required=True)
-    register = tenant_sub.add_parser("register", help="validate and store a tenant config", parents=[common])
-    register.add_argument("file")
+    tenant = command(sub, "tenant", "tenant configs", _codes())
+    tenant.set_defaults(func=_help_of(tenant))
+    tenant_sub = tenant.add_subparsers(dest="tenant_command", metavar="COMMAND", parser_class=_Parser)
+    register = command(
+        tenant_sub,
+        "register",
+        "validate a tenant config, check that what it names exists, and store it",
+        _codes(
+            "0 registered",
+            "2 the file does not read or the config does not validate",
+            "4 what the config names does not exist (listed; --no-check stores it anyway)",
+        ),
+    )
+    register.add_argument("file", help="the config (JSON; the schema is in docs/contract.md)")
+    register.add_argument(
+        "--no-check",
+        action="store_true",
+        help="store it even if what it names does not exist yet (status then warns)",
+    )
     register.set_defaults(func=cmd_register)
 
-    promote = sub.add_parser("promote", help="request a promotion (Promotion Requested)", parents=[common, follow])
+    not_found = "3 unknown tenant or environment"
+    promote = command(
+        sub,
+        "promote",
+        "request a promotion (Promotion Requested)",
+        _codes("0 sent", not_found, WAIT_CODES),
+        parents=(common, follow),
+    )
     promote.add_argument("tenant")
     promote.add_argument("environment")
     promote.add_argument("--version", help="default: what the environment before holds")
     promote.add_argument("--image", help="the image to roll out with it (from the tenant's allowed_images)")
     promote.add_argument("--override", metavar="REASON", help="skip require_completed_before, recorded with why")
+    promote.add_argument(
+        "--promotion-id",
+        metavar="ID",
+        help="the request's id and idempotency key (a CI run id): every request with it is one request",
+    )
     promote.set_defaults(func=cmd_promote)
 
-    approve = sub.add_parser("approve", help="approve the promotion awaiting approval", parents=[common, follow])
+    approve = command(
+        sub,
+        "approve",
+        "approve the promotion awaiting approval; with --wait, one still restoring once it reaches the gate",
+        _codes("0 sent", not_found, "4 nothing to approve", WAIT_CODES),
+        parents=(common, follow),
+    )
     approve.add_argument("tenant")
     approve.add_argument("environment")
-    approve.add_argument("--promotion-id", help="default: the one awaiting approval")
+    approve.add_argument("--promotion-id", help="default: the one in flight")
     approve.set_defaults(func=cmd_approve)
 
-    cancel = sub.add_parser("cancel", help="cancel a promotion in flight or queued", parents=[common, follow])
+    cancel = command(
+        sub,
+        "cancel",
+        "cancel a promotion in flight or queued",
+        _codes("0 sent", not_found, "4 nothing to cancel", WAIT_CODES),
+        parents=(common, follow),
+    )
     cancel.add_argument("tenant")
     cancel.add_argument("environment")
     cancel.add_argument("--promotion-id", help="default: the one in flight (else the one queued)")
     cancel.add_argument("--reason")
     cancel.set_defaults(func=cmd_cancel)
 
-    rollback = sub.add_parser("rollback", help="promote the previous active version again", parents=[common, follow])
+    rollback = command(
+        sub,
+        "rollback",
+        "promote the previous active version again, from its source snapshot",
+        _codes("0 sent", not_found, "4 nothing to roll back to, or its source snapshot is gone", WAIT_CODES),
+        parents=(common, follow),
+    )
     rollback.add_argument("tenant")
     rollback.add_argument("environment")
     rollback.add_argument("--to", metavar="VERSION", help="default: the version active before the current one")
@@ -750,30 +1251,64 @@ def parser() -> argparse.ArgumentParser:
     rollback.add_argument("--override", metavar="REASON", help="skip require_completed_before, recorded with why")
     rollback.set_defaults(func=cmd_rollback)
 
-    snapshot = sub.add_parser("snapshot", help="take a source snapshot (Snapshot Requested)", parents=[common, follow])
+    snapshot = command(
+        sub,
+        "snapshot",
+        "take a source snapshot (Snapshot Requested)",
+        _codes(
+            "0 sent (--wait: the snapshot is available)", "3 unknown tenant", "--wait: 11 Snapshot Failed, 14 timed out"
+        ),
+        parents=(common, follow),
+    )
     snapshot.add_argument("tenant")
     snapshot.set_defaults(func=cmd_snapshot)
 
-    status = sub.add_parser("status", help="what is active where: every tenant, or one", parents=[common])
+    status = command(
+        sub,
+        "status",
+        "what is active where: every tenant, or one (with what its config names that does not exist)",
+        _codes("0 shown", "3 unknown tenant"),
+    )
     status.add_argument("tenant", nargs="?")
     status.add_argument("--all", action="store_true", help="every environment, idle ones too")
     status.set_defaults(func=cmd_status)
 
-    history = sub.add_parser("history", help="every promotion in the ledger", parents=[common])
+    history = command(
+        sub,
+        "history",
+        "every request in the ledger, once each, with its stages",
+        _codes("0 shown", "3 unknown tenant or environment, or no ledger"),
+    )
     history.add_argument("tenant")
     history.add_argument("environment", nargs="?")
     history.add_argument("--since", help="30m, 12h, 7d, an ISO date/time or YYYYMMDDHHMMSS (default: all kept)")
-    history.add_argument("--ledger", default=_follow_flags().get_default("ledger"), help="the ledger's log group")
+    history.add_argument("--ledger", default=ledger_default, help="the ledger's log group")
     history.set_defaults(func=cmd_history)
 
-    sweep = sub.add_parser("sweep", help="run the sweep now (chalicelib.sweep.run_sweep)", parents=[common])
+    sweep = command(
+        sub, "sweep", "run the sweep now (orphans, stuck promotions, retention)", _codes("0 swept (or planned)")
+    )
     sweep.add_argument("tenant", nargs="?")
-    sweep.add_argument("--dry-run", action="store_true")
+    sweep.add_argument("--dry-run", action="store_true", help="plan only; change nothing")
     sweep.set_defaults(func=cmd_sweep)
 
-    dlq_top = sub.add_parser("dlq", help="the deployed pipeline's dead-letter queues", parents=[common])
-    redrive = dlq_top.add_subparsers(dest="dlq_command", required=True).add_parser(
-        "redrive", help="send dead-lettered events back (put-events, or re-invoke for AWS events)", parents=[common]
+    doctor = command(
+        sub,
+        "doctor",
+        "read-only preflight of the account (docs/deploy.md)",
+        _codes("0 every check ok", "1 something is missing (each line says what fixes it)"),
+    )
+    doctor.add_argument("--stage", help="check the bus tierlift-<stage> (default: the CLI's bus)")
+    doctor.add_argument("--tenant", help="also check this tenant's config, dev DB, services and images")
+    doctor.set_defaults(func=cmd_doctor)
+
+    dlq_top = command(sub, "dlq", "the deployed pipeline's dead-letter queues", _codes())
+    dlq_top.set_defaults(func=_help_of(dlq_top))
+    redrive = command(
+        dlq_top.add_subparsers(dest="dlq_command", metavar="COMMAND", parser_class=_Parser),
+        "redrive",
+        "send dead-lettered events back (put-events, or re-invoke for AWS events)",
+        _codes("0 sent back (or kept)", "1 one could not be sent back (the report says which)"),
     )
     redrive.add_argument("--queue", help="one queue name (default: every tierlift-*-dlq queue)")
     redrive.add_argument("--dry-run", action="store_true", help="report only; change nothing")
@@ -785,9 +1320,7 @@ def parser() -> argparse.ArgumentParser:
         help="the pipeline's TIERLIFT_ENDED_RETENTION_SECONDS (default 86400): an older request is sent back "
         "only if the ledger shows it never ended; other old requests and commands stay in the queue",
     )
-    redrive.add_argument(
-        "--ledger", default=_follow_flags().get_default("ledger"), help="the ledger's log group (old requests)"
-    )
+    redrive.add_argument("--ledger", default=ledger_default, help="the ledger's log group (old requests)")
     redrive.set_defaults(func=cmd_dlq_redrive)
     return top
 
@@ -803,6 +1336,15 @@ AUTH_ERRORS = {
 }
 
 
+def _closed_pipe() -> int:
+    """The reader went away (``| head``): stop quietly. Python would report the unflushed output's
+    BrokenPipeError at exit; pointing stdout at /dev/null first keeps that quiet too."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return int(ExitCode.CLOSED_PIPE)
+
+
 def _endpoint() -> str:
     return os.environ.get("AWS_ENDPOINT_URL") or "AWS"
 
@@ -811,7 +1353,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure is one line on stderr and an :class:`ExitCode`, never a traceback."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except BrokenPipeError:
+        return _closed_pipe()
+    except SystemExit:  # --help, or a usage error: argparse printed and exits; flush while it can be caught
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _closed_pipe()
+        raise
+    if getattr(args, "event_bus_name", None):
+        os.environ["TIERLIFT_EVENT_BUS"] = args.event_bus_name  # read by _event_bus() and the local cloud
     from botocore import exceptions as bx
 
     def fail(code: ExitCode, message: str) -> int:
@@ -819,7 +1372,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(code)
 
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here at the latest, inside the handler below
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except OperatorError as exc:
         return fail(exc.code, exc.message)
     except KeyboardInterrupt:

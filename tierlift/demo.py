@@ -20,12 +20,16 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from chalicelib.domain.names import Tenant
 from tierlift.local import LocalCloud
 from tierlift.status import render_table, tenant_status
 from tierlift.world import bootstrap_tenant, register_tenant
 
 TENANT = "xy-0146"
-UNHEALTHY_IMAGE = "public.ecr.aws/nginx/nginx:unhealthy"
+from tierlift.world import IMAGE_REPOSITORY, LOCAL_REGISTRY, UNHEALTHY_IMAGE  # noqa: E402
+
+ALICE = "arn:aws:sts::123456789012:assumed-role/tierlift-operators/alice"
+
 CONTRACT_TAGS = (
     "tierlift:managed",
     "tierlift:tenant",
@@ -67,19 +71,40 @@ class Demo:
         self.ecs = self.session.client("ecs")
         self.checks = Checks()
         self.config: dict[str, Any] = {}
+        self.people: dict[str, boto3.session.Session] = {}
+        self.repository = f"{LOCAL_REGISTRY}/{IMAGE_REPOSITORY}"
 
     # helpers ------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
         self.cloud.timeline.add("note", f"== {text}")
 
+    def signed(self, person: str, route: str, **body: Any) -> tuple[int, dict[str, Any]]:
+        """A call of tierlift's signed API as ``person`` (a role session in moto's STS)."""
+        from tierlift import api
+        from tierlift.local.gateway import person as person_session
+
+        if person not in self.people:
+            self.people[person] = person_session(self.session, person)
+        status, answer = api.call(
+            self.people[person], route, {"tenant": TENANT, **body}, url=f"{self.cloud.endpoint}/_api"
+        )
+        return status, answer if isinstance(answer, dict) else {}
+
     def put(self, detail_type: str, **detail: Any) -> None:
         response = self.events.put_events(
-            Entries=[{"Source": "tierlift", "DetailType": detail_type, "Detail": json.dumps(detail)}]
+            Entries=[
+                {
+                    "Source": "tierlift",
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.cloud.bus,  # tierlift's bus: the default bus starts nothing
+                }
+            ]
         )
         if response.get("FailedEntryCount"):
             raise RuntimeError(f"put-events failed: {response['Entries']}")
 
-    def outcome(self, environment: str, after: int) -> dict[str, Any] | None:
+    def outcome(self, environment: str, after: int, promotion_id: str | None = None) -> dict[str, Any] | None:
         """The first terminal tierlift event of ``environment`` recorded after entry ``after``."""
         terminal = {
             "Promotion Completed",
@@ -92,15 +117,17 @@ class Demo:
             event = entry.event
             if entry.kind != "event" or not event or event.get("source") != "tierlift":
                 continue
-            if event.get("detail-type") in terminal and event["detail"].get("environment") == environment:
+            if event.get("detail-type") not in terminal or event["detail"].get("environment") != environment:
+                continue
+            if promotion_id is None or event["detail"].get("promotion_id") == promotion_id:
                 return event
         return None
 
-    def wait_outcome(self, environment: str, after: int) -> dict[str, Any]:
+    def wait_outcome(self, environment: str, after: int, promotion_id: str | None = None) -> dict[str, Any]:
         found: list[dict[str, Any]] = []
 
         def done() -> bool:
-            event = self.outcome(environment, after)
+            event = self.outcome(environment, after, promotion_id)
             if event:
                 found.append(event)
             return bool(event)
@@ -110,10 +137,10 @@ class Demo:
         return found[0]
 
     def active(self, environment: str) -> str | None:
-        try:
-            return str(self.ssm.get_parameter(Name=f"/tierlift/{TENANT}/{environment}/active")["Parameter"]["Value"])
-        except ClientError:
-            return None
+        from chalicelib.adapters.ssm import SsmStateStore
+
+        version = SsmStateStore(self.ssm).get_active(Tenant.parse(TENANT).namespace(environment))
+        return version.value if version else None
 
     def stack(self, name: str) -> dict[str, Any] | None:
         try:
@@ -156,18 +183,27 @@ class Demo:
             f"prod: manual promotion of {v1} completed",
         )
 
-        self.say("a second dev snapshot reaches qa automatically")
+        self.say("the tenant's daily snapshot schedule (EventBridge Scheduler) fires; qa gets it automatically")
+        self.config["snapshot_schedule"] = {"daily_at": "02:00"}
+        register_tenant(self.session, self.config)
+        from chalicelib.domain.config import parse_config
+        from chalicelib.usecases.schedules import sync
+        from tierlift.schedules import stage_schedules
+
+        synced = sync(
+            stage_schedules(self.session), Tenant.parse(TENANT), parse_config(Tenant.parse(TENANT), self.config)
+        )
+        self.checks.check(synced.startswith("snapshot schedule created"), f"schedule: {synced}")
         self.next_second()
         mark = len(self.cloud.timeline.snapshot())
-        self.put("Snapshot Requested", tenant=TENANT, requested_by="demo")
+        self.cloud.fire_scheduler(f"snapshot-{TENANT}")
         qa2 = self.wait_outcome("qa", mark)
         v2 = qa2["detail"]["version"]
         self.checks.check(
             qa2["detail-type"] == "Promotion Completed" and v2 != v1, f"qa: automatic promotion of {v2} completed"
         )
 
-        self.say(f"promoting {v2} to prod with an unhealthy image: the circuit breaker rolls it back")
-        prod_td_before = self.service("prod")["taskDefinition"]
+        self.say(f"asking for {v2} in prod with another image on the bus: refused, prod takes only what qa ran")
         mark = len(self.cloud.timeline.snapshot())
         self.put(
             "Promotion Requested",
@@ -177,7 +213,32 @@ class Demo:
             image=UNHEALTHY_IMAGE,
             requested_by="demo",
         )
-        prod2 = self.wait_outcome("prod", mark)
+        refused = self.wait_outcome("prod", mark)
+        self.checks.check(
+            refused["detail-type"] == "Promotion Rejected"
+            and "receives the image that completed in qa" in str(refused["detail"].get("reason")),
+            "prod: a request naming an image qa never ran is rejected",
+        )
+        self.say("alice overrides it (signed, she is in override_by); bob approves; the circuit breaker rolls it back")
+        self.config["targets"]["prod"]["override_by"] = [ALICE]
+        self.config["targets"]["prod"]["allowed_images"] = [self.repository]
+        register_tenant(self.session, self.config)
+        prod_td_before = self.service("prod")["taskDefinition"]
+        mark = len(self.cloud.timeline.snapshot())
+        status, answer = self.signed(
+            "alice", "promotions", environment="prod", version=v2, image=UNHEALTHY_IMAGE, override="demo: break glass"
+        )
+        self.checks.check(status == 200, f"prod: alice's signed override accepted ({answer.get('action')})")
+        asked = self.wait_event("Approval Requested", "prod", mark)
+        pid = asked["detail"]["promotion_id"]
+        status, answer = self.signed("alice", "approvals", environment="prod", promotion_id=pid)
+        self.checks.check(
+            status == 403 and "two-person rule" in str(answer.get("reason")),
+            "prod: alice may not approve her own override",
+        )
+        status, answer = self.signed("bob", "approvals", environment="prod", promotion_id=pid)
+        self.checks.check(status == 200 and answer.get("action") == "deploy", "prod: bob's signed approval cuts over")
+        prod2 = self.wait_outcome("prod", mark, promotion_id=pid)
         self.checks.check(prod2["detail-type"] == "Promotion Rolled Back", f"prod: promotion of {v2} rolled back")
         self.check_rollback(v1, v2, prod_td_before)
         self.approval_step(v1, v2)
@@ -202,22 +263,15 @@ class Demo:
     def approval_step(self, v1: str, v2: str) -> None:
         """prod now needs a person's go-ahead: one promotion is approved, the next cancelled."""
         self.say("prod now requires approval: the config says so (approval: required)")
-        self.config["targets"]["prod"]["approval"] = "required"
+        self.config["targets"]["prod"]["approval"] = "required"  # allowed_images is set (required with it)
         register_tenant(self.session, self.config)
         self.say(f"promoting {v2} to prod again, healthy: it restores, then waits for approval")
         mark = len(self.cloud.timeline.snapshot())
-        self.put("Promotion Requested", tenant=TENANT, environment="prod", version=v2, requested_by="demo")
+        self.signed("alice", "promotions", environment="prod", version=v2)  # two-person: requests are signed
         asked = self.wait_event("Approval Requested", "prod", mark)
         self.checks.check(self.active("prod") == v1, f"prod: while awaiting approval, {v1} stays active")
-        self.say("an operator approves it (Promotion Approved, command approve)")
-        self.put(
-            "Promotion Approved",
-            tenant=TENANT,
-            environment="prod",
-            promotion_id=asked["detail"]["promotion_id"],
-            command="approve",
-            requested_by="alice@example.com",
-        )
+        self.say("bob approves it, signed (tierlift's API: the approver is his AWS identity)")
+        self.signed("bob", "approvals", environment="prod", promotion_id=asked["detail"]["promotion_id"])
         approved = self.wait_outcome("prod", mark)
         self.checks.check(
             approved["detail-type"] == "Promotion Completed" and self.active("prod") == v2,
@@ -225,15 +279,13 @@ class Demo:
         )
         self.say(f"rolling prod back to {v1} on purpose, then cancelling it while it waits for approval")
         mark = len(self.cloud.timeline.snapshot())
-        self.put("Promotion Requested", tenant=TENANT, environment="prod", version=v1, requested_by="demo")
+        self.signed("alice", "promotions", environment="prod", version=v1)
         asked = self.wait_event("Approval Requested", "prod", mark)
-        self.put(
-            "Promotion Cancelled",
-            tenant=TENANT,
+        self.signed(
+            "alice",
+            "cancellations",
             environment="prod",
             promotion_id=asked["detail"]["promotion_id"],
-            command="cancel",
-            requested_by="alice@example.com",
             reason="maintenance window closed",
         )
         cancelled = self.wait_outcome("prod", mark)
@@ -265,7 +317,7 @@ class Demo:
 
     def sweep_step(self, v1: str) -> None:
         if "sweep" not in self.cloud.schedules:
-            self.say("sweep step skipped: app.py has no `sweep` schedule yet (chalicelib.sweep pending)")
+            self.say("sweep step skipped: app.py has no `sweep` schedule yet (chalicelib.usecases.sweep pending)")
             return
         self.say(f"an orphan DB stack for qa version {v1} is planted; the scheduled sweep removes it")
         name = f"{TENANT}-qa-db-{v1}"
@@ -347,12 +399,19 @@ class Demo:
             ["Promotion Started", "Database Ready", "Service Deploying", "Promotion Rolled Back"],
             ["Promotion Started", "Approval Requested", "Database Ready", "Service Deploying", "Promotion Completed"],
             ["Promotion Started", "Approval Requested", "Promotion Cancelled"],
+            # the override, approved by a second person, then rolled back by the circuit breaker
+            ["Promotion Started", "Approval Requested", "Database Ready", "Service Deploying", "Promotion Rolled Back"],
         )
-        out_of_order = [pid for pid, types in by_promotion.items() if types not in allowed]
+        rejected = [pid for pid, types in by_promotion.items() if types == ["Promotion Rejected"]]
+        started = {pid: types for pid, types in by_promotion.items() if pid not in rejected}
+        out_of_order = [pid for pid, types in started.items() if types not in allowed]
         self.checks.check(
-            len(by_promotion) == 6 and not out_of_order,
-            f"each of the {len(by_promotion)} promotions went Started -> [Approval Requested ->] Database Ready -> "
+            len(started) == 6 and not out_of_order,
+            f"each of the {len(started)} promotions went Started -> [Approval Requested ->] Database Ready -> "
             "Service Deploying -> one end, or Started -> Approval Requested -> Cancelled",
+        )
+        self.checks.check(
+            len(rejected) == 2, f"{len(rejected)} refusals (another image for prod; a self-approval), nothing else"
         )
 
     def invariants(self) -> None:

@@ -62,7 +62,7 @@ class DeadLetter:
 
     def age(self, now: datetime) -> float | None:
         """Seconds since the event's ``time``; None when it has none."""
-        from chalicelib.events import InvalidEvent, event_time
+        from chalicelib.domain.events import InvalidEvent, event_time
 
         try:
             return (now - event_time(self.event or {})).total_seconds()
@@ -156,7 +156,7 @@ def parse(queue_url: str, message: dict[str, Any]) -> DeadLetter:
 
 def ledger_answer(logs: Any, log_group: str) -> Answered:
     """The terminal event the ledger holds for a request (None when it never ended)."""
-    from chalicelib.events import TERMINAL_EVENTS, event_time, request_id_of
+    from chalicelib.domain.events import TERMINAL_EVENTS, event_time, request_id_of
     from tierlift.history import read_ledger
 
     def answered(event: dict[str, Any]) -> str | None:

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     CANCELLED = 13  # --wait: Promotion Cancelled
     TIMED_OUT = 14  # --wait: no outcome within --timeout (the promotion goes on)
     INTERRUPTED = 130  # Ctrl-C
+    CLOSED_PIPE = 141  # the output's reader went away (tierlift ... | head), as a shell reports SIGPIPE
 
 
 class OperatorError(Exception):

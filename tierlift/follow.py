@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
-from chalicelib.names import Namespace
-from chalicelib.state import Outcome, Recorded, Stage, StateStore
+from chalicelib.adapters.state import StateStore
+from chalicelib.domain.model import EnvRecord, Outcome, Stage
+from chalicelib.domain.names import Namespace
 from tierlift.errors import ExitCode
 from tierlift.history import (
     APPROVED_MILESTONE,
@@ -24,8 +25,10 @@ from tierlift.history import (
     DATABASE_READY_MILESTONE,
     LedgerEvent,
     LedgerMissing,
+    attributed,
     duration,
     read_ledger,
+    signed_approver,
     stage_of,
 )
 
@@ -41,7 +44,7 @@ LABELS = {
     APPROVED_MILESTONE: "approved",
     CANCEL_REQUESTED_MILESTONE: "cancel requested",
     Stage.AWAITING_APPROVAL: "awaiting approval",
-    Stage.ROLLED_BACK: "rolled back",
+    Outcome.ROLLED_BACK: "rolled back",
 }
 
 
@@ -74,6 +77,12 @@ def milestones_from_events(events: list[LedgerEvent]) -> list[Milestone]:
         if event.is_command:
             by = str(detail.get("requested_by") or "unknown")
             detail = {"by": f"{by}: {detail['reason']}" if detail.get("reason") else by}
+        approver = signed_approver(event)
+        if approver and not any(m.stage == APPROVED_MILESTONE for m in out):
+            out.append(Milestone(APPROVED_MILESTONE, event.time, {"by": approver}, None))
+        if not out and stage != Stage.REQUESTED and not event.is_command:
+            # the ledger keeps no request (inputs never become history): its first answer says who asked
+            out.append(Milestone(Stage.REQUESTED, event.time, {"requested_by": attributed(event.detail)}, None))
         out.append(Milestone(stage, event.time, detail, event.terminal))
     return out
 
@@ -102,17 +111,17 @@ class LedgerSource:
 
 @dataclass
 class StateSource:
-    """The recorded state in SSM: where the promotion is now, or how it ended (``last``)."""
+    """The recorded state in SSM (``StateStore.read``): where the promotion is now, or how it ended (``last``)."""
 
     store: StateStore
     namespace: Namespace
     promotion_id: str
 
     def read(self) -> list[Milestone]:
-        return milestones_from_state(self.store.recorded(self.namespace), self.promotion_id)
+        return milestones_from_state(self.store.read(self.namespace), self.promotion_id)
 
 
-def milestones_from_state(recorded: Recorded, promotion_id: str) -> list[Milestone]:
+def milestones_from_state(recorded: EnvRecord, promotion_id: str) -> list[Milestone]:
     """Where ``promotion_id`` is in a namespace's recorded state: in flight, waiting, or ended."""
     promotion = recorded.promotion
     if promotion is not None and promotion.id == promotion_id:
@@ -179,7 +188,7 @@ def _info(milestone: Milestone, namespace: Namespace, promotion_id: str) -> str:
         )
     if d.get("by"):
         parts.append(f"by {d['by']}")
-    if d.get("reason") and milestone.stage != Stage.COMPLETED:
+    if d.get("reason") and milestone.stage != Outcome.COMPLETED:
         parts.append(f"reason: {d['reason']}")
     return "; ".join(parts)
 

@@ -3,15 +3,17 @@
 An EventBridge rule (``tierlift-ledger``, pattern ``{"source": ["tierlift"]}``) sends the pipeline's
 events, and the operators' requests and commands, to the log group named by ``TIERLIFT_LEDGER_LOG_GROUP``
 (deployed as ``/aws/events/tierlift-<stage>-ledger`` with a retention; locally
-``/aws/events/tierlift-ledger``). Unlike ``active``'s parameter history (100 versions), it keeps every
-promotion for the retention, at CloudWatch Logs' storage price (a few hundred bytes per event).
+``/aws/events/tierlift-ledger``). Unlike the state in SSM (an environment's state record keeps the last
+outcome and the versions that completed), it keeps every request for the retention, at CloudWatch Logs'
+storage price (a few hundred bytes per event).
 
-This module reads it (``FilterLogEvents``, paginated), folds the events into one record per promotion
+This module reads it (``FilterLogEvents``, paginated), folds the events into one record per request
 (who asked, the stages with their times, the outcome and the reason) and renders them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -23,13 +25,15 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib import events as ev
-from chalicelib.events import APPROVAL_REQUESTED, PROMOTION_APPROVED, PROMOTION_CANCELLED
-from chalicelib.state import Outcome, Stage
+from chalicelib.domain import events as ev
+from chalicelib.domain.events import APPROVAL_REQUESTED, PROMOTION_APPROVED, PROMOTION_CANCELLED
+from chalicelib.domain.model import Outcome, Stage
+from tierlift import buses
+from tierlift.output import iso
 
 DEFAULT_LOG_GROUP = "/aws/events/tierlift-ledger"
 LEDGER_RULE = "tierlift-ledger"
-LEDGER_PATTERN = {"source": [ev.SOURCE]}
+LEDGER_PATTERN = buses.LEDGER_PATTERN  # the pipeline's own results only (tierlift/buses.py)
 
 # What each event of a promotion means for its stage (the pipeline's Stage values). ``Promotion
 # Cancelled`` with a ``command`` is an operator's command, not the pipeline's terminal event.
@@ -47,11 +51,11 @@ STAGE_OF_EVENT: dict[str, str] = {
     PROMOTION_APPROVED: APPROVED_MILESTONE,
     ev.DATABASE_READY: DATABASE_READY_MILESTONE,
     ev.SERVICE_DEPLOYING: Stage.DEPLOYING,
-    ev.PROMOTION_COMPLETED: Stage.COMPLETED,
-    ev.PROMOTION_FAILED: Stage.FAILED,
-    ev.PROMOTION_ROLLED_BACK: Stage.ROLLED_BACK,
-    ev.PROMOTION_REJECTED: Stage.REJECTED,
-    PROMOTION_CANCELLED: Stage.CANCELLED,
+    ev.PROMOTION_COMPLETED: Outcome.COMPLETED,
+    ev.PROMOTION_FAILED: Outcome.FAILED,
+    ev.PROMOTION_ROLLED_BACK: Outcome.ROLLED_BACK,
+    ev.PROMOTION_REJECTED: Outcome.REJECTED,
+    PROMOTION_CANCELLED: Outcome.CANCELLED,
 }
 TERMINAL: dict[str, str] = {
     ev.PROMOTION_COMPLETED: Outcome.COMPLETED,
@@ -74,9 +78,15 @@ class LedgerMissing(LookupError):
 # The ledger's resources (the local cloud and `local bootstrap`; the packaged template deploys its own)
 # --------------------------------------------------------------------------------------------------
 def ensure_ledger(
-    session: boto3.session.Session, log_group: str | None = None, *, retention_days: int | None = None
+    session: boto3.session.Session,
+    log_group: str | None = None,
+    *,
+    retention_days: int | None = None,
+    bus: str | None = None,
 ) -> str:
-    """Create the log group and the rule sending ``source: tierlift`` events to it; idempotent.
+    """Create the log group and the rule on tierlift's bus sending ``source: tierlift`` events to it; idempotent.
+
+    ``bus``: tierlift's bus (default ``tierlift.buses.own_bus()``: ``TIERLIFT_EVENT_BUS`` or ``tierlift-dev``).
 
     On AWS the log group also needs a resource policy letting ``events.amazonaws.com`` write to it (the
     packaged template has it); moto needs none. Returns the log group's ARN.
@@ -92,8 +102,14 @@ def ensure_ledger(
         logs.put_retention_policy(logGroupName=group, retentionInDays=retention_days)
     account = session.client("sts").get_caller_identity()["Account"]
     arn = f"arn:aws:logs:{session.region_name or 'us-east-1'}:{account}:log-group:{group}"
-    events.put_rule(Name=LEDGER_RULE, EventPattern=json.dumps(LEDGER_PATTERN), State="ENABLED")
-    events.put_targets(Rule=LEDGER_RULE, Targets=[{"Id": "ledger", "Arn": arn}])
+    from tierlift.buses import own_bus
+
+    bus = bus or own_bus()
+    events.put_rule(Name=LEDGER_RULE, EventPattern=json.dumps(LEDGER_PATTERN), State="ENABLED", EventBusName=bus)
+    # One target per log group: the local cloud's ledger and one `local bootstrap --ledger` names both get
+    # every event (one Id for all would let the last caller take the ledger away from the others).
+    target = "ledger-" + hashlib.sha256(group.encode()).hexdigest()[:16]
+    events.put_targets(Rule=LEDGER_RULE, EventBusName=bus, Targets=[{"Id": target, "Arn": arn}])
     return arn
 
 
@@ -117,9 +133,8 @@ class LedgerEvent:
             return None
         if not isinstance(raw, dict) or raw.get("source") != ev.SOURCE or not isinstance(raw.get("detail"), dict):
             return None
-        try:
-            when = datetime.fromisoformat(str(raw.get("time", "")).replace("Z", "+00:00")).astimezone(UTC)
-        except ValueError:
+        when = _instant(raw.get("time", ""))
+        if when is None:
             return None
         return cls(str(raw.get("id", "")), str(raw.get("detail-type", "")), when, raw["detail"])
 
@@ -130,9 +145,11 @@ class LedgerEvent:
 
     @property
     def promotion_id(self) -> str | None:
-        """The promotion this event is about: a request's own event id, else ``detail.promotion_id``."""
-        if self.detail_type == ev.PROMOTION_REQUESTED:
-            return self.id
+        """The promotion this event is about: ``detail.promotion_id``; for a request, the id the pipeline
+        answers it by (its ``promotion_id`` when it carries a valid one, as automatic, sweep and CI requests
+        do, else its own event id: ``events.request_id_of``), so each request is one record."""
+        if self.detail_type == ev.PROMOTION_REQUESTED and not self.is_command:
+            return ev.request_id_of({"id": self.id, "detail": self.detail})
         value = self.detail.get("promotion_id")
         return str(value) if value else None
 
@@ -239,7 +256,7 @@ class StageAt:
 class PromotionHistory:
     id: str
     tenant: str
-    environment: str
+    environment: str | None
     version: str | None = None
     previous: str | None = None
     requested_by: str | None = None
@@ -250,10 +267,13 @@ class PromotionHistory:
     outcome: str | None = None
     reason: str | None = None
     ended_at: datetime | None = None
+    # No outcome yet: is it in flight (holding the environment's lock or a queue entry), and where?
+    in_flight: bool = False
+    stage: str | None = None
 
     @property
-    def namespace(self) -> str:
-        return f"{self.tenant}-{self.environment}"
+    def namespace(self) -> str | None:
+        return f"{self.tenant}-{self.environment}" if self.environment else None
 
     @property
     def rollback(self) -> bool:
@@ -264,6 +284,13 @@ class PromotionHistory:
     def began(self) -> datetime | None:
         return self.requested_at or (self.stages[0].at if self.stages else None)
 
+    @property
+    def status(self) -> str:
+        """The outcome, else ``in flight`` (it holds a lock or a queue entry) or ``no outcome yet``."""
+        if self.outcome:
+            return self.outcome
+        return f"in flight ({self.stage})" if self.in_flight and self.stage else "no outcome yet"
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["namespace"] = self.namespace
@@ -271,30 +298,71 @@ class PromotionHistory:
         return data
 
 
-def fold(events: Iterable[LedgerEvent]) -> list[PromotionHistory]:
-    """The ledger's events folded into one record per promotion, in the order they were requested."""
+def signed_approver(event: LedgerEvent) -> str | None:
+    """The signer of the approval a cutover carries out (``Service Deploying``'s ``approved_by``): a signed
+    approval through tierlift's API leaves no event of its own, its cutover records who gave it."""
+    return _text(event.detail.get("approved_by")) if event.detail_type == ev.SERVICE_DEPLOYING else None
+
+
+def attributed(detail: dict[str, Any]) -> str | None:
+    """Who asked, as far as the pipeline can tell: the signer's ARN of a signed request; the pipeline's
+    own requests by name (``tierlift:…``); a name that came on the bus, marked as not proven."""
+    signed = _text(detail.get("signed_by"))
+    if signed:
+        return signed
+    name = _text(detail.get("requested_by"))
+    if name is None or name.startswith("tierlift"):
+        return name
+    return f"{name} (unsigned)"
+
+
+def fold(events: Iterable[LedgerEvent], live: dict[str, str] | None = None) -> list[PromotionHistory]:
+    """The ledger's events folded into one record per request, in the order they were requested.
+
+    ``live``: the requests in flight now (promotion id -> its stage, ``queued`` for a queue entry), from
+    the recorded state; a record without an outcome is in flight only when it is there. Without it
+    (None), every record without an outcome counts as in flight. An operator's command that was rejected
+    (its ``Promotion Rejected`` names the command's own event id) is a stage of the promotion it targeted,
+    not a record of its own.
+    """
     records: dict[str, PromotionHistory] = {}
+    commands: dict[str, tuple[str, str]] = {}  # a command's event id -> (its promotion, approve/cancel)
     for event in sorted(events, key=lambda e: (e.time, _ORDER.get(e.detail_type, 50))):
         pid = event.promotion_id
         detail = event.detail
         if not pid or event.detail_type not in STAGE_OF_EVENT:
             continue
+        if event.is_command:
+            commands[event.id] = (pid, str(detail.get("command")))
+        if event.detail_type == ev.PROMOTION_REJECTED and detail.get("target_promotion_id") and pid not in records:
+            # a refused command that the ledger has no event of (a signed call of tierlift's API)
+            commands.setdefault(pid, (str(detail["target_promotion_id"]), str(detail.get("refused_command"))))
+        if event.detail_type == ev.PROMOTION_REJECTED and pid in commands and pid not in records:
+            target, command = commands[pid]
+            if target in records:
+                records[target].stages.append(StageAt(f"{command}_rejected", event.time, _text(detail.get("reason"))))
+                continue
         record = records.get(pid)
         if record is None:
             record = records[pid] = PromotionHistory(
-                pid, str(detail.get("tenant", "")), str(detail.get("environment", ""))
+                pid, str(detail.get("tenant", "")), _text(detail.get("environment"))
             )
+        record.environment = record.environment or _text(detail.get("environment"))
         record.version = record.version or _text(detail.get("version"))
         record.previous = record.previous or _text(detail.get("previous"))
         record.image = record.image or _text(detail.get("image"))
         record.override = record.override or _text(detail.get("override"))
-        if event.detail_type == ev.PROMOTION_REQUESTED:
+        if event.detail_type == ev.PROMOTION_REQUESTED and not event.is_command:
             record.requested_at = event.time
             record.requested_by = _text(detail.get("requested_by")) or record.requested_by
             continue
         if not event.is_command:
-            record.requested_by = record.requested_by or _text(detail.get("requested_by"))
+            record.requested_by = record.requested_by or attributed(detail)
+            record.requested_at = record.requested_at or _instant(detail.get("requested_at")) or event.time
         stage = stage_of(event) or event.detail_type
+        approver = signed_approver(event)
+        if approver and not any(s.stage == APPROVED_MILESTONE for s in record.stages):
+            record.stages.append(StageAt(APPROVED_MILESTONE, event.time, approver))
         by = _text(detail.get("requested_by")) if event.is_command else None
         if event.is_command and detail.get("reason"):
             by = f"{by or 'unknown'}: {detail['reason']}"
@@ -303,11 +371,40 @@ def fold(events: Iterable[LedgerEvent]) -> list[PromotionHistory]:
             record.outcome = event.terminal
             record.reason = _text(detail.get("reason"))
             record.ended_at = event.time
-    return sorted(records.values(), key=lambda r: (r.began or datetime.min.replace(tzinfo=UTC), r.id))
+    for record in records.values():
+        if record.outcome is None:
+            if live is None:
+                record.in_flight = True
+                record.stage = record.stages[-1].stage if record.stages else str(Stage.REQUESTED)
+            elif record.id in live:
+                record.in_flight, record.stage = True, live[record.id]
+    # Stable: requests of the same second (EventBridge times have whole seconds) keep the ledger's order.
+    return sorted(records.values(), key=lambda r: r.began or datetime.min.replace(tzinfo=UTC))
+
+
+def live_requests(envs: Iterable[Any]) -> dict[str, str]:
+    """The requests in flight in these environments' records (``EnvRecord``): the lock's promotion with
+    its stage, and every queue entry still waiting (``queued``)."""
+    out: dict[str, str] = {}
+    for record in envs:
+        if record.promotion is not None:
+            out[record.promotion.id] = str(record.promotion.stage)
+        for queued in record.waiting:
+            out.setdefault(queued.id, str(Stage.QUEUED))
+    return out
 
 
 def _text(value: Any) -> str | None:
     return str(value) if value not in (None, "") else None
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO-8601 time in UTC (a request's ``requested_at``), or None."""
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -326,21 +423,22 @@ def duration(seconds: float) -> str:
 
 
 def _clock(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return iso(when) or "?"
 
 
 def render_history(records: list[PromotionHistory]) -> str:
-    """Two lines per promotion: who asked what and how it ended; then its stages with their times."""
+    """Three lines per request: who asked what and how it ended (or that it is in flight); its stages with
+    their times from the request; its id."""
     if not records:
         return "(no promotions in the ledger for that selection)"
     lines: list[str] = []
     for record in records:
         began = record.began
-        outcome = record.outcome or "in flight"
         took = f" after {duration((record.ended_at - began).total_seconds())}" if record.ended_at and began else ""
+        where = record.namespace or f"{record.tenant} (no env)"
         head = (
-            f"{_clock(began) if began else '?':<19}  {record.namespace:<20} {record.version or '(default)':<14} "
-            f"by {record.requested_by or 'unknown'}: {outcome}{took}"
+            f"{_clock(began) if began else '?':<20}  {where:<20} {record.version or '(default)':<14} "
+            f"by {record.requested_by or 'unknown'}: {record.status}{took}"
         )
         if record.reason and record.outcome != Outcome.COMPLETED:
             head += f" ({record.reason})"

@@ -215,6 +215,8 @@ def apply() -> None:
     from moto.rds.models import DBInstance
 
     _apply_once()
+    apply_rds_reads()
+    _associate_route_tables_from_cfn()
     original = _require(DBInstance, "create_from_cloudformation_json").__func__
 
     def create_from_cloudformation_json(
@@ -600,7 +602,27 @@ def apply_gap_fixes() -> None:
 
     Rule.send_to_targets = rule_send_to_targets  # type: ignore[method-assign]
 
-    # 7. RDS DescribeAccountAttributes (not implemented: the server answered with an HTML 404). ----
+    # 7. RDS DescribeAccountAttributes and DescribeDBEngineVersions: see apply_rds_reads. ---------
+    apply_rds_reads()
+    _gaps_applied = True
+
+
+# What the emulated region offers per engine (DescribeDBEngineVersions); a version outside this list is
+# one RDS has retired (or never had) in the region, which ``tierlift doctor`` reports.
+OFFERED_ENGINE_VERSIONS: dict[str, tuple[str, ...]] = {
+    "mysql": ("8.0.36", "8.0.37", "8.0.39", "8.0.40", "8.0.41", "8.4.3", "8.4.4"),
+    "postgres": ("15.10", "16.6", "17.2"),
+}
+_rds_reads_applied = False
+
+
+def apply_rds_reads() -> None:
+    """RDS reads moto lacks (its server answers them with an HTML 404, ``mock_aws`` raises
+    NotImplementedError): DescribeAccountAttributes (the account's quotas, from what exists) and
+    DescribeDBEngineVersions (:data:`OFFERED_ENGINE_VERSIONS`). Read-only; safe to call more than once."""
+    global _rds_reads_applied
+    if _rds_reads_applied:
+        return
     from moto.core.responses import ActionResult
     from moto.rds.responses import RDSResponse
 
@@ -618,5 +640,48 @@ def apply_gap_fixes() -> None:
             {"AccountQuotas": [{"AccountQuotaName": n, "Used": used, "Max": most} for n, used, most in quotas]}
         )
 
+    def describe_db_engine_versions(self: Any) -> Any:
+        engine = self._get_param("Engine")
+        version = self._get_param("EngineVersion")
+        found = [
+            {
+                "Engine": name,
+                "EngineVersion": offered,
+                "DBParameterGroupFamily": f"{name}{'.'.join(offered.split('.')[:2])}",
+                "Status": "available",
+            }
+            for name, versions in OFFERED_ENGINE_VERSIONS.items()
+            if not engine or engine == name
+            for offered in versions
+            if not version or version == offered
+        ]
+        return ActionResult({"DBEngineVersions": found})
+
     RDSResponse.describe_account_attributes = describe_account_attributes  # type: ignore[attr-defined]
-    _gaps_applied = True
+    RDSResponse.describe_db_engine_versions = describe_db_engine_versions  # type: ignore[attr-defined]
+    _rds_reads_applied = True
+
+
+def _associate_route_tables_from_cfn() -> None:
+    """moto's AWS::EC2::SubnetRouteTableAssociation records the pair but never associates the subnet
+    with the route table (DescribeRouteTables shows the VPC's main table for it): associate it, as
+    EC2 does, so a subnet's routes (its NAT, the S3 gateway endpoint) are those of its template."""
+    from moto.ec2.models import ec2_backends
+    from moto.ec2.models.subnets import SubnetRouteTableAssociation
+
+    original = _require(SubnetRouteTableAssociation, "create_from_cloudformation_json").__func__
+    if getattr(original, "_tierlift", False):
+        return
+
+    def create_from_cloudformation_json(
+        cls: Any, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        created = original(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+        properties = cloudformation_json["Properties"]
+        ec2_backends[account_id][region_name].associate_route_table(
+            properties["RouteTableId"], subnet_id=properties["SubnetId"]
+        )
+        return created
+
+    create_from_cloudformation_json._tierlift = True  # type: ignore[attr-defined]
+    SubnetRouteTableAssociation.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]

@@ -9,7 +9,11 @@ dropped and every function holds only what it calls:
   destination the stage's invocations dead-letter queue), its own log group with retention, and a
   small policy of its own for that log group and that destination;
 - one CloudWatch alarm per dead-letter queue (any visible message);
-- the history ledger: a rule matching every ``tierlift`` event into ``/aws/events/tierlift-<stage>-ledger``;
+- tierlift's own bus ``tierlift-<stage>`` with its resource policy (only the operators' role, the CI role
+  and the pipeline's function roles may put events on it; ``tierlift/buses.py``), every rule on
+  ``source: tierlift`` events on it, and ``events:PutEvents`` on it (only) for the functions that put;
+- the history ledger: a rule on that bus matching every ``tierlift`` event into
+  ``/aws/events/tierlift-<stage>-ledger``;
 - the CloudFormation service role the pipeline passes as ``RoleARN`` to CreateStack/DeleteStack, which
   holds the database permissions (the Lambdas never hold ``rds:CreateDBInstance``);
 - ``templates/dashboard.json`` (a ``{"Resources": ...}`` fragment) when it exists.
@@ -26,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tierlift import buses, policies
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 RULE_RETRY = {"MaximumRetryAttempts": 8, "MaximumEventAgeInSeconds": 3600}
@@ -39,8 +45,13 @@ INVOCATIONS_DLQ = "InvocationsDeadLetterQueue"
 CFN_ROLE = "CloudFormationServiceRole"
 DASHBOARD = REPO_ROOT / "templates" / "dashboard.json"
 # Events of AWS services (aws.rds, aws.cloudformation, aws.ecs) and schedules arrive on the default bus
-# only; tierlift's own events go to TIERLIFT_EVENT_BUS.
-TIERLIFT_SOURCE = "tierlift"
+# only; tierlift's own events go to its own bus (tierlift/buses.py says which rule listens where).
+TIERLIFT_SOURCE = buses.SOURCE
+BUS = "TierliftEventBus"
+# Who may put events on tierlift's bus besides the pipeline's functions (template parameters).
+OPERATORS_PARAMETER = "OperatorsRoleArn"
+CI_PARAMETER = "CiRoleArn"
+ROLE_ARN_PATTERN = "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\\w+=,.@/-]+$"
 STAGE_LOCK_PARAMETER = "/tierlift-pipeline/stage"
 
 
@@ -74,20 +85,16 @@ def stage_environment(stage: str, config_path: Path | None = None) -> dict[str, 
 
 
 def handlers() -> list[tuple[str, bool, bool]]:
-    """(function name, is_schedule, is a rule on tierlift's own events) for every handler in ``app.py``."""
-    sys.path.insert(0, str(REPO_ROOT))
-    from chalice.app import CloudWatchEventConfig, ScheduledEventConfig
+    """(function name, is_schedule, its rule is on tierlift's bus) for every handler in ``app.py``."""
+    return [(route.name, route.schedule, route.own) for route in buses.app_routes()]
 
-    from app import app
 
-    found: list[tuple[str, bool, bool]] = []
-    for source in app.event_sources:
-        if isinstance(source, ScheduledEventConfig):
-            found.append((source.name, True, False))
-        elif isinstance(source, CloudWatchEventConfig):
-            own = source.event_pattern.get("source") == [TIERLIFT_SOURCE]
-            found.append((source.name, False, own))
-    return found
+def event_bus(stage: str, env: dict[str, str]) -> str:
+    """The stage's bus: ``TIERLIFT_EVENT_BUS`` (``tierlift-<stage>`` unless set), never the default bus."""
+    bus = env.get("TIERLIFT_EVENT_BUS") or buses.stage_bus(stage)
+    if bus == buses.DEFAULT_BUS:
+        raise SystemExit("TIERLIFT_EVENT_BUS=default: tierlift's rules need a bus of their own (tierlift-<stage>)")
+    return bus
 
 
 def _arn(logical: str) -> dict[str, Any]:
@@ -95,8 +102,11 @@ def _arn(logical: str) -> dict[str, Any]:
 
 
 def _queue(name: str) -> dict[str, Any]:
+    # Retain: a stack update that replaces or drops a dead-letter queue must not take its undelivered events
     return {
         "Type": "AWS::SQS::Queue",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
         "Properties": {
             "QueueName": name,
             "MessageRetentionPeriod": DLQ_RETENTION_SECONDS,
@@ -120,47 +130,334 @@ def _alarm(stage: str, queue_logical: str, what: str) -> dict[str, Any]:
             "Threshold": 0,
             "ComparisonOperator": "GreaterThanThreshold",
             "TreatMissingData": "notBreaching",
+            **ALARM_ACTIONS,
         },
     }
+
+
+def service_role(
+    name: str, service: str, policy_name: str, statements: list[dict[str, Any]], *, description: str | None = None
+) -> dict[str, Any]:
+    """An IAM role only ``service`` of this account may assume, with one inline policy."""
+    properties: dict[str, Any] = {"RoleName": name}
+    if description:
+        properties["Description"] = description
+    properties["AssumeRolePolicyDocument"] = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+            }
+        ],
+    }
+    properties["Policies"] = [
+        {"PolicyName": policy_name, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}
+    ]
+    return {"Type": "AWS::IAM::Role", "Properties": properties}
+# Every alarm pages: the stage's topic (an e-mail subscription, a parameter) on ALARM and on OK.
+ALARM_TOPIC = "AlarmTopic"
+ALARM_EMAIL_PARAMETER = "AlarmEmail"
+ALARM_ACTIONS: dict[str, Any] = {"AlarmActions": [{"Ref": ALARM_TOPIC}], "OKActions": [{"Ref": ALARM_TOPIC}]}
+# The environments whose failed and rolled-back promotions page (TIERLIFT_ALARM_ENVIRONMENTS): the
+# pipeline's metrics carry the environment as their dimension (chalicelib/observability.py).
+DEFAULT_ALARM_ENVIRONMENTS = "qa,prod"
+RDS_QUOTA_PERCENT = 80  # page when DB instances or manual snapshots pass this share of the quota
+
+
+def alarm_topic_name(stage: str) -> str:
+    return f"tierlift-{stage}-alarms"
+
+
+def _metric_alarm(name: str, description: str, **properties: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmName": name,
+            "AlarmDescription": description,
+            "EvaluationPeriods": 1,
+            "Threshold": 0,
+            "ComparisonOperator": "GreaterThanThreshold",
+            "TreatMissingData": "notBreaching",
+            **properties,
+            **ALARM_ACTIONS,
+        },
+    }
+
+
+def alarm_resources(stage: str, functions: list[str], environments: list[str]) -> dict[str, Any]:
+    """The stage's alarm topic (its e-mail subscription when ``AlarmEmail`` is set) and the alarms that
+    page it: Lambda Errors and Throttles per function, failed and rolled-back promotions per environment,
+    RDS DB instances and manual snapshots past :data:`RDS_QUOTA_PERCENT` % of the account's quota. The
+    dead-letter alarms (:func:`_alarm`) page the same topic."""
+    resources: dict[str, Any] = {
+        ALARM_TOPIC: {
+            "Type": "AWS::SNS::Topic",
+            "Properties": {"TopicName": alarm_topic_name(stage), "DisplayName": f"tierlift {stage} alarms"},
+        },
+        "AlarmTopicPolicy": {
+            "Type": "AWS::SNS::TopicPolicy",
+            "Properties": {
+                "Topics": [{"Ref": ALARM_TOPIC}],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "CloudWatchAlarmsOfThisAccount",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                            "Action": "sns:Publish",
+                            "Resource": {"Ref": ALARM_TOPIC},
+                            "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
+                        }
+                    ],
+                },
+            },
+        },
+        "AlarmEmailSubscription": {
+            "Type": "AWS::SNS::Subscription",
+            "Condition": "WithAlarmEmail",
+            "Properties": {
+                "TopicArn": {"Ref": ALARM_TOPIC},
+                "Protocol": "email",
+                "Endpoint": {"Ref": ALARM_EMAIL_PARAMETER},
+            },
+        },
+    }
+    for name in functions:
+        function = function_name(stage, name)
+        for metric in ("Errors", "Throttles"):
+            resources[f"{cfn_name(name)}{metric}Alarm"] = _metric_alarm(
+                f"{function}-{metric.lower()}",
+                f"tierlift {stage}: {function} {metric.lower()} (its log group /aws/lambda/{function})",
+                Namespace="AWS/Lambda",
+                MetricName=metric,
+                Dimensions=[{"Name": "FunctionName", "Value": function}],
+                Statistic="Sum",
+                Period=300,
+            )
+    from chalicelib.observability import METRIC_NAMESPACE
+
+    for environment in environments:
+        for metric, what in (("PromotionsFailed", "failed"), ("PromotionsRolledBack", "rolled back")):
+            resources[f"{metric}{cfn_name(environment)}Alarm"] = _metric_alarm(
+                f"tierlift-{stage}-{environment}-{metric}",
+                f"tierlift {stage}: a promotion to {environment} {what}; `tierlift history <tenant> {environment}`",
+                Namespace=METRIC_NAMESPACE,
+                MetricName=metric,
+                Dimensions=[{"Name": "environment", "Value": environment}],
+                Statistic="Sum",
+                Period=300,
+            )
+    for resource in ("DBInstances", "ManualSnapshots"):
+        resources[f"Rds{resource}QuotaAlarm"] = _metric_alarm(
+            f"tierlift-{stage}-rds-{resource}-quota",
+            f"tierlift {stage}: RDS {resource} above {RDS_QUOTA_PERCENT}% of the account's quota; promotions "
+            "park (waiting list) when none is left. Raise the quota or let the sweep delete superseded versions",
+            Threshold=RDS_QUOTA_PERCENT,
+            Metrics=[
+                {
+                    "Id": "usage",
+                    "ReturnData": False,
+                    "MetricStat": {
+                        "Metric": {
+                            "Namespace": "AWS/Usage",
+                            "MetricName": "ResourceCount",
+                            "Dimensions": [
+                                {"Name": "Service", "Value": "RDS"},
+                                {"Name": "Type", "Value": "Resource"},
+                                {"Name": "Resource", "Value": resource},
+                                {"Name": "Class", "Value": "None"},
+                            ],
+                        },
+                        "Period": 300,
+                        "Stat": "Maximum",
+                    },
+                },
+                {
+                    "Id": "percent",
+                    "Label": f"RDS {resource} % of quota",
+                    "Expression": "usage / SERVICE_QUOTA(usage) * 100",
+                    "ReturnData": True,
+                },
+            ],
+        )
+    return resources
+
+
+# checkov findings that do not apply to this design, each with why (docs/security.md lists them). Written
+# into the packaged template as each resource's Metadata.checkov.skip (checkov's form for JSON templates).
+FUNCTION_SKIPS = {
+    "CKV_AWS_116": "failed asynchronous invocations go to the invocations DLQ through EventInvokeConfig's "
+    "on-failure destination, which supersedes DeadLetterConfig (checkov knows only the latter)",
+    "CKV_AWS_117": "the functions call AWS APIs only (SSM, RDS, CloudFormation, ECS, EventBridge), never a "
+    "VPC resource; a VPC would add NAT or endpoints for nothing",
+    "CKV_AWS_173": "the environment holds names and ARNs, no secret; Lambda encrypts it at rest with its "
+    "AWS-managed key",
+}
+QUEUE_SKIPS = {
+    "CKV_AWS_27": "encrypted at rest with SQS-managed SSE (SqsManagedSseEnabled); checkov recognises KMS only"
+}
+API_SKIPS = {
+    "CKV_AWS_120": "a signed API of state-changing commands (promote, approve, cancel): a cached answer would be wrong",
+    "CKV_AWS_76": "access logs need the account-wide API Gateway CloudWatch role (AWS::ApiGateway::Account), "
+    "not a stage's to set; the API function logs every request with the caller's verified identity",
+}
+TOPIC_SKIPS = {
+    "CKV_AWS_26": "CloudWatch alarms cannot publish to a topic encrypted with the AWS-managed aws/sns key; "
+    "alarm notifications carry alarm names and states only",
+}
+LOGS_KEY = "LogsKey"
+
+
+def _skips(skips: dict[str, str]) -> dict[str, Any]:
+    return {"checkov": {"skip": [{"id": check, "comment": why} for check, why in skips.items()]}}
+
+
+def logs_key() -> dict[str, Any]:
+    """The KMS key every log group of the stage is encrypted with (the functions', the API's, the ledger's)."""
+    account_root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    return {
+        "Type": "AWS::KMS::Key",
+        "DeletionPolicy": "Retain",
+        "UpdateReplacePolicy": "Retain",
+        "Properties": {
+            "Description": "tierlift: the stage's CloudWatch Logs log groups",
+            "EnableKeyRotation": True,
+            "KeyPolicy": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "AccountAdministers",
+                        "Effect": "Allow",
+                        "Principal": {"AWS": account_root},
+                        "Action": "kms:*",
+                        "Resource": "*",
+                    },
+                    {
+                        "Sid": "CloudWatchLogsOfThisAccount",
+                        "Effect": "Allow",
+                        "Principal": {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}},
+                        "Action": [
+                            "kms:Encrypt*",
+                            "kms:Decrypt*",
+                            "kms:ReEncrypt*",
+                            "kms:GenerateDataKey*",
+                            "kms:Describe*",
+                        ],
+                        "Resource": "*",
+                        "Condition": {
+                            "ArnLike": {
+                                "kms:EncryptionContext:aws:logs:arn": {
+                                    "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"
+                                }
+                            }
+                        },
+                    },
+                ],
+            },
+        },
+    }
+
+
+def harden(resources: dict[str, Any], functions: set[str]) -> None:
+    """Encrypt every log group with :func:`logs_key`, trace the API, and write the skips in the template."""
+    resources[LOGS_KEY] = logs_key()
+    for logical, resource in list(resources.items()):
+        kind = resource.get("Type")
+        if kind == "AWS::Logs::LogGroup":
+            resource["Properties"]["KmsKeyId"] = _arn(LOGS_KEY)
+        elif kind == "AWS::SQS::Queue":
+            resource["Metadata"] = _skips(QUEUE_SKIPS)
+        elif kind == "AWS::SNS::Topic":
+            resource["Metadata"] = _skips(TOPIC_SKIPS)
+        elif kind is None and logical == API:
+            resource["Properties"]["TracingEnabled"] = True
+            resource["Metadata"] = _skips(API_SKIPS)
+        elif kind is None and logical in functions:
+            resource["Metadata"] = _skips(FUNCTION_SKIPS)
 
 
 def cloudformation_role(stage: str) -> dict[str, Any]:
     """What CloudFormation needs to create and delete a DB stack (``templates/database.yaml``)."""
     managed = {"StringEquals": {"aws:ResourceTag/tierlift:managed": "true"}}
+
+    def rds(kind: str, name: str) -> dict[str, str]:
+        return {"Fn::Sub": f"arn:${{AWS::Partition}}:rds:${{AWS::Region}}:${{AWS::AccountId}}:{kind}:{name}"}
+
+    # tierlift's names only (docs/contract.md): DB instances <namespace>-<version>, source snapshots
+    # <tenant>-<source env>-<version>, final snapshots named after the DB stack <namespace>-db-<version>
+    instances = rds("db", "*-????-*-??????????????")
+    sources = rds("snapshot", "*-????-*-??????????????")
+    finals = rds("snapshot", "*-????-*-??????????????-*")
+    # CloudFormation adds its own aws:cloudformation:* tags to what it creates
+    tag_keys = [*policies.TAG_KEYS, *(f"aws:cloudformation:{k}" for k in ("stack-name", "stack-id", "logical-id"))]
     statements: list[dict[str, Any]] = [
         {
+            # restore a version: a tierlift-named instance, tagged tierlift:managed=true, from a tierlift-named
+            # source snapshot (the option, parameter and subnet groups it names are only referenced)
             "Sid": "RestoreDatabases",
             "Effect": "Allow",
-            "Action": [
-                "rds:RestoreDBInstanceFromDBSnapshot",
-                "rds:CreateDBInstance",
-                "rds:AddTagsToResource",
-                "rds:ModifyDBInstance",
-            ],
-            "Resource": [
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:snapshot:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:subgrp:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:og:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:pg:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:secgrp:*"},
-            ],
+            "Action": "rds:RestoreDBInstanceFromDBSnapshot",
+            "Resource": [instances, sources, rds("og", "*"), rds("pg", "*"), rds("subgrp", "*")],
+            "Condition": {
+                "StringEquals": {"aws:RequestTag/tierlift:managed": "true"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": tag_keys},
+            },
+        },
+        {
+            # tags on create of the instance, and the instance's tags copied to its final snapshot
+            "Sid": "TagDatabases",
+            "Effect": "Allow",
+            "Action": "rds:AddTagsToResource",
+            "Resource": [instances, finals],
+            "Condition": {
+                "StringEquals": {"aws:RequestTag/tierlift:managed": "true"},
+                "ForAllValues:StringEquals": {"aws:TagKeys": tag_keys},
+            },
+        },
+        {
+            # ManageMasterUserPassword after the restore (CloudFormation's modify-after-create), on
+            # tierlift's instances only
+            "Sid": "ModifyManagedDatabases",
+            "Effect": "Allow",
+            "Action": "rds:ModifyDBInstance",
+            "Resource": instances,
+            "Condition": managed,
         },
         {
             "Sid": "DeleteManagedDatabases",
             "Effect": "Allow",
-            "Action": ["rds:DeleteDBInstance", "rds:CreateDBSnapshot"],
-            "Resource": [
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:db:*"},
-                {"Fn::Sub": "arn:${AWS::Partition}:rds:${AWS::Region}:${AWS::AccountId}:snapshot:*"},
-            ],
+            "Action": "rds:DeleteDBInstance",
+            "Resource": instances,
             "Condition": managed,
+        },
+        {
+            # DeletionPolicy: Snapshot: the final snapshot of a tierlift-named instance (a new snapshot:
+            # no tag yet to condition on)
+            "Sid": "FinalSnapshots",
+            "Effect": "Allow",
+            "Action": "rds:CreateDBSnapshot",
+            "Resource": [instances, finals],
+        },
+        {
+            "Sid": "DescribeManagedDatabases",
+            "Effect": "Allow",
+            "Action": "rds:DescribeDBInstances",
+            "Resource": rds("db", "*"),
+        },
+        {
+            "Sid": "DescribeVpcs",
+            "Effect": "Allow",
+            "Action": "ec2:DescribeVpcAttribute",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:vpc/*"},
         },
         {
             "Sid": "DescribeDatabases",
             "Effect": "Allow",
             "Action": [
-                "rds:DescribeDBInstances",
                 "rds:DescribeDBSnapshots",
                 "rds:DescribeEvents",
                 "rds:ListTagsForResource",
@@ -170,16 +467,26 @@ def cloudformation_role(stage: str) -> dict[str, Any]:
                 "ec2:DescribeAvailabilityZones",
                 "ec2:DescribeAccountAttributes",
                 "ec2:DescribeInternetGateways",
-                "ec2:DescribeVpcAttribute",
             ],
             "Resource": "*",
         },
         {
             "Sid": "EncryptedSnapshots",
             "Effect": "Allow",
-            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"],
+            "Action": ["kms:Decrypt", "kms:DescribeKey"],
             "Resource": {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"},
             "Condition": {"StringEquals": {"kms:ViaService": {"Fn::Sub": "rds.${AWS::Region}.amazonaws.com"}}},
+        },
+        {
+            # RDS's grant on a customer-managed key of an encrypted snapshot: through RDS, for an AWS resource
+            "Sid": "EncryptedSnapshotGrants",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"},
+            "Condition": {
+                "StringEquals": {"kms:ViaService": {"Fn::Sub": "rds.${AWS::Region}.amazonaws.com"}},
+                "Bool": {"kms:GrantIsForAWSResource": "true"},
+            },
         },
         {
             "Sid": "ManagedMasterPasswords",
@@ -196,35 +503,143 @@ def cloudformation_role(stage: str) -> dict[str, Any]:
             },
         },
     ]
+    return service_role(
+        f"tierlift-{stage}-cloudformation",
+        "cloudformation.amazonaws.com",
+        "databases",
+        statements,
+        description="tierlift: CloudFormation creates and deletes DB stacks with this role (RoleARN)",
+    )
+
+
+API_FUNCTION, API_ROLE, API = "APIHandler", "ApiHandlerRole", "RestAPI"  # Chalice's logical ids
+CI_ROUTES = ("promotions",)  # CI may promote through the API; approvals and cancels are people's
+
+
+def api_policy() -> dict[str, Any]:
+    """The signed API's resource policy: only the operators' and CI's roles may invoke it (an explicit
+    deny for everyone else, whatever their identity policies say), and CI only its own routes."""
+    named = [{"Ref": OPERATORS_PARAMETER}, {"Ref": CI_PARAMETER}]
+    everything = "execute-api:/*"
+    ci_denied = [f"execute-api:/*/POST/{route}" for route in ("approvals", "cancellations")]
     return {
-        "Type": "AWS::IAM::Role",
-        "Properties": {
-            "RoleName": f"tierlift-{stage}-cloudformation",
-            "Description": "tierlift: CloudFormation creates and deletes DB stacks with this role (RoleARN)",
-            "AssumeRolePolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Service": "cloudformation.amazonaws.com"},
-                        "Action": "sts:AssumeRole",
-                        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}},
-                    }
-                ],
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": named}, "Action": "execute-api:Invoke", "Resource": everything},
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "execute-api:Invoke",
+                "Resource": everything,
+                "Condition": {"ArnNotEquals": {"aws:PrincipalArn": named}},
             },
-            "Policies": [
+            {
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "execute-api:Invoke",
+                "Resource": ci_denied,
+                "Condition": {"ArnEquals": {"aws:PrincipalArn": {"Ref": CI_PARAMETER}}},
+            },
+        ],
+    }
+
+
+def plumbing(stage: str, name: str, role: str, log_days: int, *, on_failure: bool) -> dict[str, Any]:
+    """A function's own log group (kept on stack updates) and its plumbing policy: writing to that group,
+    putting on tierlift's bus where it does, and (an asynchronously invoked one) its on-failure queue."""
+    log_group = f"{cfn_name(name)}LogGroup"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "OwnLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": {"Fn::GetAtt": [log_group, "Arn"]},
+        }
+    ]
+    if on_failure:
+        statements.append(
+            {
+                "Sid": "OnFailureDestination",
+                "Effect": "Allow",
+                "Action": "sqs:SendMessage",
+                "Resource": _arn(INVOCATIONS_DLQ),
+            }
+        )
+    statements += policies.template_statements(name, _arn(BUS))
+    return {
+        log_group: {
+            "Type": "AWS::Logs::LogGroup",
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+            "Properties": {"LogGroupName": f"/aws/lambda/{function_name(stage, name)}", "RetentionInDays": log_days},
+        },
+        f"{cfn_name(name)}PlumbingPolicy": {
+            "Type": "AWS::IAM::Policy",
+            "Properties": {
+                "PolicyName": "plumbing",
+                "Roles": [{"Ref": role}],
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+            },
+        },
+    }
+
+
+def api_resources(stage: str, log_days: int) -> dict[str, Any]:
+    """What the merge adds to Chalice's REST API function: its log group, the CloudFormation role's ARN,
+    its plumbing (own log group, PutEvents on tierlift's bus) and the API's resource policy."""
+    log_group = f"{cfn_name('api_handler')}LogGroup"
+    return {
+        **plumbing(stage, "api_handler", API_ROLE, log_days, on_failure=False),
+        API_FUNCTION: {
+            "Properties": {
+                "LoggingConfig": {"LogGroup": {"Ref": log_group}, "LogFormat": "Text"},
+                "Environment": {"Variables": {"TIERLIFT_CFN_ROLE_ARN": _arn(CFN_ROLE)}},
+            }
+        },
+        API: {"Properties": {"DefinitionBody": {"x-amazon-apigateway-policy": api_policy()}}},
+    }
+
+
+SCHEDULE_GROUP, SCHEDULER_ROLE = "SnapshotScheduleGroup", "SchedulerRole"
+
+
+def scheduler_environment(stage: str) -> dict[str, Any]:
+    return {
+        "TIERLIFT_SCHEDULE_GROUP": f"tierlift-{stage}",
+        "TIERLIFT_SCHEDULER_ROLE_ARN": _arn(SCHEDULER_ROLE),
+        "TIERLIFT_EVENT_BUS_ARN": _arn(BUS),
+    }
+
+
+def scheduler_resources(stage: str, bus: str) -> dict[str, Any]:
+    """The tenants' snapshot schedules live in EventBridge Scheduler: the stage's schedule group and the
+    role the schedules put ``Snapshot Requested`` on tierlift's bus with (only this account's Scheduler
+    may assume it; the bus policy holds it to that one detail type)."""
+    return {
+        SCHEDULE_GROUP: {"Type": "AWS::Scheduler::ScheduleGroup", "Properties": {"Name": f"tierlift-{stage}"}},
+        SCHEDULER_ROLE: service_role(
+            f"tierlift-{stage}-scheduler",
+            "scheduler.amazonaws.com",
+            "put-snapshot-requests",
+            [
                 {
-                    "PolicyName": "databases",
-                    "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
+                    "Effect": "Allow",
+                    "Action": "events:PutEvents",
+                    # by name: the bus's policy names this role (GetAtt both ways is a cycle)
+                    "Resource": {
+                        "Fn::Sub": f"arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}:"
+                        f"event-bus/{bus}"
+                    },
+                    "Condition": {"StringEquals": {"events:detail-type": "Snapshot Requested"}},
                 }
             ],
-        },
+        ),
     }
 
 
 def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any]:
     env = stage_environment(stage, config_path)
-    bus = env.get("TIERLIFT_EVENT_BUS", "default") or "default"
+    bus = event_bus(stage, env)
     log_days = int(env.get("TIERLIFT_LOG_RETENTION_DAYS", DEFAULT_LOG_RETENTION_DAYS))
     ledger_days = int(env.get("TIERLIFT_LEDGER_RETENTION_DAYS", DEFAULT_LEDGER_RETENTION_DAYS))
     ledger_group = env.get("TIERLIFT_LEDGER_LOG_GROUP") or f"/aws/events/tierlift-{stage}-ledger"
@@ -250,26 +665,32 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
             },
         },
     }
-    bus_ref: Any = bus
-    if bus != "default":
-        # A custom bus works end to end: the template creates it, tierlift's own rules and the ledger
-        # sit on it; AWS services' events and schedules stay on the default bus (the only one they reach).
-        resources["TierliftEventBus"] = {"Type": "AWS::Events::EventBus", "Properties": {"Name": bus}}
-        bus_ref = {"Ref": "TierliftEventBus"}
+    routes = handlers()
+    resources[BUS] = {
+        "Type": "AWS::Events::EventBus",
+        "Properties": {
+            "Name": bus,
+            # only the named principals may put events on it (tierlift/buses.py); the operators' and CI's
+            # roles are the stack's parameters, the functions' roles Chalice's
+            "Policy": buses.bus_policy(
+                {"Fn::Sub": f"arn:${{AWS::Partition}}:events:${{AWS::Region}}:${{AWS::AccountId}}:event-bus/{bus}"},
+                operators={"Ref": OPERATORS_PARAMETER},
+                ci={"Ref": CI_PARAMETER},
+                functions=[_arn(f"{cfn_name(name)}Role") for name, _, _ in routes] + [_arn(API_ROLE)],
+                scheduler=_arn(SCHEDULER_ROLE),
+            ),
+        },
+    }
+    bus_ref: Any = {"Ref": BUS}
     rule_arns: list[dict[str, Any]] = []
-    for name, _schedule, own in handlers():
+    for name, _schedule, own in routes:
         logical = cfn_name(name)
         event_props: dict[str, Any] = {"RetryPolicy": dict(RULE_RETRY), "DeadLetterConfig": {"Arn": _arn(RULES_DLQ)}}
-        if own and bus != "default":
+        if own:
+            # Chalice's on_cw_event has no bus argument: tierlift's own rules are moved onto its bus here
             event_props["EventBusName"] = bus_ref
         rule_arns.append(_arn(f"{logical}{logical}Event"))
         log_group = f"{logical}LogGroup"
-        resources[log_group] = {
-            "Type": "AWS::Logs::LogGroup",
-            "DeletionPolicy": "Retain",
-            "UpdateReplacePolicy": "Retain",
-            "Properties": {"LogGroupName": f"/aws/lambda/{function_name(stage, name)}", "RetentionInDays": log_days},
-        }
         resources[logical] = {
             "Properties": {
                 "Events": {f"{logical}Event": {"Properties": event_props}},
@@ -283,30 +704,7 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
             }
         }
         # The function's plumbing, its own: its log group and its on-failure destination.
-        resources[f"{logical}PlumbingPolicy"] = {
-            "Type": "AWS::IAM::Policy",
-            "Properties": {
-                "PolicyName": "plumbing",
-                "Roles": [{"Ref": f"{logical}Role"}],
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "OwnLogGroup",
-                            "Effect": "Allow",
-                            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                            "Resource": {"Fn::GetAtt": [log_group, "Arn"]},
-                        },
-                        {
-                            "Sid": "OnFailureDestination",
-                            "Effect": "Allow",
-                            "Action": "sqs:SendMessage",
-                            "Resource": _arn(INVOCATIONS_DLQ),
-                        },
-                    ],
-                },
-            },
-        }
+        resources.update(plumbing(stage, name, f"{logical}Role", log_days, on_failure=True))
     resources["RulesDeadLetterQueuePolicy"] = {
         "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
@@ -326,6 +724,10 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
             },
         },
     }
+    resources.update(api_resources(stage, log_days))
+    resources.update(scheduler_resources(stage, bus))
+    # the sweep keeps the snapshot schedules in line with the configs: only it needs the Scheduler's settings
+    resources[cfn_name("sweep")]["Properties"]["Environment"]["Variables"].update(scheduler_environment(stage))
     resources["LedgerLogGroup"] = {
         "Type": "AWS::Logs::LogGroup",
         "DeletionPolicy": "Retain",
@@ -358,9 +760,9 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
         "Type": "AWS::Events::Rule",
         "DependsOn": "LedgerLogsPolicy",
         "Properties": {
-            "Description": f"tierlift {stage}: every tierlift event into the history ledger",
+            "Description": f"tierlift {stage}: the pipeline's own results into the history ledger",
             "EventBusName": bus_ref,
-            "EventPattern": {"source": [TIERLIFT_SOURCE]},
+            "EventPattern": buses.LEDGER_PATTERN,
             "State": "ENABLED",
             "Targets": [
                 {
@@ -375,6 +777,8 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
     resources["RulesDeadLetterQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]["ArnEquals"][
         "aws:SourceArn"
     ].append(_arn("LedgerRule"))
+    environments = [e for e in env.get("TIERLIFT_ALARM_ENVIRONMENTS", DEFAULT_ALARM_ENVIRONMENTS).split(",") if e]
+    resources.update(alarm_resources(stage, [name for name, _, _ in routes] + ["api_handler"], environments))
     if DASHBOARD.exists():
         fragment = json.loads(DASHBOARD.read_text())
         resources.update(fragment.get("Resources", {}))
@@ -383,8 +787,120 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
         "InvocationsDeadLetterQueueUrl": {"Value": {"Ref": INVOCATIONS_DLQ}},
         "CloudFormationServiceRoleArn": {"Value": _arn(CFN_ROLE)},
         "LedgerLogGroupName": {"Value": {"Ref": "LedgerLogGroup"}},
+        "EventBusName": {"Value": {"Ref": BUS}},
+        "EventBusArn": {"Value": _arn(BUS)},
     }
-    return {"Resources": resources, "Outputs": outputs}
+    parameters = {
+        OPERATORS_PARAMETER: {
+            "Type": "String",
+            "Description": "The operators' IAM role (its full ARN, with its path): may put Promotion Requested, "
+            "Snapshot Requested, Promotion Approved and Promotion Cancelled on tierlift's bus",
+            "AllowedPattern": ROLE_ARN_PATTERN,
+        },
+        CI_PARAMETER: {
+            "Type": "String",
+            "Description": "The CI's IAM role (its full ARN, with its path): may put Promotion Requested and "
+            "Snapshot Requested on tierlift's bus",
+            "AllowedPattern": ROLE_ARN_PATTERN,
+        },
+    }
+    parameters[ALARM_EMAIL_PARAMETER] = {
+        "Type": "String",
+        "Description": "Where the alarms page: an e-mail address subscribed to the stage's alarm topic (confirm "
+        "the mail AWS sends); empty: subscribe a ChatOps endpoint to the topic (output AlarmTopicArn) yourself",
+        "Default": "",
+        "AllowedPattern": "^([^@\\s]+@[^@\\s]+)?$",
+    }
+    outputs["AlarmTopicArn"] = {"Value": {"Ref": ALARM_TOPIC}}
+    harden(resources, {cfn_name(name) for name, _, _ in routes} | {API_FUNCTION})
+    conditions = {"WithAlarmEmail": {"Fn::Not": [{"Fn::Equals": [{"Ref": ALARM_EMAIL_PARAMETER}, ""]}]}}
+    return {"Parameters": parameters, "Conditions": conditions, "Resources": resources, "Outputs": outputs}
+
+
+# Example values the template's IAM documents are rendered with for the linters (iam_documents).
+EXAMPLE = {
+    "AWS::Partition": "aws",
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    OPERATORS_PARAMETER: "arn:aws:iam::123456789012:role/tierlift-operators",
+    CI_PARAMETER: "arn:aws:iam::123456789012:role/tierlift-ci",
+}
+
+
+def _example_arn(stage: str, logical: str, resource: dict[str, Any] | None) -> str:
+    """The ARN a resource of the merge template (or a role Chalice adds) would have, for the linters."""
+    region, account = EXAMPLE["AWS::Region"], EXAMPLE["AWS::AccountId"]
+    kind = (resource or {}).get("Type", "")
+    props = (resource or {}).get("Properties", {})
+    if kind == "AWS::SQS::Queue":
+        return f"arn:aws:sqs:{region}:{account}:{props['QueueName']}"
+    if kind == "AWS::Logs::LogGroup":
+        return f"arn:aws:logs:{region}:{account}:log-group:{props['LogGroupName']}:*"
+    if kind == "AWS::Events::EventBus":
+        return f"arn:aws:events:{region}:{account}:event-bus/{props['Name']}"
+    if kind == "AWS::Events::Rule":
+        return f"arn:aws:events:{region}:{account}:rule/{logical}"
+    if kind == "AWS::IAM::Role":
+        return f"arn:aws:iam::{account}:role/{props.get('RoleName', logical)}"
+    if logical.endswith("Role"):  # a function's role, which Chalice's template adds
+        return f"arn:aws:iam::{account}:role/tierlift-{stage}-{logical}-EXAMPLE"
+    if logical.endswith("EventRule") or logical.endswith("Event"):
+        return f"arn:aws:events:{region}:{account}:rule/tierlift-{stage}-{logical}-EXAMPLE"
+    raise ValueError(f"no example ARN for {logical} ({kind or 'not in the merge template'})")
+
+
+def resolve(value: Any, stage: str, resources: dict[str, Any]) -> Any:
+    """``value`` with the template's intrinsics replaced by example values (the linters need plain JSON)."""
+    import re
+
+    if isinstance(value, list):
+        return [resolve(v, stage, resources) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if set(value) == {"Ref"}:
+        name = value["Ref"]
+        return EXAMPLE[name] if name in EXAMPLE else resources.get(name, {}).get("Properties", {}).get("Name", name)
+    if set(value) == {"Fn::GetAtt"}:
+        logical, attribute = value["Fn::GetAtt"]
+        if attribute != "Arn":
+            raise ValueError(f"no example for {logical}.{attribute}")
+        return _example_arn(stage, logical, resources.get(logical))
+    if set(value) == {"Fn::Sub"}:
+        text = value["Fn::Sub"]
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in EXAMPLE:
+                return EXAMPLE[name]
+            if name.endswith(".Arn"):
+                return _example_arn(stage, name[: -len(".Arn")], resources.get(name[: -len(".Arn")]))
+            raise ValueError(f"no example for ${{{name}}}")
+
+        return re.sub(r"\$\{([^}!]+)\}", sub, text)
+    return {k: resolve(v, stage, resources) for k, v in value.items()}
+
+
+def iam_documents(stage: str) -> list[tuple[str, dict[str, Any], bool]]:
+    """(name, document, is identity policy) of every IAM document in the stage's merge template."""
+    template = merge_template(stage)
+    resources = template["Resources"]
+    out: list[tuple[str, dict[str, Any], bool]] = []
+    for logical, resource in sorted(resources.items()):
+        props = resource.get("Properties", {})
+        kind = resource.get("Type")
+        if kind == "AWS::IAM::Role":  # its trust policy: cfn-lint checks it (parliament wants a Resource)
+            for inline in props.get("Policies", []):
+                name = f"{logical} ({inline['PolicyName']})"
+                out.append((name, resolve(inline["PolicyDocument"], stage, resources), True))
+        elif kind == "AWS::IAM::Policy":
+            out.append((logical, resolve(props["PolicyDocument"], stage, resources), True))
+        elif kind == "AWS::Events::EventBus" and "Policy" in props:
+            out.append((f"{logical} (bus policy)", resolve(props["Policy"], stage, resources), False))
+        elif kind == "AWS::SQS::QueuePolicy":
+            out.append((logical, resolve(props["PolicyDocument"], stage, resources), False))
+        elif kind == "AWS::Logs::ResourcePolicy":
+            out.append((logical, json.loads(resolve(props["PolicyDocument"], stage, resources)), False))
+    return out
 
 
 def sam_check(path: Path) -> list[str]:

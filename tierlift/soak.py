@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chalicelib.events import TERMINAL_EVENTS
+from chalicelib.domain.events import TERMINAL_EVENTS
 from tierlift.local import LocalCloud
 from tierlift.local.cloud import ACCOUNT
 from tierlift.local.faults import Faults
@@ -129,7 +129,6 @@ class Soak:
             # The soak's tenants have no snapshot schedule: the scheduled-snapshot function runs every 6
             # (scaled) hours instead of every 15 minutes, where its walk of the SSM tree (dozens of pages
             # through the local server, ~0.7 s at 20 tenants) would take most of the soak's interpreter.
-            "TIERLIFT_SNAPSHOT_SCHEDULE": os.environ.get("TIERLIFT_SNAPSHOT_SCHEDULE", "rate(6 hours)"),
         }
         self.cloud = LocalCloud(
             port=0,
@@ -198,7 +197,16 @@ class Soak:
     # the workload ---------------------------------------------------------------------------
     def _put(self, detail_type: str, detail: dict[str, Any]) -> None:
         events = self.session.client("events")
-        events.put_events(Entries=[{"Source": "tierlift", "DetailType": detail_type, "Detail": json.dumps(detail)}])
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "tierlift",
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": self.cloud.bus,
+                }
+            ]
+        )
 
     def _drive(self) -> None:
         """Send ``promotions`` requests, a seeded mix, keeping a bounded number unfinished."""
@@ -342,12 +350,20 @@ class Soak:
         server_app.on_delete = self._check_delete
 
     def _active(self, ssm: Any, namespace: str) -> str | None:
-        tenant, env = namespace.rsplit("-", 1)
-        root = "/tierlift"
-        param = ssm._parameters.get(f"{root}/{tenant}/{env}/active") if hasattr(ssm, "_parameters") else None
-        if param:
-            return str(param[-1].value)
-        return None
+        """The active version, read from moto's SSM backend directly (under the cloud's lock) through the
+        pipeline's own parser of an environment's parameters."""
+        from chalicelib.domain.layout import Layout
+        from chalicelib.domain.names import Namespace
+        from chalicelib.domain.tree import Params, parse_env
+
+        ns, layout = Namespace.parse(namespace), Layout()
+        prefix = layout.env(ns) + "/"
+        stored = getattr(ssm, "_parameters", {})
+        params: Params = {
+            str(n): (str(p[-1].value), None) for n, p in list(stored.items()) if str(n).startswith(prefix)
+        }
+        active = parse_env(layout, ns, params).active
+        return active.value if active else None
 
     @staticmethod
     def _tags(items: Any) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """What is active where: one row per tenant and environment, from the recorded state in SSM.
 
 ``tierlift status`` (every tenant) reads the whole SSM root with one paginated walk
-(``StateStore.all_recorded``) and the shown services' task definitions with ``DescribeServices`` (ten
+(``StateStore.walk``) and the shown services' task definitions with ``DescribeServices`` (ten
 services a call); ``tierlift status TENANT`` adds each environment's DB stack and service rollout.
 Everything here but :func:`overview` and :func:`tenant_status` is a pure function of what was read.
 """
@@ -17,10 +17,13 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.config import InvalidConfig
-from chalicelib.names import Tenant
-from chalicelib.state import Outcome, Recorded, Stage, StateStore, UnknownTenant
+from chalicelib.adapters.ssm import SsmStateStore
+from chalicelib.adapters.state import StateStore
+from chalicelib.domain.config import InvalidConfig, parse_config
+from chalicelib.domain.model import EnvRecord, Outcome, Stage, UnknownTenant
+from chalicelib.domain.names import Tenant
 from tierlift.history import duration
+from tierlift.output import cell, iso, when
 
 ATTENTION_WINDOW = timedelta(hours=24)
 """A last outcome other than completed keeps a row on the default screen this long."""
@@ -49,23 +52,27 @@ class EnvStatus:
     queued: list[dict[str, Any]] = field(default_factory=list)
     last: dict[str, Any] | None = None
     error: str | None = None
+    warning: str | None = None  # the service or cluster its config names is not there
 
     def busy(self) -> bool:
         return self.stage is not None or bool(self.queued)
 
     def attention(self, now: datetime) -> bool:
         """Not idle: in flight, something queued, or a recent outcome other than completed."""
-        if self.busy() or self.error:
+        if self.busy() or self.error or self.warning:
             return True
         if self.last and self.last.get("outcome") not in (None, Outcome.COMPLETED):
-            at = _when(self.last.get("at"))
+            at = when(self.last.get("at"))
             return at is None or now - at <= ATTENTION_WINDOW
         return False
 
     def as_dict(self, now: datetime) -> dict[str, Any]:
         data = asdict(self)
-        data["active_since"] = self.active_since.isoformat() if self.active_since else None
-        data["stage_since"] = self.stage_since.isoformat() if self.stage_since else None
+        data["active_since"] = iso(self.active_since)
+        data["stage_since"] = iso(self.stage_since)
+        data["queued"] = [{**q, "requested_at": iso(q.get("requested_at"))} for q in self.queued]
+        if self.last is not None:
+            data["last"] = {**self.last, "at": iso(self.last.get("at"))}
         data["active_age_seconds"] = _seconds(now, self.active_since)
         data["stage_seconds"] = _seconds(now, self.stage_since)
         return data
@@ -75,22 +82,10 @@ def _seconds(now: datetime, since: datetime | None) -> int | None:
     return int((now - since).total_seconds()) if since else None
 
 
-def _when(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
 # --------------------------------------------------------------------------------------------------
-# From the recorded state (chalicelib.state.Recorded) to rows
+# From the recorded state (chalicelib.domain.model.EnvRecord, as StateStore.read gives it) to rows
 # --------------------------------------------------------------------------------------------------
-def from_recorded(recorded: Recorded) -> EnvStatus | None:
+def from_recorded(recorded: EnvRecord) -> EnvStatus | None:
     """The row of one namespace's recorded state; None for the source environment (never a target)."""
     ns = recorded.namespace
     row = EnvStatus(ns.name, ns.tenant.name, ns.environment)
@@ -108,7 +103,7 @@ def from_recorded(recorded: Recorded) -> EnvStatus | None:
     row.cluster, row.service = target.cluster, target.service
     if recorded.active is not None:
         row.active = recorded.active.value
-        row.active_since = _when(recorded.active_since)
+        row.active_since = when(recorded.active_since)
         db = recorded.db.get(recorded.active.value)
         if db is not None:
             row.snapshot, row.endpoint, row.stack = db.snapshot, db.endpoint, db.stack
@@ -117,7 +112,7 @@ def from_recorded(recorded: Recorded) -> EnvStatus | None:
     promotion = recorded.promotion
     if promotion is not None:
         row.stage = str(promotion.stage)
-        row.stage_since = _when(promotion.updated)
+        row.stage_since = when(promotion.updated)
         row.promotion_id = promotion.id
         row.promotion_version = str(promotion.version)
         row.requested_by = promotion.requested_by
@@ -137,7 +132,7 @@ def from_recorded(recorded: Recorded) -> EnvStatus | None:
     return row
 
 
-def rows_from(recorded: Iterable[Recorded]) -> list[EnvStatus]:
+def rows_from(recorded: Iterable[EnvRecord]) -> list[EnvStatus]:
     rows = [row for row in (from_recorded(r) for r in recorded) if row is not None]
     return sorted(rows, key=lambda r: (r.tenant, r.environment))
 
@@ -155,6 +150,8 @@ def task_definitions(ecs: Any, rows: list[EnvStatus]) -> None:
                 found = ecs.describe_services(cluster=cluster, services=[r.service for r in batch])["services"]
             except ClientError as exc:
                 if exc.response["Error"]["Code"] in ("ClusterNotFoundException", "ClusterNotFound"):
+                    for row in batch:
+                        row.warning = f"ECS cluster {cluster} does not exist"
                     continue
                 raise
             live = {s["serviceName"]: s for s in found if s.get("status") != "INACTIVE"}
@@ -162,12 +159,14 @@ def task_definitions(ecs: Any, rows: list[EnvStatus]) -> None:
                 service = live.get(row.service or "")
                 if service:
                     row.task_definition = str(service["taskDefinition"]).rsplit("/", 1)[-1]
+                elif row.active:  # before its first promotion the pipeline may create it
+                    row.warning = f"ECS service {row.service} does not exist in {cluster}"
 
 
 # --------------------------------------------------------------------------------------------------
 # Rendering
 # --------------------------------------------------------------------------------------------------
-STAGE_ORDER: dict[str, int] = {Stage.AWAITING_APPROVAL: 0, Stage.DEPLOYING: 1, Stage.FINALIZING: 1, Stage.RESTORING: 2}
+STAGE_ORDER: dict[str, int] = {Stage.AWAITING_APPROVAL: 0, Stage.DEPLOYING: 1, Stage.ENDING: 1, Stage.RESTORING: 2}
 
 
 def _cut(text: str | None, width: int) -> str:
@@ -210,6 +209,7 @@ COLUMNS: tuple[tuple[str, int], ...] = (
 def _cells(row: EnvStatus, now: datetime) -> list[str]:
     if row.error:
         return [row.namespace, "?", "", "", "", "", f"error: {row.error}", "", "", ""]
+    last = f"warning: {row.warning}" if row.warning and not row.last else _last_text(row)
     in_flight = f"{row.stage} {row.promotion_version}" if row.stage else "-"
     return [
         row.namespace,
@@ -218,7 +218,7 @@ def _cells(row: EnvStatus, now: datetime) -> list[str]:
         in_flight,
         duration((now - row.stage_since).total_seconds()) if row.stage_since and row.stage else "-",
         _queue_text(row),
-        _last_text(row),
+        last,
         row.task_definition or "-",
         row.snapshot or "-",
         row.endpoint or "-",
@@ -297,70 +297,78 @@ def overview(
     session: boto3.session.Session, store: StateStore, *, with_services: Callable[[EnvStatus], bool]
 ) -> list[EnvStatus]:
     """Every tenant's rows from one paginated walk of the SSM root; task definitions where asked."""
-    rows = rows_from(store.all_recorded())
+    rows = rows_from(store.walk())
     task_definitions(session.client("ecs"), [r for r in rows if with_services(r)])
     return rows
 
 
 def tenant_status(session: boto3.session.Session, tenant: str, ssm_root: str = "/tierlift") -> list[dict[str, Any]]:
     """One row per environment of the tenant's config (the source environment included), with the
-    active DB stack's status and the service's task definition, image and rollout."""
+    active DB stack's status, the service's task definition, image and rollout, and what the config names
+    that does not exist (``missing``: :mod:`tierlift.preflight`)."""
+    from tierlift.preflight import CheckFailed, missing
+
     parsed = Tenant.parse(tenant)
     ssm, cfn, ecs = session.client("ssm"), session.client("cloudformation"), session.client("ecs")
-    store = StateStore(ssm, ssm_root)
-    config = store.get_config(parsed)
+    store = SsmStateStore(ssm, ssm_root)
+    record = store.read_tenant(parsed)  # the config and every environment, from one listing
+    if record.config_text is None:
+        raise UnknownTenant(f"tenant {parsed} has no config at {record.config_path}")
+    config = parse_config(parsed, record.config_text)
     now = datetime.now(UTC)
+    try:
+        absent = missing(session, config)
+        unchecked = None
+    except CheckFailed as exc:
+        absent, unchecked = [], str(exc)
     out: list[dict[str, Any]] = []
     for env in config.environments:
         ns = config.namespace(env)
         if env == config.source_environment:
-            out.append(
-                {
-                    "namespace": ns.name,
-                    "environment": env,
-                    "active": "(source)",
-                    "db": config.source_db_instance,
-                    "stack": "-",
-                    "service": "-",
-                }
-            )
-            continue
-        recorded = store.recorded(ns)
-        row = from_recorded(recorded)
-        assert row is not None
-        if recorded.active is not None and not row.endpoint:  # recorded() reads no db records: this one
-            db = store.get_db(ns, recorded.active) or {}
-            row.endpoint, row.snapshot = db.get("endpoint"), db.get("snapshot") or row.snapshot
-        data = row.as_dict(now)
-        data.update(stack="-", db=row.endpoint or "-", service="-", image="-", version_in_task="-", rollout="-")
-        data["active"] = row.active or "-"
-        data["in_flight"] = row.stage or "-"
-        if row.stack:
-            try:
-                data["stack"] = cfn.describe_stacks(StackName=row.stack)["Stacks"][0]["StackStatus"]
-            except ClientError:
-                data["stack"] = "(missing)"
-        target = config.targets[env]
-        services = ecs.describe_services(cluster=target.cluster, services=[target.service]).get("services", [])
-        live = [s for s in services if s.get("status") != "INACTIVE"]
-        if live:
-            service = live[0]
-            task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
-            container = next(
-                (c for c in task["containerDefinitions"] if c["name"] == target.container),
-                task["containerDefinitions"][0],
-            )
-            env_vars = {e["name"]: e["value"] for e in container.get("environment", [])}
-            primary: dict[str, Any] = next(
-                (d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {}
-            )
-            data["task_definition"] = f"{task['family']}:{task['revision']}"
-            data["service"] = f"{target.service}:{task['revision']}"
-            data["image"] = container.get("image", "-")
-            data["version_in_task"] = env_vars.get("TIERLIFT_VERSION", "-")
-            data["rollout"] = f"{primary.get('rolloutState', '-')} ({len(service.get('deployments', []))})"
-        out.append(data)
+            source = EnvStatus(ns.name, ns.tenant.name, env).as_dict(now)
+            source.update(source=True, db_instance=config.source_db_instance)
+        else:
+            row = from_recorded(record.env(env))
+            assert row is not None
+            source = row.as_dict(now)
+            source.update(source=False, db_instance=None)
+            _live(cfn, ecs, config.targets[env], row, source)
+        source["missing"] = [m.what for m in absent if m.environment == env]
+        source["unchecked"] = unchecked
+        out.append(source)
     return out
+
+
+def _live(cfn: Any, ecs: Any, target: Any, row: EnvStatus, data: dict[str, Any]) -> None:
+    """The DB stack's status and the service's task definition, image, version and rollout."""
+    data.update(stack_status=None, image=None, version_in_task=None, rollout=None)
+    if row.stack:
+        try:
+            data["stack_status"] = cfn.describe_stacks(StackName=row.stack)["Stacks"][0]["StackStatus"]
+        except ClientError:
+            data["stack_status"] = "missing"
+    try:
+        services = ecs.describe_services(cluster=target.cluster, services=[target.service]).get("services", [])
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] not in ("ClusterNotFoundException", "ClusterNotFound"):
+            raise
+        services = []
+    live = [s for s in services if s.get("status") != "INACTIVE"]
+    if not live:
+        return
+    service = live[0]
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    container = next(
+        (c for c in task["containerDefinitions"] if c["name"] == target.container),
+        task["containerDefinitions"][0],
+    )
+    env_vars = {e["name"]: e["value"] for e in container.get("environment", [])}
+    primary: dict[str, Any] = next((d for d in service.get("deployments", []) if d.get("status") == "PRIMARY"), {})
+    data["task_definition"] = f"{task['family']}:{task['revision']}"
+    data["image"] = container.get("image")
+    data["version_in_task"] = env_vars.get("TIERLIFT_VERSION")
+    data["rollout"] = primary.get("rolloutState")
+    data["deployments"] = len(service.get("deployments", []))
 
 
 TENANT_COLUMNS = (
@@ -380,10 +388,17 @@ TENANT_COLUMNS = (
 
 
 def _tenant_cells(row: dict[str, Any]) -> dict[str, str]:
-    cells = {k: str(row.get(k) if row.get(k) is not None else "-") for k in TENANT_COLUMNS}
+    cells = {k: cell(row.get(k)) for k in TENANT_COLUMNS}
+    if row.get("source"):
+        cells.update(active="(source)", db=cell(row.get("db_instance")))
+    else:
+        cells["db"] = cell(row.get("endpoint"))
+    cells["stack"] = cell(row.get("stack_status"))
     cells["age"] = duration(row["active_age_seconds"]) if row.get("active_age_seconds") is not None else "-"
     cells["for"] = duration(row["stage_seconds"]) if row.get("stage_seconds") is not None and row.get("stage") else "-"
     cells["queued"] = ", ".join(str(q.get("version") or "(default)") for q in row.get("queued") or []) or "-"
+    if row.get("rollout"):
+        cells["rollout"] = f"{row['rollout']} ({row.get('deployments', 0)})"
     last = row.get("last")
     if last:
         failed = last.get("reason") and last["outcome"] != Outcome.COMPLETED
@@ -392,9 +407,19 @@ def _tenant_cells(row: dict[str, Any]) -> dict[str, str]:
         )
     else:
         cells["last"] = "-"
-    if row.get("stage"):
-        cells["in_flight"] = f"{row['stage']} {row.get('promotion_version') or ''}".strip()
+    cells["in_flight"] = f"{row['stage']} {row.get('promotion_version') or ''}".strip() if row.get("stage") else "-"
     return cells
+
+
+def warnings(rows: list[dict[str, Any]]) -> list[str]:
+    """The lines under ``status TENANT``'s table: what its config names that does not exist."""
+    out = [f"warning: {r['namespace']}: {what} does not exist" for r in rows for what in r.get("missing") or []]
+    unchecked = next((r["unchecked"] for r in rows if r.get("unchecked")), None)
+    if unchecked:
+        out.append(f"warning: {unchecked}: what the config names was not checked")
+    if out and not unchecked:
+        out.append("create what is missing (docs/deploy.md), or fix the config and register it again")
+    return out
 
 
 def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TENANT_COLUMNS) -> str:
@@ -403,4 +428,4 @@ def render_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = TENANT_C
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     line = "  ".join(c.upper().replace("_", " ").ljust(w) for c, w in zip(columns, widths, strict=True))
     body = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return "\n".join([line.rstrip(), *body])
+    return "\n".join([line.rstrip(), *body, *warnings(rows)])

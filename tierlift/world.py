@@ -1,10 +1,12 @@
 """Bootstrap a world to promote in: the common namespaces, a tenant's environments, its config.
 
 ``common-<tier>`` is the stack of ``templates/common.yaml`` (VPC, private subnets, DB subnet group,
-security groups, the tier's ECS cluster); each target environment is a stack ``<namespace>`` of
-``templates/tenant.yaml`` (ECS service with the circuit breaker, task and execution roles, log
-group). The tenant config is built from the stacks' outputs. The source environment's database (dev)
-is the tenant's own: it is created directly, with its master password managed by RDS.
+the tier's task security group, the tier's ECS cluster); each target environment is a stack
+``<namespace>`` of ``templates/tenant.yaml`` (ECS service with the circuit breaker, task and execution
+roles, log group, the environment's own task and database security groups). The tenant config is built
+from the stacks' outputs. The source environment's database (dev) is the tenant's own: it is created
+directly, with its master password managed by RDS, in security groups of its own made the same way
+(``environment_security_groups``).
 
 Used by the demo, the tests and ``tierlift local bootstrap``, against moto (``mock_aws`` or the local
 cloud's server) or a real account; the same templates are what ``docs/deploy.md`` deploys by hand.
@@ -13,6 +15,7 @@ Every step is idempotent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -22,13 +25,67 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.names import Tenant
-from chalicelib.state import StateStore
+from chalicelib.domain.layout import Layout
+from chalicelib.domain.names import Tenant
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 TIER_NETWORKS = {"nonprod": 10, "prod": 20}
 IN_PROGRESS = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS")
 READY = ("CREATE_COMPLETE", "UPDATE_COMPLETE")
+
+
+# The app's image lives in the account's own ECR (the tasks pull it through the VPC's endpoints; the
+# pipeline runs and records it by digest). Locally: moto's ECR, account 123456789012, us-east-1.
+IMAGE_REPOSITORY = "tierlift/app"
+LOCAL_REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+IMAGE_TAGS = ("1.27", "1.28", "unhealthy")  # the local emulator never gets ``unhealthy`` tasks healthy
+
+
+def registry(session: boto3.session.Session) -> str:
+    sts = session.client("sts")
+    return f"{sts.get_caller_identity()['Account']}.dkr.ecr.{sts.meta.region_name}.amazonaws.com"
+
+
+def app_image(tag: str = "1.27", *, registry_host: str = LOCAL_REGISTRY) -> str:
+    return f"{registry_host}/{IMAGE_REPOSITORY}:{tag}"
+
+
+HEALTHY_IMAGE = app_image("1.27")
+UNHEALTHY_IMAGE = app_image("unhealthy")
+
+
+def bootstrap_images(session: boto3.session.Session) -> str:
+    """The ECR repository ``tierlift/app`` with one image per tag of :data:`IMAGE_TAGS` (each its own
+    manifest, so its own digest); returns the registry host."""
+    ecr = session.client("ecr")
+    try:
+        ecr.create_repository(repositoryName=IMAGE_REPOSITORY, imageTagMutability="IMMUTABLE")
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+            raise
+    present = {
+        tag
+        for image in ecr.list_images(repositoryName=IMAGE_REPOSITORY).get("imageIds", [])
+        for tag in [image.get("imageTag")]
+    }
+    for tag in IMAGE_TAGS:
+        if tag in present:
+            continue
+        layer = "sha256:" + hashlib.sha256(f"{IMAGE_REPOSITORY}:{tag}".encode()).hexdigest()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1, "digest": layer},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip", "size": 1, "digest": layer}],
+        }
+        ecr.put_image(repositoryName=IMAGE_REPOSITORY, imageManifest=json.dumps(manifest), imageTag=tag)
+    return registry(session)
+
+
+def pinned_image(session: boto3.session.Session, tag: str = "1.27") -> str:
+    """``tierlift/app:<tag>`` by digest, as the pipeline runs and records it."""
+    found = session.client("ecr").describe_images(repositoryName=IMAGE_REPOSITORY, imageIds=[{"imageTag": tag}])
+    return f"{registry(session)}/{IMAGE_REPOSITORY}@{found['imageDetails'][0]['imageDigest']}"
 
 
 class BootstrapFailed(RuntimeError):
@@ -37,6 +94,9 @@ class BootstrapFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Common:
+    """A common namespace's facts. ``security_group_id``: a DB security group for configs built without
+    environment stacks (benchmarks); bootstrapped worlds give each environment its own."""
+
     tier: str
     vpc_id: str
     subnet_ids: tuple[str, ...]
@@ -111,11 +171,65 @@ def bootstrap_common(session: boto3.session.Session, tier: str) -> Common:
         tier,
         outputs["VpcId"],
         tuple(outputs["SubnetIds"].split(",")),
-        outputs["DbSecurityGroup"],
+        "",  # no tier-wide DB group: each environment has its own
         outputs["DbSubnetGroup"],
         outputs["Cluster"],
         outputs["TaskSecurityGroup"],
     )
+
+
+DATABASE_PORT = 3306
+
+
+def environment_security_groups(
+    session: boto3.session.Session, tenant: str, environment: str, common: Common, *, port: int = DATABASE_PORT
+) -> dict[str, str]:
+    """``<namespace>-tasks`` and ``<namespace>-db`` (its DB port from ``<namespace>-tasks`` only), as
+    ``templates/tenant.yaml`` makes them, for an environment without a tenant stack (the source
+    environment, whose DB is the tenant's own). Idempotent; the same output keys as the stack's."""
+    ec2 = session.client("ec2")
+    namespace = f"{tenant}-{environment}"
+    tags = [
+        {"Key": "tierlift:tenant", "Value": tenant},
+        {"Key": "tierlift:environment", "Value": environment},
+    ]
+
+    def group(name: str, description: str) -> tuple[str, bool]:
+        found = ec2.describe_security_groups(
+            Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [common.vpc_id]}]
+        )["SecurityGroups"]
+        if found:
+            return str(found[0]["GroupId"]), False
+        created = ec2.create_security_group(
+            GroupName=name,
+            Description=description,
+            VpcId=common.vpc_id,
+            TagSpecifications=[{"ResourceType": "security-group", "Tags": [{"Key": "Name", "Value": name}, *tags]}],
+        )
+        return str(created["GroupId"]), True
+
+    tasks, _ = group(f"{namespace}-tasks", f"{namespace} ECS tasks")
+    db, new = group(f"{namespace}-db", f"{namespace} databases, reachable from this environment's tasks only")
+    if new:
+        ec2.authorize_security_group_ingress(
+            GroupId=db,
+            IpPermissions=[
+                {
+                    "IpProtocol": "tcp",
+                    "FromPort": port,
+                    "ToPort": port,
+                    "UserIdGroupPairs": [{"GroupId": tasks, "Description": f"MySQL from {namespace}'s ECS tasks only"}],
+                }
+            ],
+        )
+        # no egress: replace the default allow-all with a placeholder, as the template does
+        ec2.revoke_security_group_egress(
+            GroupId=db, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+        )
+        ec2.authorize_security_group_egress(
+            GroupId=db, IpPermissions=[{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}]
+        )
+    return {"TaskSecurityGroup": tasks, "DbSecurityGroup": db}
 
 
 def bootstrap_environment(
@@ -125,7 +239,7 @@ def bootstrap_environment(
     common: Common,
     *,
     ssm_root: str = "/tierlift",
-    image: str = "public.ecr.aws/nginx/nginx:1.27",
+    image: str = HEALTHY_IMAGE,
 ) -> dict[str, str]:
     """The stack ``<namespace>`` of ``templates/tenant.yaml``: service, roles, log group."""
     parsed = Tenant.parse(tenant)
@@ -161,31 +275,35 @@ def tenant_config(
     automatic: tuple[str, ...] = ("qa",),
     environments: dict[str, dict[str, str]] | None = None,
     approval: tuple[str, ...] = (),
+    image: str = HEALTHY_IMAGE,
 ) -> dict[str, Any]:
     """The contract's example config, pointed at the common namespaces and the environments' stacks.
 
     ``environments`` holds each target environment's ``templates/tenant.yaml`` outputs (service,
-    container, execution role); without them the names are the template's.
+    container, execution role, its task and DB security groups); without them the names are the
+    template's and the groups the common namespace's.
     """
 
     def target(env: str, common: Common, instance_class: str) -> dict[str, Any]:
         outputs = (environments or {}).get(env, {})
+        own_tasks = [outputs["TaskSecurityGroup"]] if outputs.get("TaskSecurityGroup") else []
         task: dict[str, Any] = {
-            "image": "public.ecr.aws/nginx/nginx:1.27",
+            "image": image,
             "subnets": list(common.subnet_ids),
-            "security_groups": common.task_security_groups,
+            # the environment's own group (its DB admits it) and the tier's (the VPC endpoints)
+            "security_groups": [*own_tasks, *common.task_security_groups],
         }
         if outputs.get("ExecutionRoleArn"):
             task["execution_role_arn"] = outputs["ExecutionRoleArn"]
         return {
-            **({"approval": "required"} if env in approval else {}),
+            **({"approval": "required", "allowed_images": [image.rsplit(":", 1)[0]]} if env in approval else {}),
             "cluster": common.cluster,
             "service": outputs.get("Service", f"{tenant}-{env}"),
             "container": outputs.get("ContainerName", "app"),
             "db": {
                 "instance_class": instance_class,
                 "subnet_group": common.db_subnet_group,
-                "security_groups": [common.security_group_id],
+                "security_groups": [outputs.get("DbSecurityGroup") or common.security_group_id],
                 "database": "app",
             },
             "task": task,
@@ -204,12 +322,15 @@ def tenant_config(
 
 
 def register_tenant(session: boto3.session.Session, config: dict[str, Any], ssm_root: str = "/tierlift") -> None:
-    name = StateStore(session.client("ssm"), ssm_root).config_path(Tenant.parse(config["tenant"]))
+    name = Layout(ssm_root).config(Tenant.parse(config["tenant"]))
     session.client("ssm").put_parameter(Name=name, Value=json.dumps(config), Type="String", Overwrite=True)
 
 
-def bootstrap_source_db(session: boto3.session.Session, tenant: str, common: Common) -> None:
-    """The dev database (the tenant's own, not tierlift's): MySQL, master password managed by RDS."""
+def bootstrap_source_db(
+    session: boto3.session.Session, tenant: str, common: Common, security_group: str | None = None
+) -> None:
+    """The dev database (the tenant's own, not tierlift's): MySQL, master password managed by RDS, in
+    ``security_group`` (the dev environment's own DB group, ``environment_security_groups``)."""
     parsed = Tenant.parse(tenant)
     try:
         session.client("rds").create_db_instance(
@@ -221,8 +342,9 @@ def bootstrap_source_db(session: boto3.session.Session, tenant: str, common: Com
             DBName="app",
             MasterUsername="admin",
             ManageMasterUserPassword=True,
+            StorageEncrypted=True,  # its snapshots, and so every environment restored from them, encrypted
             DBSubnetGroupName=common.db_subnet_group,
-            VpcSecurityGroupIds=[common.security_group_id],
+            VpcSecurityGroupIds=[security_group or common.security_group_id],
             Tags=[
                 {"Key": "Customer", "Value": parsed.customer},
                 {"Key": "Project", "Value": parsed.project},
@@ -245,16 +367,23 @@ def bootstrap_tenant(
 ) -> dict[str, Any]:
     """``common-nonprod``/``common-prod``, the dev DB, the qa/prod environment stacks and the config.
 
-    Without ``with_services`` the environments have no stack yet: their first promotion creates the
-    service from the config's ``task`` settings.
+    Without ``with_services`` the environments have no stack yet (only their security groups): their
+    first promotion creates the service from the config's ``task`` settings. Every environment, the
+    source too, has its own task and database security groups.
     """
     nonprod = bootstrap_common(session, "nonprod")
     prod = bootstrap_common(session, "prod")
-    bootstrap_source_db(session, tenant, nonprod)
+    image = app_image(registry_host=bootstrap_images(session))
+    dev = environment_security_groups(session, tenant, "dev", nonprod)
+    bootstrap_source_db(session, tenant, nonprod, dev["DbSecurityGroup"])
     environments: dict[str, dict[str, str]] = {}
-    if with_services:
-        for env, common in (("qa", nonprod), ("prod", prod)):
-            environments[env] = bootstrap_environment(session, tenant, env, common, ssm_root=ssm_root)
-    config = tenant_config(tenant, nonprod, prod, automatic=automatic, environments=environments, approval=approval)
+    for env, common in (("qa", nonprod), ("prod", prod)):
+        if with_services:
+            environments[env] = bootstrap_environment(session, tenant, env, common, ssm_root=ssm_root, image=image)
+        else:
+            environments[env] = environment_security_groups(session, tenant, env, common)
+    config = tenant_config(
+        tenant, nonprod, prod, automatic=automatic, environments=environments, approval=approval, image=image
+    )
     register_tenant(session, config, ssm_root)
     return config

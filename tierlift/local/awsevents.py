@@ -174,3 +174,31 @@ def scheduled(rule_arn: str, when: datetime, event_id: str, region: str, account
         "resources": [rule_arn],
         "detail": {},
     }
+
+
+def secret_rotation(secret_arn: str, region: str, when: datetime, account: str = ACCOUNT) -> dict[str, Any]:
+    """Secrets Manager's ``RotationSucceeded``, as CloudTrail puts it on the default bus."""
+    return entry(
+        "aws.secretsmanager",
+        "AWS Service Event via CloudTrail",
+        {
+            "eventVersion": "1.08",
+            "userIdentity": {"accountId": account, "invokedBy": "secretsmanager.amazonaws.com"},
+            "eventTime": when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "eventSource": "secretsmanager.amazonaws.com",
+            "eventName": "RotationSucceeded",
+            "awsRegion": region,
+            "sourceIPAddress": "secretsmanager.amazonaws.com",
+            "userAgent": "secretsmanager.amazonaws.com",
+            "requestParameters": None,
+            "responseElements": None,
+            "additionalEventData": {"SecretId": secret_arn},
+            "readOnly": False,
+            "eventType": "AwsServiceEvent",
+            "managementEvent": True,
+            "recipientAccountId": account,
+            "eventCategory": "Management",
+        },
+        [],
+        when,
+    )

@@ -32,8 +32,8 @@ from urllib.parse import parse_qs, unquote
 
 import boto3
 
-from tierlift import moto_patches, package
-from tierlift.local import awsevents
+from tierlift import buses, moto_patches, package
+from tierlift.local import awsevents, gateway
 from tierlift.local.emulator import Durations, Emulator
 from tierlift.local.faults import FAULTS_PARAMETER, CallCounter, Faults, InjectedCrash
 from tierlift.local.timeline import Timeline
@@ -43,17 +43,53 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 PREFIX = "tierlift-local"
+# Who the local default credentials (AWS_ACCESS_KEY_ID=testing) are, for tierlift's signed API.
+LOCAL_OPERATOR = f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-operators/local"
 # The dead-letter queues by the names the packaged template deploys for the stage the local cloud runs
 # (its settings are the "dev" stage's), holding the same messages, so `tierlift dlq redrive` works here too.
 STAGE = "dev"
+SCHEDULE_GROUP = f"tierlift-{STAGE}"  # the stage's EventBridge Scheduler group (snapshot schedules)
 DLQ = package.invocations_dlq_name(STAGE)
 RULES_DLQ = package.rules_dlq_name(STAGE)  # rule deliveries cannot fail locally: always empty
 _INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
-TIMELINE_QUEUE = f"{PREFIX}-timeline"
+TIMELINE_QUEUE = f"{PREFIX}-timeline"  # what the default bus carries
+TIMELINE_OWN_QUEUE = f"{PREFIX}-timeline-own"  # what tierlift's bus carries
 RETRY_DELAYS = (60.0, 120.0)  # Lambda's async retries: after 1 and 2 minutes, then the dead-letter queue
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
+
+
+def local_ledger() -> str:
+    """The ledger's log group the local cloud routes tierlift's events to (the dev stage's, as the handlers
+    see it); the CLI reads the same one once ``TIERLIFT_LEDGER_LOG_GROUP`` says so (``tierlift local env``)."""
+    from tierlift.history import DEFAULT_LOG_GROUP
+
+    return (
+        os.environ.get("TIERLIFT_LEDGER_LOG_GROUP")
+        or chalice_environment().get("TIERLIFT_LEDGER_LOG_GROUP")
+        or DEFAULT_LOG_GROUP
+    )
+
+
+# AWS operations that change something: a scheduled handler that made none is a heartbeat (folded).
+CHANGES = (
+    "Create",
+    "Delete",
+    "Put",
+    "Update",
+    "Register",
+    "Deregister",
+    "Modify",
+    "Restore",
+    "Start",
+    "Stop",
+    "Send",
+    "Add",
+    "Remove",
+    "Tag",
+    "Untag",
+)
 
 
 def schedule_period(expression: str) -> float | None:
@@ -95,6 +131,10 @@ class CloudApp:
         # Lambda's asynchronous Invoke of one of the pipeline's functions (``tierlift dlq redrive``):
         # (function name or ARN, payload) -> True when it was one of ours and is queued for delivery.
         self.on_invoke: Callable[[str, bytes], bool] | None = None
+        # tierlift's signed API (``/_api/<route>``, tierlift/local/gateway.py), once the app is loaded.
+        self.gateway: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]] | None = None
+        # Secrets Manager's RotateSecret, once served: (its request body) -> the RotationSucceeded event.
+        self.on_rotate: Callable[[bytes], None] | None = None
 
     @staticmethod
     def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
@@ -141,6 +181,9 @@ class CloudApp:
         return [b""]
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if self.gateway is not None and environ.get("PATH_INFO", "").startswith(gateway.PREFIX):
+            # Not under the lock: the API's handler calls back into this server from this thread.
+            return self.gateway(environ, start_response)
         invoked = self._async_invoke(environ, start_response)
         if invoked is not None:
             return invoked
@@ -152,10 +195,21 @@ class CloudApp:
         if operation == "ReceiveMessage":
             # Long polls must not hold the lock; SQS's own state is thread-safe enough for them.
             return self.app(environ, start_response)  # type: ignore[no-any-return]
+        rotation = self._body(environ) if operation == "RotateSecret" and self.on_rotate is not None else None
         with self.lock:
             if self.on_delete is not None and operation.startswith("Delete") and not json_protocol:
                 self.on_delete(service, operation, self._params(environ))
-            return list(self.app(environ, start_response))
+            served = list(self.app(environ, start_response))
+        if rotation is not None and self.on_rotate is not None:
+            self.on_rotate(rotation)  # outside the lock: RotationSucceeded follows the rotation
+        return served
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> bytes:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length else b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        return bytes(body)
 
     @staticmethod
     def _params(environ: dict[str, Any]) -> dict[str, str]:
@@ -240,6 +294,8 @@ class LocalCloud:
         self.lock = threading.RLock()
         self._faults = faults or Faults()
         self.schedules_enabled = schedules
+        self._scheduler_minute: datetime | None = None
+        self.call_hooks: list[Callable[[int | None, str, Any, Any], None]] = []
         self.timeline = Timeline(echo=echo)
         self.emulator = Emulator(
             self.lock,
@@ -254,6 +310,9 @@ class LocalCloud:
         self.extra_environment = environment or {}
         self.handlers: dict[str, Callable[[dict[str, Any], Any], Any]] = {}
         self.queues: dict[str, str] = {}  # queue name -> handler name
+        self.bus = buses.LOCAL_BUS  # tierlift's own bus (TIERLIFT_EVENT_BUS once started)
+        self.rule_buses: dict[str, str] = {}  # handler name -> the bus its rule is on
+        self.handler_patterns: dict[str, list[Any]] = {}  # bus -> its handlers' event patterns (moto's matcher)
         self.schedules: dict[str, Schedule] = {}
         self.dead_letters: list[dict[str, Any]] = []
         self.invocations = 0
@@ -306,11 +365,13 @@ class LocalCloud:
             self._throttled,
         )
         app.on_invoke = self._invoke_async
+        app.on_rotate = self._rotated
         self._server = make_server(self.host, self.port, app, threaded=True)
         self.port = int(self._server.server_port)
         self._spawn(self._server.serve_forever, "tierlift-moto-server")
         self._configure_environment()
         self._load_handlers()
+        app.gateway = gateway.Gateway(self._invoke_api, gateway.moto_identities(ACCOUNT, LOCAL_OPERATOR), ACCOUNT)
         self._route()
         if self.quotas is not None:
             from tierlift.local import quotas as quota_module
@@ -370,6 +431,10 @@ class LocalCloud:
                 "AWS_SECRET_ACCESS_KEY": "testing",
                 "AWS_DEFAULT_REGION": self.region,
                 "AWS_REGION": self.region,
+                # EventBridge Scheduler, as the packaged template sets it (the group is made by _route)
+                "TIERLIFT_SCHEDULE_GROUP": SCHEDULE_GROUP,
+                "TIERLIFT_SCHEDULER_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/tierlift-{STAGE}-scheduler",
+                "TIERLIFT_EVENT_BUS_ARN": f"arn:aws:events:{self.region}:{ACCOUNT}:event-bus/{buses.LOCAL_BUS}",
             }
         )
         os.environ.pop("AWS_PROFILE", None)
@@ -398,10 +463,12 @@ class LocalCloud:
         session._session.register("before-call", self._count_call)  # type: ignore[attr-defined]
         set_deps(Deps.from_session(session))
 
-    def _count_call(self, model: Any = None, **_: Any) -> None:
+    def _count_call(self, model: Any = None, params: Any = None, **_: Any) -> None:
         handler = self.counter.current_handler()
         if model is None or handler is None:
             return
+        for hook in self.call_hooks:  # (invocation, handler, model, params): benchmarks
+            hook(self.counter.current_invocation(), handler, model, params)
         operation = f"{model.service_model.service_name}:{model.name}"
         with self._stats_lock:
             self.calls_by_operation[operation] += 1
@@ -416,34 +483,52 @@ class LocalCloud:
         return f"arn:aws:sqs:{self.region}:{ACCOUNT}:{name}"
 
     def _route(self) -> None:
-        """One EventBridge rule per registered handler, from ``app.event_sources`` (the only source)."""
-        from chalice.app import CloudWatchEventConfig, ScheduledEventConfig
+        """One EventBridge rule per registered handler, on the bus the packaged template puts it on.
 
+        ``tierlift.buses.routes`` says which: rules on ``source: tierlift`` (and the ledger) on tierlift's
+        bus (``TIERLIFT_EVENT_BUS``, ``tierlift-dev``), AWS services' events and schedules on the default
+        bus, where the emulator puts AWS's events. A ``tierlift`` event on the default bus starts nothing.
+        """
         sqs, events = self.client("sqs"), self.client("events")
-        for name in (DLQ, RULES_DLQ, TIMELINE_QUEUE):
+        self.bus = buses.own_bus()
+        with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
+            events.create_event_bus(Name=self.bus)
+        scheduler = self.client("scheduler")
+        with contextlib.suppress(scheduler.exceptions.ConflictException):
+            scheduler.create_schedule_group(Name=SCHEDULE_GROUP)
+        for name in (DLQ, RULES_DLQ, TIMELINE_QUEUE, TIMELINE_OWN_QUEUE):
             sqs.create_queue(QueueName=name)
-        events.put_rule(Name=TIMELINE_QUEUE, EventPattern=json.dumps({"version": ["0"]}))
-        events.put_targets(Rule=TIMELINE_QUEUE, Targets=[{"Id": "timeline", "Arn": self._queue_arn(TIMELINE_QUEUE)}])
-        # The history ledger, as the packaged template deploys it: source tierlift -> CloudWatch Logs.
+        # The timeline sees both buses, each through a queue of its own so that it knows which bus an event
+        # was put on (its rules are the local cloud's own, not the pipeline's).
+        for bus, queue in ((buses.DEFAULT_BUS, TIMELINE_QUEUE), (self.bus, TIMELINE_OWN_QUEUE)):
+            events.put_rule(Name=TIMELINE_QUEUE, EventPattern=json.dumps({"version": ["0"]}), EventBusName=bus)
+            events.put_targets(
+                Rule=TIMELINE_QUEUE,
+                EventBusName=bus,
+                Targets=[{"Id": "timeline", "Arn": self._queue_arn(queue)}],
+            )
+        # The history ledger, as the packaged template deploys it: source tierlift on tierlift's bus -> Logs.
         from tierlift.history import ensure_ledger
 
-        ensure_ledger(boto3.session.Session(region_name=self.region))
-        for source in self.app.event_sources:
-            if not isinstance(source, CloudWatchEventConfig | ScheduledEventConfig):
-                continue
-            rule, queue = f"{PREFIX}-{source.name}", f"{PREFIX}-{source.name}"
+        ensure_ledger(boto3.session.Session(region_name=self.region), bus=self.bus)
+        for route in buses.routes(self.app.event_sources):
+            rule, queue = f"{PREFIX}-{route.name}", f"{PREFIX}-{route.name}"
+            bus = self.bus if route.own else buses.DEFAULT_BUS
             sqs.create_queue(QueueName=queue)
-            self.queues[queue] = source.name
-            if isinstance(source, CloudWatchEventConfig):
-                events.put_rule(Name=rule, EventPattern=json.dumps(source.event_pattern))
+            self.queues[queue] = route.name
+            self.rule_buses[route.name] = bus
+            if route.pattern is not None:
+                events.put_rule(Name=rule, EventPattern=json.dumps(route.pattern), EventBusName=bus)
+                from moto.events.models import EventPattern
+
+                self.handler_patterns.setdefault(bus, []).append(EventPattern.load(json.dumps(route.pattern)))
             else:
-                expression = source.schedule_expression
-                text = expression if isinstance(expression, str) else expression.to_string()
-                arn = events.put_rule(Name=rule, ScheduleExpression=text)["RuleArn"]
+                text = str(route.expression)
+                arn = events.put_rule(Name=rule, ScheduleExpression=text, EventBusName=bus)["RuleArn"]
                 period = schedule_period(text)
                 due = time.monotonic() + period / self.speed if period else None
-                self.schedules[source.name] = Schedule(source.name, text, arn, queue, period, due)
-            events.put_targets(Rule=rule, Targets=[{"Id": source.name, "Arn": self._queue_arn(queue)}])
+                self.schedules[route.name] = Schedule(route.name, text, arn, queue, period, due)
+            events.put_targets(Rule=rule, EventBusName=bus, Targets=[{"Id": route.name, "Arn": self._queue_arn(queue)}])
 
     # emitting AWS's events ---------------------------------------------------------------------
     def _emit(self, entry: dict[str, Any], account: str, region: str) -> None:
@@ -462,14 +547,55 @@ class LocalCloud:
         events_backends[account][region].put_events([entry])
 
     def fire_schedule(self, name: str) -> None:
-        """Deliver ``name``'s Scheduled Event now, as EventBridge does when its rule fires."""
+        """Deliver ``name``'s Scheduled Event now, as EventBridge does when its rule fires; a name of the
+        stage's EventBridge Scheduler group (``snapshot-<tenant>``): put its target's event now."""
         from moto.sqs.models import sqs_backends
 
+        if name not in self.schedules:
+            self.fire_scheduler(name)
+            return
         schedule = self.schedules[name]
         event = awsevents.scheduled(schedule.rule_arn, awsevents.now(), str(uuid.uuid4()), self.region)
         with self.lock:
             sqs_backends[ACCOUNT][self.region].send_message(schedule.queue, json.dumps(event))
         self.timeline.event(event)
+
+    def fire_scheduler(self, name: str) -> None:
+        """What EventBridge Scheduler does when the schedule ``name`` fires: its target's event on the bus."""
+        from moto.events.models import events_backends
+        from moto.scheduler.models import scheduler_backends
+
+        with self.lock:
+            schedule = scheduler_backends[ACCOUNT][self.region].get_schedule(SCHEDULE_GROUP, name)
+            target = schedule.target
+            parameters = target.get("EventBridgeParameters") or {}
+            entry = {
+                "Source": parameters.get("Source", "tierlift"),
+                "DetailType": parameters.get("DetailType", "Scheduled Event"),
+                "Detail": target.get("Input") or "{}",
+                "EventBusName": target["Arn"],
+                "Resources": [schedule.arn],
+            }
+            events_backends[ACCOUNT][self.region].put_events([entry])
+
+    def _fire_due_snapshot_schedules(self) -> None:
+        """EventBridge Scheduler's daily ``cron(M H * * ? *)`` schedules, at their UTC minute (wall clock:
+        a daily schedule is not scaled by ``--speed``; fire one now with :meth:`fire_scheduler`)."""
+        from moto.scheduler.models import scheduler_backends
+
+        minute = datetime.now(UTC).replace(second=0, microsecond=0)
+        if minute == self._scheduler_minute:
+            return
+        self._scheduler_minute = minute
+        with self.lock:
+            group = scheduler_backends[ACCOUNT][self.region].schedule_groups.get(SCHEDULE_GROUP)
+            due = [
+                name
+                for name, schedule in (group.schedules.items() if group is not None else [])
+                if schedule.schedule_expression == f"cron({minute.minute} {minute.hour} * * ? *)"
+            ]
+        for name in due:
+            self.fire_scheduler(name)
 
     # delivery -----------------------------------------------------------------------------------
     def _receive(self, queue: str) -> list[dict[str, Any]]:
@@ -558,8 +684,9 @@ class LocalCloud:
             if self.schedules_enabled and schedule.period and schedule.next_due and now >= schedule.next_due:
                 schedule.next_due = now + schedule.period / self.speed
                 self.fire_schedule(schedule.name)
-        for event in self._receive(TIMELINE_QUEUE):
-            self.timeline.event(event)
+        if self.schedules_enabled:
+            self._fire_due_snapshot_schedules()
+        self._timeline_events()
         faults = self.faults()
         for queue, handler in self.queues.items():
             for event in self._receive(queue):
@@ -591,9 +718,28 @@ class LocalCloud:
         else:
             for invocation in ready:
                 self._pool.submit(self._run_pooled, invocation)
-        for event in self._receive(TIMELINE_QUEUE):
-            self.timeline.event(event)
+        self._timeline_events()
         return True
+
+    def _timeline_events(self) -> None:
+        for queue, bus in ((TIMELINE_QUEUE, buses.DEFAULT_BUS), (TIMELINE_OWN_QUEUE, self.bus)):
+            for event in self._receive(queue):
+                self.timeline.event(event, unrouted=bus if self._unrouted(event, bus) else None)
+
+    def _unrouted(self, event: dict[str, Any], bus: str) -> bool:
+        """A caller's event (not AWS's, not one of tierlift's own outputs) that no handler's rule on its
+        bus matches: nothing runs for it (a mistyped detail-type, or the wrong bus). The ledger's rule
+        does not count."""
+        from chalicelib.domain import events as ev
+
+        source = str(event.get("source", ""))
+        if source.startswith("aws."):
+            return False
+        detail = event.get("detail")
+        command = isinstance(detail, dict) and "command" in detail
+        if source == ev.SOURCE and event.get("detail-type") in ev.OUTPUTS and not command:
+            return False
+        return not any(p.matches_event(event) for p in self.handler_patterns.get(bus, []))
 
     def _run_pooled(self, invocation: Invocation) -> None:
         try:
@@ -655,13 +801,50 @@ class LocalCloud:
         calls = self.counter.stop()
         result = result if isinstance(result, dict) else {}
         self._record(invocation, started, calls, None, result, operations)
+        scheduled = invocation.event.get("source") == "aws.events"
+        changed = any(op.startswith(CHANGES) for op in operations)
+        action = str(result.get("action", "done"))
+        reason = str(result.get("reason", ""))
+        if result.get("expected"):  # the normal course of things, not a problem (Result.expected)
+            action = f"{action}: expected"
         self.timeline.add(
             "handler",
             f"λ {name}",
-            str(result.get("action", "done")),
+            action,
             str(result.get("namespace") or "-"),
-            str(result.get("reason", ""))[:160],
+            reason[:160],
+            quiet=scheduled and not changed,
         )
+
+    def _rotated(self, body: bytes) -> None:
+        """Secrets Manager rotated a secret: CloudTrail's RotationSucceeded on the default bus."""
+        from moto.secretsmanager.exceptions import SecretNotFoundException
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        try:
+            secret_id = str(json.loads(body or b"{}")["SecretId"])
+            with self.lock:
+                arn = str(secretsmanager_backends[ACCOUNT][self.region].describe_secret(secret_id).arn)
+                self._emit(awsevents.secret_rotation(arn, self.region, awsevents.now()), ACCOUNT, self.region)
+        except (KeyError, ValueError, LookupError, SecretNotFoundException) as exc:
+            logger.warning("rotation not announced: %s", exc)  # nothing was rotated
+
+    def _invoke_api(self, event: dict[str, Any]) -> dict[str, Any]:
+        """A call of tierlift's signed API, as API Gateway invokes the app's Lambda."""
+        context = LambdaContext("api_handler", event["requestContext"]["requestId"])
+        response = self.app(event, context)
+        try:
+            result = json.loads(response.get("body") or "{}")
+        except ValueError:
+            result = {}
+        self.timeline.add(
+            "handler",
+            f"λ api {event['path']}",
+            str(result.get("action", response.get("statusCode"))),
+            str(result.get("namespace") or "-"),
+            str(result.get("reason") or result.get("error") or result.get("principal", ""))[:160],
+        )
+        return dict(response)
 
     def _record(
         self,
@@ -750,7 +933,7 @@ class LocalCloud:
             return False
         with self.lock:
             backend = sqs_backends[ACCOUNT][self.region]
-            return all(not backend.get_queue(q).messages for q in [*self.queues, TIMELINE_QUEUE])
+            return all(not backend.get_queue(q).messages for q in [*self.queues, TIMELINE_QUEUE, TIMELINE_OWN_QUEUE])
 
     def wait(self, predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
         """Wait until ``predicate()`` holds; raise TimeoutError naming ``what`` after ``timeout`` s."""

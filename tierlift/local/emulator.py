@@ -316,7 +316,7 @@ class Emulator:
             definition = service._backend.describe_task_definition(task_definition)
         except Exception:  # a task definition deregistered meanwhile
             return []
-        return [str(c.get("image", "")) for c in definition.container_definitions]
+        return [tagged for c in definition.container_definitions for tagged in _by_tag(str(c.get("image", "")))]
 
     def _deployment_event(self, service: Any, deployment: dict[str, Any], name: str, reason: str | None = None) -> None:
         self._put(
@@ -420,3 +420,19 @@ class Emulator:
             service.region_name,
         )
         self.after(self.durations.deployment, lambda: self._deployment_completed(service, rollback))
+
+
+def _by_tag(image: str) -> list[str]:
+    """An ECR image named by digest, as the tags moto's ECR holds for that digest (what the local rule
+    of unhealthy images reads); any other reference as it is."""
+    from moto.ecr.models import ecr_backends
+
+    from chalicelib.domain.images import EcrImage
+
+    ecr = EcrImage.parse(image)
+    if ecr is None or ecr.digest is None:
+        return [image]
+    repository = ecr_backends[ecr.account][ecr.region].repositories.get(ecr.repository)
+    images = repository.images if repository is not None else []
+    tags = [tag for found in images if found.image_digest == ecr.digest for tag in found.image_tags]
+    return [f"{ecr.registry}/{ecr.repository}:{tag}" for tag in tags] or [image]

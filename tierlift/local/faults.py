@@ -265,8 +265,13 @@ class CallCounter:
 
     def __init__(self) -> None:
         self._local = threading.local()  # one invocation per thread: counts and crashes are per invocation
+        self._started_lock = threading.Lock()
+        self._started = 0
 
     def start(self, handler: str, crash_rule: CrashRule | None, faults: Faults | None = None) -> None:
+        with self._started_lock:
+            self._started += 1
+            self._local.invocation = self._started
         self._local.handler = handler
         self._local.calls = 0
         self._local.operations = []
@@ -276,6 +281,10 @@ class CallCounter:
     def operations(self) -> list[str]:
         """The current invocation's AWS operations so far, in order."""
         return list(getattr(self._local, "operations", []))
+
+    def current_invocation(self) -> int | None:
+        """A number for the invocation this thread is running (None outside one)."""
+        return getattr(self._local, "invocation", None) if self.current_handler() is not None else None
 
     def current_handler(self) -> str | None:
         """The handler this thread is running (None outside an invocation)."""
