@@ -7,6 +7,7 @@ events themselves (``events.stack_status(...)``, ``events.deployment(...)``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -25,6 +26,7 @@ from moto import mock_aws
 from chalicelib.deps import Deps, reset_deps, set_deps
 from chalicelib.settings import Settings
 from tierlift import moto_patches
+from tierlift.buses import LOCAL_BUS
 from tierlift.world import bootstrap_tenant
 
 moto_patches.apply()
@@ -164,16 +166,25 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[boto3.session.Session]:
     reset_deps()
 
 
+def ensure_bus(session: boto3.session.Session, name: str = LOCAL_BUS) -> str:
+    """tierlift's own bus, as the pipeline's deployment creates it (where the handlers put their events)."""
+    events = session.client("events")
+    with contextlib.suppress(events.exceptions.ResourceAlreadyExistsException):
+        events.create_event_bus(Name=name)
+    return name
+
+
 class Outbox:
-    """tierlift's own events as EventBridge delivered them (a rule on the bus routes them to SQS)."""
+    """tierlift's own events as EventBridge delivered them (a rule on tierlift's bus routes them to SQS)."""
 
     def __init__(self, session: boto3.session.Session) -> None:
         self.sqs = session.client("sqs")
         self.url = self.sqs.create_queue(QueueName="tierlift-outbox")["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         bus = session.client("events")
-        bus.put_rule(Name="tierlift-outbox", EventPattern=json.dumps({"source": ["tierlift"]}))
-        bus.put_targets(Rule="tierlift-outbox", Targets=[{"Id": "outbox", "Arn": arn}])
+        name = ensure_bus(session)
+        bus.put_rule(Name="tierlift-outbox", EventPattern=json.dumps({"source": ["tierlift"]}), EventBusName=name)
+        bus.put_targets(Rule="tierlift-outbox", EventBusName=name, Targets=[{"Id": "outbox", "Arn": arn}])
         self.seen: list[dict[str, Any]] = []
 
     def drain(self) -> list[dict[str, Any]]:
@@ -213,10 +224,11 @@ def world(aws: boto3.session.Session) -> dict[str, Any]:
 @pytest.fixture
 def deps(aws: boto3.session.Session) -> Deps:
     """The Deps every handler uses during the test (installed as the container-wide instance)."""
-    from chalicelib.headroom import forget_cached
+    from chalicelib.usecases.headroom import forget_cached
 
     forget_cached()
     built = Deps.from_session(aws, Settings.from_env())
+    ensure_bus(aws, built.settings.event_bus)
     set_deps(built)
     return built
 
@@ -263,7 +275,13 @@ class CallCounter:
 def calls(deps: Deps) -> CallCounter:
     """Counts every AWS call the app's clients make from now on."""
     counter = CallCounter()
-    for adapter in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
+    for adapter in (
+        deps.store.parameters.client,
+        deps.rds.client,
+        deps.stacks.client,
+        deps.services.client,
+        deps.bus.client,
+    ):
         adapter.meta.events.register("before-call.*.*", counter)
         adapter.meta.events.register("before-parameter-build.*.*", counter.capture)
     return counter

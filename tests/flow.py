@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,9 +11,26 @@ from chalice.test import Client
 
 from app import app
 from chalicelib.deps import Deps
-from chalicelib.names import Namespace, Version
-from chalicelib.state import Promotion
+from chalicelib.domain.model import Promotion
+from chalicelib.domain.names import Namespace, Version
 from tests.conftest import Events, Outbox, take_source_snapshot
+
+ACCOUNT = "123456789012"
+REQUESTER = f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-operators/alice"
+APPROVER = f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-operators/bob"
+
+
+def signed(route: str, body: dict[str, Any], principal: str | None) -> tuple[int, dict[str, Any]]:
+    """One call of tierlift's signed API as API Gateway hands it to the Lambda: ``principal`` is the
+    caller's ARN that IAM authorization established (None: an unsigned call)."""
+    from tierlift.local.gateway import Identity, proxy_event
+
+    event = proxy_event(route, "POST", json.dumps(body).encode(), Identity("", principal or ""), "AKIA", ACCOUNT)
+    if principal is None:
+        event["requestContext"]["identity"] = {}
+    context = SimpleNamespace(aws_request_id=event["requestContext"]["requestId"], function_name="api_handler")
+    response = app(event, context)
+    return int(response["statusCode"]), json.loads(response["body"] or "{}")
 
 
 class Pipeline:
@@ -35,12 +53,53 @@ class Pipeline:
     def snapshot(self, version: str) -> str:
         return take_source_snapshot(self.session, version)
 
-    def request(self, environment: str = "qa", version: str | None = None, **extra: Any) -> dict[str, Any]:
+    def request(
+        self, environment: str = "qa", version: str | None = None, *, signed_by: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """A promotion request: on the bus, or signed (tierlift's API) by ``signed_by`` — by default where the
+        environment's two-person rule wants it, as ``tierlift promote`` does."""
         event = self.events.promotion_requested(tenant="xy-0146", environment=environment, version=version, **extra)
+        if signed_by is None and self._two_person(environment):
+            signed_by = REQUESTER
+        if signed_by is not None:
+            detail = {**event["detail"], "promotion_id": event["detail"].get("promotion_id") or event["id"]}
+            _status, answer = self.signed("promotions", detail, signed_by)
+            return answer | {"event": event}
         return self.invoke("promotion_requested", event) | {"event": event}
+
+    def signed(self, route: str, body: dict[str, Any], principal: str | None) -> tuple[int, dict[str, Any]]:
+        return signed(route, body, principal)
+
+    def _two_person(self, environment: str) -> bool:
+        from chalicelib.domain.config import InvalidConfig
+        from chalicelib.domain.names import Tenant
+
+        try:
+            config = self.deps.store.get_config(Tenant.parse("xy-0146"))
+            return config is not None and config.target(environment).policy.two_person
+        except (InvalidConfig, KeyError, LookupError, ValueError):
+            return False
+
+    def approve(self, promotion_id: str, environment: str = "prod", principal: str | None = APPROVER) -> dict[str, Any]:
+        body = {"tenant": "xy-0146", "environment": environment, "promotion_id": promotion_id}
+        status, answer = self.signed("approvals", body, principal)
+        return answer | {"status": status}
+
+    def cancel(
+        self, promotion_id: str, environment: str = "prod", principal: str | None = REQUESTER, **extra: Any
+    ) -> dict[str, Any]:
+        body = {"tenant": "xy-0146", "environment": environment, "promotion_id": promotion_id, **extra}
+        status, answer = self.signed("cancellations", body, principal)
+        return answer | {"status": status}
 
     def promotion(self, environment: str = "qa") -> Promotion | None:
         return self.deps.store.get_promotion(Namespace.parse(f"xy-0146-{environment}"))
+
+    def parked(self, environment: str = "qa") -> str | None:
+        """What the promotion in flight waits for holding its lock ("instance", or a stack's name), if it does."""
+        promotion = self.promotion(environment)
+        waiting = [w for w in self.deps.store.waiting() if promotion is not None and w.promotion_id == promotion.id]
+        return (waiting[0].stack or "instance") if waiting else None
 
     def active(self, environment: str = "qa") -> str | None:
         version = self.deps.store.get_active(Namespace.parse(f"xy-0146-{environment}"))
@@ -90,3 +149,33 @@ class Pipeline:
         env.update({s["name"]: s["valueFrom"] for s in container.get("secrets", [])})
         env["image"] = container["image"]
         return env
+
+
+def call(name: str, event: dict[str, Any], deps: Deps | None = None) -> Any:
+    """A handler's use case called directly with a raw event, parsed as ``entry.run`` parses it (no
+    invocation context, no log line): for tests that look at the use case's :class:`Result`."""
+    from chalicelib.deps import get_deps
+    from chalicelib.domain import events as ev
+    from chalicelib.usecases import commands, deployment_state, requests, snapshots, stack_status
+    from chalicelib.usecases.transitions import ignore
+
+    use_cases: dict[str, tuple[Any, Any, Any]] = {
+        "promotion_requested": (requests.on_promotion_requested, ev.PromotionRequest.parse, requests.reject_input),
+        "promotion_approved": (commands.on_promotion_approved, ev.Command.parse, requests.reject_input),
+        "promotion_cancelled": (commands.on_promotion_cancelled, ev.Command.parse, requests.reject_input),
+        "snapshot_requested": (
+            snapshots.request_snapshot,
+            ev.SnapshotRequest.parse,
+            snapshots.snapshot_request_invalid,
+        ),
+        "snapshot_created": (snapshots.on_snapshot_created, ev.RdsSnapshotEvent.parse, None),
+        "stack_status": (stack_status.on_stack_status, ev.StackStatusEvent.parse, None),
+        "deployment_state": (deployment_state.on_deployment_state, ev.DeploymentEvent.parse, None),
+    }
+    use_case, parse, invalid = use_cases[name]
+    deps = deps or get_deps()
+    try:
+        command = parse(event)
+    except ev.InvalidEvent as exc:
+        return invalid(deps, event, str(exc)) if invalid else ignore(str(exc))
+    return use_case(deps, command)

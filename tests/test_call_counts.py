@@ -6,55 +6,52 @@ These are exact: a change that adds a call to a handler's happy path shows up he
 V1 = "20261120093000"
 V2 = "20261127200000"
 
-# Exclusive transitions cost reads and create-only writes: every handler reads the promotion's log
-# (GetParametersByPath), a request also its own log before and after taking the lock (to recognise a
-# re-delivery, even one running at the same instant) and the queue; the deploy claims then completes
-# its log entry and indexes the service; an ending claims, records ``last`` and ``completed``, and
-# drains (one read of an empty queue). A start reads the headroom waiting list; its
+# Each handler reads an environment in one listing (a request: its tenant, config included, and again
+# once it holds the lock: the read that makes a decision on an older read harmless); every claim is
+# verified by one GetParameters. Writes: the lock; the deploy's claim, the db record and the claim's
+# completion; the ending (the next state record) and one DeleteParameters (the lock, the deploy entry,
+# the state before, the previous db record). An ending drains (one read). The start's
 # ``DescribeAccountAttributes`` is cached per container for a minute (the setup's promotion made it).
 EXPECTED = {
     "snapshot_requested": {"ssm:GetParameter": 1, "rds:CreateDBSnapshot": 1},
-    "snapshot_created": {"ssm:GetParameter": 1, "rds:DescribeDBSnapshots": 1, "events:PutEvents": 1},
+    "snapshot_created": {"ssm:GetParameter": 1, "events:PutEvents": 1},
     "promotion_requested": {
-        "ssm:GetParameters": 1,
-        "ssm:GetParametersByPath": 3,
+        "ssm:GetParametersByPath": 2,
         "rds:DescribeDBSnapshots": 1,
-        "ssm:PutParameter": 3,  # the lock, the log's first entry (requested), restoring
+        "ssm:PutParameter": 1,  # the lock
         "cloudformation:CreateStack": 1,
         "events:PutEvents": 1,
     },
     "create_complete": {
-        "ssm:GetParameters": 1,
         "ssm:GetParametersByPath": 1,
+        "ssm:GetParameters": 1,  # the claim verified
         "cloudformation:DescribeStacks": 1,
         "ecs:DescribeServices": 1,
         "ecs:DescribeTaskDefinition": 1,
-        "ssm:PutParameter": 5,
+        "ssm:PutParameter": 3,  # the claim, db/<version>, the claim completed
         "ecs:RegisterTaskDefinition": 1,
         "ecs:UpdateService": 1,
         "events:PutEvents": 1,
     },
     "deployment_completed": {
-        "ssm:GetParameter": 1,
-        "ssm:GetParameters": 1,
-        "ssm:GetParametersByPath": 2,
-        "ssm:PutParameter": 3,
+        "ssm:GetParametersByPath": 2,  # the environment; the drain's read after the release
+        "ssm:GetParameters": 1,  # the ending verified
+        "ssm:PutParameter": 1,  # the ending: the next state record
         "cloudformation:DescribeStacks": 1,
         "cloudformation:DeleteStack": 1,
         "events:PutEvents": 1,
-        "ssm:DeleteParameter": 1,
+        "ssm:DeleteParameters": 1,
     },
     "deployment_failed": {
-        "ssm:GetParameter": 1,
-        "ssm:GetParameters": 1,
         "ssm:GetParametersByPath": 2,
-        "ssm:PutParameter": 3,
+        "ssm:GetParameters": 1,
+        "ssm:PutParameter": 1,
         "ecs:DescribeServices": 1,
         "ecs:UpdateService": 1,
         "cloudformation:DescribeStacks": 1,
         "cloudformation:DeleteStack": 1,
         "events:PutEvents": 1,
-        "ssm:DeleteParameter": 1,
+        "ssm:DeleteParameters": 1,
     },
 }
 

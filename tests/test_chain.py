@@ -11,6 +11,7 @@ from chalice.app import CloudWatchEventConfig
 from moto.events.models import EventPattern
 
 from app import app
+from tierlift.world import pinned_image
 
 V1 = "20261120093000"
 V2 = "20261127200000"
@@ -73,18 +74,13 @@ def test_dev_snapshot_to_qa_cut_over_and_previous_stack_deleted(pipeline, outbox
     ssm = pipeline.session.client("ssm")
     pages = ssm.get_paginator("get_parameters_by_path").paginate(Path="/tierlift", Recursive=True)
     params = {p["Name"]: p["Value"] for page in pages for p in page["Parameters"]}
-    # Transition logs (steps/) stay for the retention period so re-deliveries are recognised.
-    assert {name for name in params if "/steps/" not in name} == {
-        "/tierlift/xy-0146/config",
-        "/tierlift/xy-0146/qa/active",
-        "/tierlift/xy-0146/qa/db/20261127200000",
-        "/tierlift/xy-0146/qa/last",
-        "/tierlift/xy-0146/qa/completed",
-        "/tierlift/services/common-nonprod/xy-0146-qa",
-    }
-    assert json.loads(params["/tierlift/xy-0146/qa/completed"]) == [V1, V2]
-    history = ssm.get_parameter_history(Name="/tierlift/xy-0146/qa/active")["Parameters"]
-    assert [h["Value"] for h in history] == [V1, V2]  # the promotion log
+    # At rest nothing is left of either promotion but the state record (history lives in the ledger).
+    state_key = f"/tierlift/xy-0146/qa/state/xy-0146-dev-{V2}-qa.1"
+    assert set(params) == {"/tierlift/xy-0146/config", "/tierlift/xy-0146/qa/db/20261127200000", state_key}
+    state = json.loads(params[state_key])
+    image = pinned_image(pipeline.session)
+    assert state["active"] == V2 and state["completed"] == [[V1, image], [V2, image]] and state["seq"] == 2
+    assert state["last"]["outcome"] == "completed" and state["last"]["previous"] == V1
     service = pipeline.service()
     env = pipeline.container_env(service["taskDefinition"])
     assert env["TIERLIFT_VERSION"] == V2

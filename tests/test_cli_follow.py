@@ -7,8 +7,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chalicelib.names import Namespace
-from chalicelib.state import LastOutcome, Log, Outcome, Promotion, QueuedRequest, Recorded, Request, Stage, Step
+from chalicelib.domain.model import (
+    DeployEntry,
+    EnvRecord,
+    EnvState,
+    LastOutcome,
+    Outcome,
+    Promotion,
+    QueuedRequest,
+    Request,
+    Stage,
+    answer_key,
+)
+from chalicelib.domain.names import Namespace
 from tierlift.errors import ExitCode
 from tierlift.follow import Follower, Milestone, milestones_from_events, summary
 from tierlift.history import LedgerEvent
@@ -166,19 +177,19 @@ class FakeLogsMissing:
 
 
 class FakeStore:
-    """``StateStore.recorded`` answers in turn: in flight, then ended (``last``)."""
+    """``StateStore.read`` answers in turn: in flight, then ended (``last``)."""
 
-    def __init__(self, answers: list[Recorded]) -> None:
+    def __init__(self, answers: list[EnvRecord]) -> None:
         self.answers = answers
         self.reads = 0
 
-    def recorded(self, ns: Namespace) -> Recorded:
+    def read(self, ns: Namespace) -> EnvRecord:
         self.reads += 1
         return self.answers[min(self.reads, len(self.answers)) - 1]
 
 
-def recorded(**kw: Any) -> Recorded:
-    return Recorded(namespace=NS, config_text=None, config_path="/tierlift/xy-0146/config", active=None, **kw)
+def recorded(last: LastOutcome | None = None, **kw: Any) -> EnvRecord:
+    return EnvRecord(namespace=NS, state=EnvState(seq=1, last=last), config_path="/tierlift/xy-0146/config", **kw)
 
 
 def request(request_id: str, **kw: Any) -> Request:
@@ -188,8 +199,10 @@ def request(request_id: str, **kw: Any) -> Request:
 def test_without_a_ledger_the_recorded_state_is_followed() -> None:
     from tierlift.follow import StateSource, choose_source
 
-    step = Step(seq=3, stage=Stage.DEPLOYING, at="2026-11-28T07:10:00+00:00")
-    in_flight = Promotion(request(PID, started="2026-11-28T07:00:00+00:00"), Log(PID, (step,)))
+    # The deploy's claim, completed: the promotion is deploying since 07:10.
+    claim = DeployEntry(1, "2026-11-28T07:10:00+00:00", owner="req-1", deployment_id="ecs-svc/1")
+    in_flight = Promotion(request(PID, started="2026-11-28T07:00:00+00:00"), (claim,))
+    assert in_flight.stage == Stage.DEPLOYING
     last = LastOutcome(PID, "20261127200000", Outcome.COMPLETED, None, "2026-11-28T07:14:00+00:00")
     store = FakeStore([recorded(promotion=in_flight), recorded(promotion=None, last=last)])
     source, note = choose_source(FakeLogsMissing(), "/aws/events/tierlift-ledger", store, NS, PID, T0)  # type: ignore[arg-type]
@@ -199,12 +212,28 @@ def test_without_a_ledger_the_recorded_state_is_followed() -> None:
     assert store.reads == 2 and "deploying" in out and "+10m00s" in out
 
 
+def test_awaiting_approval_and_restoring_in_the_recorded_state() -> None:
+    from tierlift.follow import milestones_from_state
+
+    started = request(PID, started="2026-11-28T07:00:00+00:00")
+    restoring = recorded(promotion=Promotion(started))
+    assert [(m.stage, m.at) for m in milestones_from_state(restoring, PID)] == [("restoring", T0)]
+    gate = DeployEntry(1, "2026-11-28T07:05:00+00:00", awaiting=True, expires_at="2026-11-29T07:05:00+00:00")
+    awaiting = recorded(promotion=Promotion(started, (gate,)))
+    assert [(m.stage, m.at) for m in milestones_from_state(awaiting, PID)] == [
+        ("awaiting_approval", T0 + timedelta(minutes=5))
+    ]
+
+
 def test_a_queued_request_in_the_recorded_state() -> None:
     from tierlift.follow import milestones_from_state
 
-    waiting = QueuedRequest(
-        request(PID, requested_at="2026-11-28T07:00:00+00:00"), Log(PID, (Step(1, Stage.QUEUED, "x"),))
-    )
+    waiting = QueuedRequest(request(PID, requested_at="2026-11-28T07:00:00+00:00"))
     state = recorded(promotion=None, queued=[waiting])
     assert [(m.stage, m.at) for m in milestones_from_state(state, PID)] == [("queued", T0)]
     assert milestones_from_state(state, "someone-else") == []
+    # A queue entry the state record has answered no longer waits: it is not followed as queued.
+    answered = EnvRecord(
+        namespace=NS, state=EnvState(seq=2, answered=(answer_key(PID),)), queued=[waiting], config_path="x"
+    )
+    assert milestones_from_state(answered, PID) == []

@@ -8,8 +8,12 @@ from typing import Any
 
 import pytest
 
-from tierlift.cli import previous_version
+from chalicelib.domain.model import Completed, EnvRecord, EnvState
+from chalicelib.domain.names import Namespace, Version
+from tierlift.cli import rollback_target, snapshot_gone
+from tierlift.errors import ExitCode, OperatorError
 from tierlift.history import LedgerEvent, fold, parse_since, read_ledger, render_history
+from tierlift.output import json_text
 from tierlift.status import EnvStatus, render_overview, summary_line
 
 NOW = datetime(2026, 11, 28, 8, 0, 0, tzinfo=UTC)
@@ -97,11 +101,46 @@ def test_json_rows_carry_every_field() -> None:
     json.dumps(row)
 
 
-def test_previous_version_from_actives_history() -> None:
-    assert previous_version(["1", "2", "3"], "3") == "2"
-    assert previous_version(["1", "2", "1"], "1") == "2"
-    assert previous_version(["3"], "3") is None
-    assert previous_version([], "3") is None
+def env_record(active: str | None, *completed: str) -> EnvRecord:
+    state = EnvState(seq=len(completed), active=active, completed=tuple(Completed(v) for v in completed))
+    return EnvRecord(namespace=Namespace.parse("xy-0146-prod"), state=state, config_path="/tierlift/xy-0146/config")
+
+
+V1, V2, V3 = "20261101000000", "20261102000000", "20261103000000"
+
+
+def test_a_rollback_promotes_the_version_active_before_the_active_one() -> None:
+    assert rollback_target(env_record(V3, V1, V2, V3), None) == Version(V2)
+    # Rolled back to V1 after V2: the completed list holds each version once, newest last (V2, V1).
+    assert rollback_target(env_record(V1, V2, V1), None) == Version(V2)
+    assert rollback_target(env_record(V3, V1, V2, V3), V1) == Version(V1)
+
+
+@pytest.mark.parametrize(
+    ("record", "to", "code", "says"),
+    [
+        (env_record(V3, V3), None, ExitCode.REFUSED, "no version before 20261103000000: name one with --to VERSION"),
+        (env_record(None), None, ExitCode.REFUSED, "nothing is active in xy-0146-prod"),
+        (env_record(V3, V2, V3), V3, ExitCode.REFUSED, "already active in xy-0146-prod"),
+        (env_record(V3, V2, V3), "yesterday", ExitCode.USAGE, "--to: version 'yesterday' is not YYYYMMDDHHMMSS"),
+    ],
+)
+def test_a_rollback_that_cannot_be_says_why_and_what_to_do(
+    record: EnvRecord, to: str | None, code: int, says: str
+) -> None:
+    with pytest.raises(OperatorError) as caught:
+        rollback_target(record, to)
+    assert caught.value.code == code and says in caught.value.message
+    assert "Error" not in caught.value.message and "None" not in caught.value.message
+
+
+def test_a_rollback_to_a_version_that_never_ran_is_not_told_its_snapshot_expired() -> None:
+    record = env_record(V3, V1, V2, V3)
+    never = snapshot_gone(record, Version("20200101000000"), "xy-0146-dev-20200101000000")
+    assert "never ran in xy-0146-prod" in never and "TIERLIFT_SOURCE_SNAPSHOTS_KEPT" not in never
+    assert "tierlift promote xy-0146 prod --version VERSION" in never
+    gone = snapshot_gone(record, Version(V1), f"xy-0146-dev-{V1}")
+    assert f"its source snapshot xy-0146-dev-{V1} is gone" in gone and "TIERLIFT_SOURCE_SNAPSHOTS_KEPT" in gone
 
 
 # history ------------------------------------------------------------------------------------------
@@ -207,8 +246,8 @@ def test_since() -> None:
 
 # rows from the recorded state ----------------------------------------------------------------------
 def test_rows_from_the_recorded_state() -> None:
-    from chalicelib.names import Tenant, Version
-    from chalicelib.state import DbRecord, LastOutcome, Log, Promotion, QueuedRequest, Recorded, Request, Stage, Step
+    from chalicelib.domain.model import DbRecord, DeployEntry, LastOutcome, Promotion, QueuedRequest, Request
+    from chalicelib.domain.names import Tenant
     from tierlift.status import from_recorded, rows_from
     from tierlift.world import Common, tenant_config
 
@@ -222,22 +261,18 @@ def test_rows_from_the_recorded_state() -> None:
     pid, qid = "p-1", "q-1"
     in_flight = Promotion(
         Request(pid, "xy-0146", "prod", "20261128070000", started="2026-11-28T07:00:00+00:00"),
-        Log(
-            pid,
-            (
-                Step(1, Stage.RESTORING, "2026-11-28T07:00:01+00:00"),
-                Step(2, Stage.AWAITING_APPROVAL, "2026-11-28T07:10:00+00:00"),
-            ),
-        ),
+        (DeployEntry(1, "2026-11-28T07:10:00+00:00", awaiting=True, expires_at="2026-11-29T07:10:00+00:00"),),
     )
     waiting = QueuedRequest(
-        Request(qid, "xy-0146", "prod", None, requested_by="ci", requested_at="2026-11-28T07:30:00+00:00"),
-        Log(qid, ()),
+        Request(qid, "xy-0146", "prod", None, requested_by="ci", requested_at="2026-11-28T07:30:00+00:00")
     )
     last = LastOutcome("p-0", "20261127000000", "rolled_back", "circuit breaker", "2026-11-28T06:00:00+00:00")
 
-    def state(env: str, **kw: Any) -> Recorded:
-        return Recorded(tenant.namespace(env), config, "/tierlift/xy-0146/config", **kw)
+    def state(env: str, active: Version | None = None, last: LastOutcome | None = None, **kw: Any) -> EnvRecord:
+        record = EnvState(seq=1, active=active.value if active else None, last=last)
+        return EnvRecord(
+            tenant.namespace(env), record, config_text=config, config_path="/tierlift/xy-0146/config", **kw
+        )
 
     prod = state(
         "prod",
@@ -263,12 +298,107 @@ def test_rows_from_the_recorded_state() -> None:
     ]
     assert row.last is not None and row.last["outcome"] == "rolled_back" and row.last["reason"] == "circuit breaker"
     # The source environment has no row; a namespace of a tenant without a config shows the error.
-    assert from_recorded(state("dev", active=None, promotion=None)) is None
-    orphan = Recorded(tenant.namespace("qa"), None, "/tierlift/xy-0146/config", active=None, promotion=None)
+    assert from_recorded(state("dev")) is None
+    orphan = EnvRecord(tenant.namespace("qa"), config_path="/tierlift/xy-0146/config")
     broken = from_recorded(orphan)
     assert broken is not None and broken.error is not None and "no config" in broken.error
-    qa = state("qa", active=active, promotion=None)
-    (qa_row, prod_row) = rows_from([prod, qa, state("dev", active=None, promotion=None)])[::-1]
+    qa = state("qa", active=active)
+    (qa_row, prod_row) = rows_from([prod, qa, state("dev")])[::-1]
     assert qa_row.snapshot == "xy-0146-dev-20261120000000" and qa_row.stack == "xy-0146-qa-db-20261120000000"
     text = render_overview([qa_row, prod_row], NOW, width=300)
     assert "awaiting_approval 20261128070000" in text and "50m00s" in text
+
+
+# history: each request once (issue 20, item 2) ------------------------------------------------------
+def three_requests() -> list[dict[str, Any]]:
+    """An automatic (qa), a CI (prod, sent twice with its promotion_id) and a manual promotion (prod)."""
+    auto, ci, manual = "xy-0146-dev-20261127200000-qa", "ci-build-42", "7f0e-manual"
+    qa = {"environment": "qa"}
+
+    def story(pid: str, at: int, env: dict[str, str], version: str, by: str) -> list[dict[str, Any]]:
+        common = {"promotion_id": pid, "version": version, **env}
+        return [
+            ledger_message("Promotion Started", at + 1, f"{pid}-1", requested_by=by, **common),
+            ledger_message("Database Ready", at + 60, f"{pid}-2", **common),
+            ledger_message("Service Deploying", at + 61, f"{pid}-3", **common),
+            ledger_message("Promotion Completed", at + 90, f"{pid}-4", **common),
+        ]
+
+    by_snapshot = "tierlift:snapshot/xy-0146-dev-20261127200000"
+    return [
+        # the pipeline's own request, with its promotion_id (the snapshot's, per environment)
+        ledger_message(
+            "Promotion Requested",
+            0,
+            "ev-a",
+            version="20261127200000",
+            requested_by=by_snapshot,
+            promotion_id=auto,
+            **qa,
+        ),
+        *story(auto, 0, qa, "20261127200000", by_snapshot),
+        # CI sends its request twice (a retried job): one request
+        ledger_message(
+            "Promotion Requested", 200, "ev-c1", version="20261127200000", requested_by="ci", promotion_id=ci
+        ),
+        ledger_message(
+            "Promotion Requested", 201, "ev-c2", version="20261127200000", requested_by="ci", promotion_id=ci
+        ),
+        *story(ci, 200, {}, "20261127200000", "ci"),
+        # an approval nobody waited for: rejected, a stage of the CI promotion and not a row of its own
+        ledger_message("Promotion Approved", 295, "cmd-1", command="approve", requested_by="bob", promotion_id=ci),
+        ledger_message("Promotion Rejected", 296, "rej-1", promotion_id="cmd-1", reason="nothing awaits approval"),
+        ledger_message("Promotion Requested", 400, manual, version="20261127200000", requested_by="alice"),
+        *story(manual, 400, {}, "20261127200000", "alice")[:2],
+    ]
+
+
+def test_history_shows_each_request_once_automatic_ci_and_manual() -> None:
+    events = read_ledger(FakeLogs(three_requests()), "g", tenant="xy-0146")
+    records = fold(events, live={"7f0e-manual": "restoring"})
+    assert [(r.id, r.namespace, r.requested_by) for r in records] == [
+        ("xy-0146-dev-20261127200000-qa", "xy-0146-qa", "tierlift:snapshot/xy-0146-dev-20261127200000"),
+        ("ci-build-42", "xy-0146-prod", "ci"),
+        ("7f0e-manual", "xy-0146-prod", "alice"),
+    ]
+    assert [r.status for r in records] == ["completed", "completed", "in flight (restoring)"]
+    auto, ci, _ = records
+    assert [s.stage for s in auto.stages] == ["restoring", "database_ready", "deploying", "completed"]
+    assert [s.stage for s in ci.stages][-1] == "approve_rejected" and ci.stages[-1].by == "nothing awaits approval"
+    text = render_history(records)
+    assert len([line for line in text.splitlines() if not line.startswith(" ")]) == 3
+    assert text.splitlines()[0].startswith("2026-11-28T07:00:00Z  xy-0146-qa ")
+
+
+def test_a_request_without_an_outcome_is_in_flight_only_while_it_holds_a_lock_or_a_queue_entry() -> None:
+    events = read_ledger(FakeLogs(three_requests()), "g", tenant="xy-0146")
+    manual = fold(events, live={})[-1]
+    assert (manual.in_flight, manual.stage, manual.status) == (False, None, "no outcome yet")
+    queued = fold(events, live={"7f0e-manual": "queued"})[-1]
+    assert queued.status == "in flight (queued)"
+    data = json.loads(json_text([manual.as_dict()]))[0]
+    assert data["outcome"] is None and data["in_flight"] is False and data["requested_at"] == "2026-11-28T07:06:40Z"
+
+
+def test_live_requests_from_the_recorded_state() -> None:
+    from chalicelib.domain.model import Promotion, QueuedRequest, Request
+    from tierlift.history import live_requests
+
+    ns = Namespace.parse("xy-0146-prod")
+    lock = Request("p-1", "xy-0146", "prod", V2)
+    waiting = QueuedRequest(Request("q-1", "xy-0146", "prod", V3, requested_at="2026-11-28T07:00:00+00:00"))
+    record = EnvRecord(ns, promotion=Promotion(lock), queued=[waiting], config_path="x")
+    assert live_requests([record]) == {"p-1": "restoring", "q-1": "queued"}
+
+
+def test_a_request_without_environment_is_named_so_not_tenant_dash() -> None:
+    events = read_ledger(
+        FakeLogs([ledger_message("Promotion Rejected", 0, "r", promotion_id="ev-x", reason="environment is missing")]),
+        "g",
+        tenant="xy-0146",
+    )
+    # the message builder adds environment prod: take it out, as the pipeline's rejection leaves it out
+    events[0].detail.pop("environment")
+    (record,) = fold(events, live={})
+    assert record.environment is None and record.namespace is None
+    assert "xy-0146 (no env)" in render_history([record]) and "xy-0146-  " not in render_history([record])

@@ -2,8 +2,8 @@ import copy
 
 import pytest
 
-from chalicelib.config import InvalidConfig, parse_config
-from chalicelib.names import Tenant
+from chalicelib.domain.config import InvalidConfig, parse_config
+from chalicelib.domain.names import Tenant
 
 GOOD = {
     "tenant": "xy-0146",

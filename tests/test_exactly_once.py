@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from chalicelib.config import parse_config
-from chalicelib.ecs_spec import task_definition_spec
-from chalicelib.events import TERMINAL_EVENTS
-from chalicelib.names import Namespace, Tenant, Version
-from chalicelib.state import DbRecord, Stage
+from chalicelib.domain.config import parse_config
+from chalicelib.domain.ecs_spec import task_definition_spec
+from chalicelib.domain.events import TERMINAL_EVENTS
+from chalicelib.domain.model import DbRecord, Stage
+from chalicelib.domain.names import Namespace, Tenant, Version
 from tests.interleave import Scheduler, stale_read
 
 V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
@@ -26,7 +26,7 @@ TERMINAL = TERMINAL_EVENTS
 def race(pipeline: Any, bodies: list[tuple[str, Any]], policy: Any) -> list[Any]:
     scheduler = Scheduler([], policy)
     clients = [
-        pipeline.deps.store._ssm,
+        pipeline.deps.store.parameters.client,
         pipeline.deps.rds.client,
         pipeline.deps.stacks.client,
         pipeline.deps.services.client,
@@ -132,7 +132,7 @@ def test_request_during_drain_does_not_reject_the_request_that_starts(ready):
 def test_queued_request_without_version_takes_what_the_environment_before_holds_once(ready):
     p = ready
     p.promote(V2)  # qa: V2
-    p.request("prod", V1, override="hotfix test")  # prod busy with V1 (override: V1 never completed... it did)
+    p.request("prod", V1)  # prod busy with V1 (it completed in qa)
     queued = p.request("prod")  # no version: what qa holds when it starts
     assert queued["action"] == "queue"
     p.stack_event(V1, "CREATE_COMPLETE", "prod")
@@ -234,7 +234,8 @@ def test_service_named_unlike_the_namespace_still_completes(ready, aws):
     assert p.active() == V2 and p.promotion() is None
 
 
-# 6. Two requests queued at the same moment: one waits, the other is told it was superseded.
+# 6. Two requests queued at the same moment: each gets one answer; when the environment frees, the newer
+# runs and the older is told it was superseded.
 def test_two_requests_queued_at_once_each_get_an_answer(ready):
     p = ready
     p.request("qa", V2)
@@ -249,9 +250,17 @@ def test_two_requests_queued_at_once_each_get_an_answer(ready):
     by_id = {e["detail"]["promotion_id"]: [] for e in p.outbox.seen}
     for e in p.outbox.seen:
         by_id[e["detail"]["promotion_id"]].append(e["detail-type"])
-    assert by_id[b["id"]] == ["Promotion Queued", "Promotion Rejected"]  # older: superseded
-    assert by_id[c["id"]] == ["Promotion Queued"]
-    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [c["id"]]
+    assert by_id[b["id"]] == ["Promotion Queued"] and by_id[c["id"]] == ["Promotion Queued"]
+    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [b["id"], c["id"]]
+    p.stack_event(V2, "CREATE_COMPLETE")
+    p.deployment_event("COMPLETED")  # the environment frees: the newest runs, the older is superseded
+    p.outbox.drain()
+    types = {
+        i: [e["detail-type"] for e in p.outbox.seen if e["detail"]["promotion_id"] == i] for i in (b["id"], c["id"])
+    }
+    assert types[b["id"]] == ["Promotion Queued", "Promotion Rejected"]
+    assert types[c["id"]][:2] == ["Promotion Queued", "Promotion Started"]
+    assert p.promotion().id == c["id"]
 
 
 # 7. Free text reaches AWS only in a form AWS takes; the task definition copy keeps every key ECS knows.
@@ -328,12 +337,13 @@ def test_request_for_a_version_whose_stack_is_being_deleted_waits_then_restores_
     p.stack_event(V1, "CREATE_COMPLETE")
     p.deployment_event("COMPLETED")  # A completes: V2's stack is being deleted; B starts and must wait
     promotion = p.promotion()
-    assert promotion is not None and promotion.id == queued["event"]["id"] and promotion.stage is Stage.REQUESTED
+    assert promotion is not None and promotion.id == queued["event"]["id"] and not promotion.deploys
+    assert [(w.promotion_id, w.stack) for w in p.deps.store.waiting()] == [(promotion.id, f"xy-0146-qa-db-{V2}")]
     assert deleting == [f"xy-0146-qa-db-{V2}"]
     monkeypatch.undo()
     cfn.delete_stack(StackName=f"xy-0146-qa-db-{V2}")
     p.stack_event(V2, "DELETE_COMPLETE")  # the delete finished: B restores V2 now
-    assert p.promotion().stage is Stage.RESTORING
+    assert p.promotion().stage is Stage.RESTORING and p.deps.store.waiting() == []
     p.stack_event(V2, "CREATE_COMPLETE")
     p.deployment_event("COMPLETED")
     assert p.active() == V2 and p.promotion() is None
@@ -351,7 +361,7 @@ def test_a_late_older_request_never_displaces_a_newer_one(ready):
     assert p.invoke("promotion_requested", newer)["action"] == "queue"
     p.invoke("promotion_requested", older)  # delivered late
     p.invoke("promotion_requested", older)  # and again
-    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [newer["id"]]
+    assert [q.id for q in p.deps.store.recorded(QA).waiting] == [older["id"], newer["id"]]
     p.stack_event(V2, "CREATE_COMPLETE")
     p.deployment_event("COMPLETED")
     p.stack_event(V4, "CREATE_COMPLETE")
@@ -363,12 +373,14 @@ def test_a_late_older_request_never_displaces_a_newer_one(ready):
 
 # 9b. A displaced request gets its terminal event even when the PutEvents that carries it is throttled.
 def test_superseded_request_gets_its_rejection_when_put_events_fails_once(ready, monkeypatch):
-    from chalicelib.aws import PutEventsFailed
+    from chalicelib.adapters.aws import PutEventsFailed
 
     p = ready
     p.request("qa", V2)
     older = p.request("qa", V3)
-    newer = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
+    newer = p.request("qa", V4)
+    p.stack_event(V2, "CREATE_COMPLETE")
+    done = p.events.deployment(p.promotion().deployment_id, "COMPLETED")
     original = p.deps.bus.put
     calls = {"n": 0}
 
@@ -380,10 +392,11 @@ def test_superseded_request_gets_its_rejection_when_put_events_fails_once(ready,
 
     monkeypatch.setattr(p.deps.bus, "put", flaky)
     with pytest.raises(PutEventsFailed):
-        p.invoke("promotion_requested", newer, "inv-new")
-    p.invoke("promotion_requested", newer, "inv-new")  # Lambda's retry of the same invocation
+        p.invoke("deployment_state", done, "inv-done")  # the drain that answers the superseded request fails
+    p.invoke("deployment_state", done, "inv-done")  # Lambda's retry of the same invocation
     counts = terminal_counts(p)
     assert counts[older["event"]["id"]] == 1
+    assert p.promotion().id == newer["event"]["id"]
 
 
 # 9e. A stack event for a tenant or environment tierlift does not know writes nothing.
@@ -422,7 +435,7 @@ def test_twins_that_read_different_states_answer_the_request_once(ready):
     assert x["action"] == "start"
     p.stack_event(V2, "CREATE_COMPLETE")
     r = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
-    claim = f"ssm:PutParameter /tierlift/xy-0146/qa/steps/{r['id']}/"
+    queue = f"ssm:PutParameter /tierlift/xy-0146/qa/queue/{r['id']}"
 
     def x_fails_then_twin_b() -> Any:
         p.deployment_event("FAILED")  # X rolls back: the environment is free, V2 not active
@@ -431,9 +444,9 @@ def test_twins_that_read_different_states_answer_the_request_once(ready):
     workers = race(
         p,
         [("A", deliver(p, "promotion_requested", r, "a")), ("B", x_fails_then_twin_b)],
-        stale_read(at=(claim,)),  # A decided "V2 is already being promoted"; B runs before A writes
+        stale_read(at=(queue,)),  # A read "busy with X" and queues; B runs before A writes
     )
-    assert [w.result["action"] for w in workers] == ["ignore", "start"], [w.result for w in workers]
+    assert sorted(w.result["action"] for w in workers) == ["queue", "start"], [w.result for w in workers]
     promotion = p.promotion()
     assert promotion is not None and promotion.id == r["id"]
     p.stack_event(V2, "CREATE_COMPLETE")
@@ -443,6 +456,7 @@ def test_twins_that_read_different_states_answer_the_request_once(ready):
         "Promotion Completed"
     )
     assert terminal_counts(p)[r["id"]] == 1 and terminal_counts(p)[x["event"]["id"]] == 1
+    assert p.deps.store.recorded(QA).queued == []  # A's entry was a leftover: the ending removed it
 
 
 def test_a_refused_request_is_answered_once_and_a_crashed_rejection_is_finished_by_the_retry(ready, monkeypatch):
@@ -460,13 +474,14 @@ def test_a_refused_request_is_answered_once_and_a_crashed_rejection_is_finished_
     monkeypatch.setattr(p.deps.bus, "put", crash_once)
     with pytest.raises(RuntimeError):
         p.invoke("promotion_requested", r, "attempt")
-    duplicate = p.invoke("promotion_requested", r, "another-delivery")  # the claim is live: not its work
+    duplicate = p.invoke("promotion_requested", r, "another-delivery")  # the lock is the attempt's: not its work
     assert duplicate["action"] == "ignore"
     retried = p.invoke("promotion_requested", r, "attempt")  # Lambda's retry keeps the request id
     assert retried["action"] == "reject" and "already active" in retried["reason"]
     again = p.invoke("promotion_requested", r, "later")
     assert again["action"] == "ignore"
     assert terminal_counts(p)[r["id"]] == 1
+    assert p.promotion() is None
 
 
 def test_the_snapshot_event_and_the_sweep_standing_in_for_it_are_one_request(ready):
@@ -502,13 +517,14 @@ def test_a_request_older_than_one_that_ran_is_rejected_as_superseded(ready):
     newer = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V3)
     latest = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V4)
     assert p.invoke("promotion_requested", newer)["action"] == "start"
-    late = p.invoke("promotion_requested", older)  # while the newer one runs
-    assert (
-        late["action"] == "reject"
-        and late["reason"] == f"superseded by {newer['id']}, a newer request that already ran"
-    )
+    late = p.invoke("promotion_requested", older)  # while the newer one runs: it waits for its answer
+    assert late["action"] == "queue"
     p.stack_event(V3, "CREATE_COMPLETE")
     p.deployment_event("COMPLETED")
+    p.outbox.drain()
+    rejection = [e for e in p.outbox.seen if e["detail"]["promotion_id"] == older["id"]][-1]
+    assert rejection["detail-type"] == "Promotion Rejected"
+    assert rejection["detail"]["reason"] == f"superseded by {newer['id']}, a newer request that already ran"
     older_again = p.events.promotion_requested(tenant="xy-0146", environment="qa", version=V2)
     older_again["time"] = older["time"]  # another request of the same moment, delivered after the newer ended
     assert p.invoke("promotion_requested", older_again)["action"] == "reject"

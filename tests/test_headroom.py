@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from chalicelib import headroom
-from chalicelib.state import Stage
+from chalicelib.domain.model import Stage
+from chalicelib.usecases import headroom
 
 V1, V2 = "20261120093000", "20261127200000"
 TERMINAL = {"Promotion Completed", "Promotion Failed", "Promotion Rolled Back", "Promotion Rejected"}
@@ -31,7 +31,7 @@ def test_promotions_wait_for_headroom_and_start_in_request_order(pipeline, quota
     p.promote(V1, "prod")
     quota["free"] = 0
     qa = p.request("qa", V2)
-    assert qa["action"] == "wait" and p.promotion().stage is Stage.REQUESTED
+    assert qa["action"] == "wait" and p.parked() == "instance"
     assert f"xy-0146-qa-db-{V2}" not in p.stacks()
     p.outbox.drain()
     queued = [e for e in p.outbox.seen if e["detail-type"] == "Promotion Queued"]
@@ -60,7 +60,7 @@ def test_a_restore_refused_for_the_quota_waits_and_retries_instead_of_failing(pi
     stack.status = "ROLLBACK_COMPLETE"
     refused = p.events.stack_status(name, "ROLLBACK_COMPLETE", "InstanceQuotaExceeded: DB instance quota exceeded")
     assert p.invoke("stack_status", refused)["action"] == "wait"
-    assert p.promotion().id == request["event"]["id"] and p.promotion().stage is Stage.REQUESTED
+    assert p.promotion().id == request["event"]["id"] and p.parked() == "instance"
     assert name not in p.stacks()  # the refused stack goes
     p.stack_event(V2, "DELETE_COMPLETE")  # ... and when it is gone, the restore is tried again
     assert p.promotion().stage is Stage.RESTORING and name in p.stacks()

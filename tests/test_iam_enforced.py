@@ -35,6 +35,13 @@ def moto_form(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def function_policy(name: str) -> dict[str, Any]:
+    """The function's policy file plus what the packaged template grants it (PutEvents on its bus)."""
+    document = json.loads(policies.rendered(name))
+    document["Statement"] += policies.template_statements(name, "arn:aws:events:us-east-1:123456789012:event-bus/x")
+    return document
+
+
 def _keys(iam: Any, name: str, document: dict[str, Any]) -> boto3.session.Session:
     iam.create_user(UserName=name)
     iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(document))
@@ -47,15 +54,13 @@ def _keys(iam: Any, name: str, document: dict[str, Any]) -> boto3.session.Sessio
 @pytest.fixture
 def enforced(aws: boto3.session.Session, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, events: Any) -> Any:
     """The bootstrapped tenant; then one IAM user per function (its policy only) and enforcement on."""
-    from chalicelib.headroom import forget_cached
+    from chalicelib.usecases.headroom import forget_cached
     from tests.conftest import Outbox
     from tests.flow import Pipeline
 
     iam = aws.client("iam")
     admin = _keys(iam, "admin", ADMIN)
-    sessions = {
-        name: _keys(iam, f"fn-{name}", moto_form(json.loads(policies.rendered(name)))) for name in policies.FUNCTIONS
-    }
+    sessions = {name: _keys(iam, f"fn-{name}", moto_form(function_policy(name))) for name in policies.FUNCTIONS}
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     monkeypatch.setattr(authorization.ActionAuthenticatorMixin, "request_count", 0)
     forget_cached()
@@ -75,6 +80,10 @@ def enforced(aws: boto3.session.Session, world: dict[str, Any], monkeypatch: pyt
         def invoke(self, handler: str, event: dict[str, Any], request_id: str | None = None) -> dict[str, Any]:
             current["handler"] = handler
             return super().invoke(handler, event, request_id)
+
+        def signed(self, route: str, body: dict[str, Any], principal: str | None) -> tuple[int, dict[str, Any]]:
+            current["handler"] = "api_handler"  # Chalice's one function for the REST API
+            return super().signed(route, body, principal)
 
     events.session = admin  # the test's own reads (live stack ids) with the admin's keys
     pipeline = EnforcedPipeline(admin, test_deps, outbox, events)
@@ -142,16 +151,8 @@ def test_sweep_with_its_policy(enforced: Any) -> None:
 
 
 def test_snapshots_with_their_policies(enforced: Any) -> None:
-    """snapshot_schedule puts Snapshot Requested, snapshot_requested takes it, snapshot_created asks for qa."""
-    from datetime import UTC, datetime
-
-    from tests.test_operator_control import configure
-
-    configure(enforced, tenant_level={"snapshot_schedule": {"daily_at": "02:00"}})
-    enforced.per_function["snapshot_schedule"].clock = lambda: datetime(2026, 11, 28, 2, 7, tzinfo=UTC)
-    scheduled = enforced.invoke("snapshot_schedule", _scheduled("schedule-1"))
-    assert scheduled["reason"] == "1 scheduled snapshot(s) requested", scheduled
-    assert enforced.outbox.types().count("Snapshot Requested") == 1
+    """snapshot_requested takes a Snapshot Requested (a tenant's EventBridge Scheduler schedule puts it),
+    snapshot_created asks for qa."""
     taken = enforced.invoke("snapshot_requested", enforced.events.snapshot_requested(when="2026-11-28T02:07:00Z"))
     assert taken["action"] == "snapshot", taken
     name = f"{TENANT}-dev-20261128020700"
@@ -166,7 +167,7 @@ def test_snapshots_with_their_policies(enforced: Any) -> None:
 
 def test_approval_and_cancel_with_their_policies(enforced: Any) -> None:
     """prod under approval: one promotion approved (promotion_approved cuts over), one cancelled."""
-    from tests.test_operator_control import command, configure
+    from tests.test_operator_control import IMAGES, command, configure
 
     v1, v2, v3 = "20261120093000", "20261127200000", "20261128010000"
     for version in (v1, v2, v3):
@@ -174,7 +175,7 @@ def test_approval_and_cancel_with_their_policies(enforced: Any) -> None:
     enforced.promote(v1)
     enforced.promote(v1, "prod")
     enforced.promote(v2)
-    configure(enforced, approval="required", approval_timeout=3600)
+    configure(enforced, approval="required", approval_timeout=3600, allowed_images=[IMAGES])
     approved_id = enforced.request("prod", v2)["event"]["id"]
     assert enforced.stack_event(v2, "CREATE_COMPLETE", "prod")["action"] == "await_approval"
     assert command(enforced, "Promotion Approved", "approve", approved_id)["action"] == "deploy"
@@ -187,17 +188,3 @@ def test_approval_and_cancel_with_their_policies(enforced: Any) -> None:
     assert enforced.active("prod") == v2
     assert f"{TENANT}-prod-db-{v3}" not in enforced.stacks()
     assert enforced.promotion("prod") is None
-
-
-def _scheduled(event_id: str) -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": event_id,
-        "source": "aws.events",
-        "detail-type": "Scheduled Event",
-        "account": "123456789012",
-        "time": "2026-11-28T02:07:00Z",
-        "region": "us-east-1",
-        "resources": ["arn:aws:events:us-east-1:123456789012:rule/tierlift-snapshot_schedule"],
-        "detail": {},
-    }

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAMBDA_FILES = [ROOT / "app.py", *sorted((ROOT / "chalicelib").glob("*.py"))]
+LAMBDA_FILES = [ROOT / "app.py", *sorted((ROOT / "chalicelib").rglob("*.py"))]
+DOMAIN_FILES = sorted((ROOT / "chalicelib" / "domain").glob("*.py"))
 ALLOWED_THIRD_PARTY = {"boto3", "botocore", "chalice", "aws_lambda_powertools", "aws_xray_sdk"}
 FORBIDDEN = {"tierlift", "moto", "pytest", "tests", "bench"}
 
@@ -27,7 +28,7 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("path", LAMBDA_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", LAMBDA_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_lambda_wing_imports(path):
     import sys
 
@@ -37,6 +38,31 @@ def test_lambda_wing_imports(path):
         name for name in imported if name not in sys.stdlib_module_names and name not in {"chalicelib", "app"}
     }
     assert third_party <= ALLOWED_THIRD_PARTY, f"{path.name} needs {third_party - ALLOWED_THIRD_PARTY}"
+
+
+@pytest.mark.parametrize("path", DOMAIN_FILES, ids=lambda p: p.name)
+def test_the_domain_imports_no_aws_sdk_no_chalice_and_no_adapter(path):
+    """chalicelib/domain is plain Python: records, value objects, decisions. AWS lives in the adapters."""
+    imported = _imports(path)
+    assert not imported & {"boto3", "botocore", "chalice", "aws_lambda_powertools", "aws_xray_sdk"}, imported
+    modules = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("chalicelib")
+    }
+    outside = {m for m in modules if not m.startswith("chalicelib.domain") and m != "chalicelib.settings"}
+    assert not outside, f"{path.name} imports {outside}"
+
+
+def test_the_domain_loads_without_the_aws_sdk():
+    """Importing every domain module pulls in neither boto3, botocore nor chalice (transitively)."""
+    code = (
+        "import sys, json, importlib, pkgutil, chalicelib.domain as d\n"
+        "[importlib.import_module('chalicelib.domain.' + m.name) for m in pkgutil.iter_modules(d.__path__)]\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore', 'chalice'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
 def test_requirements_hold_only_runtime_dependencies():
@@ -66,11 +92,11 @@ def _lambda_import(function: str) -> list[str]:
 def test_a_lambda_function_imports_nothing_operator_only_and_only_what_it_needs():
     modules = _lambda_import("promotion_requested")
     assert not [m for m in modules if m.split(".")[0] in FORBIDDEN]
-    assert "chalicelib.promotion" in modules and "aws_xray_sdk.ext.botocore.patch" in modules  # traced
-    assert "chalicelib.sweep" not in modules and "chalicelib.sweep_plan" not in modules
+    assert "chalicelib.usecases.requests" in modules and "aws_xray_sdk.ext.botocore.patch" in modules  # traced
+    assert "chalicelib.usecases.sweep" not in modules and "chalicelib.domain.sweep_plan" not in modules
     assert "asyncio" not in modules  # wrapt 2 would import it (docs/performance.md, "Cold start")
     sweep = _lambda_import("sweep")
-    assert "chalicelib.sweep" in sweep and not [m for m in sweep if m.split(".")[0] in FORBIDDEN]
+    assert "chalicelib.usecases.sweep" in sweep and not [m for m in sweep if m.split(".")[0] in FORBIDDEN]
 
 
 def test_the_template_ships_inside_chalicelib():

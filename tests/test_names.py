@@ -1,6 +1,6 @@
 import pytest
 
-from chalicelib.names import InvalidName, Namespace, Tenant, Version, Versioned, stack_name_from_arn
+from chalicelib.domain.names import InvalidName, Namespace, Tenant, Version, Versioned, stack_name_from_arn
 
 
 def test_parse_and_derive():

@@ -10,7 +10,7 @@ import pytest
 from aws_xray_sdk.core import xray_recorder
 
 from chalicelib import entry, observability
-from chalicelib.aws import RETRY_CONFIG
+from chalicelib.adapters.aws import RETRY_CONFIG
 from chalicelib.deps import Deps, LazyClient
 from chalicelib.observability import metrics
 from chalicelib.settings import Settings
@@ -32,14 +32,20 @@ class Outcome:
 
 def test_clients_use_botocore_standard_retries(deps):
     assert RETRY_CONFIG.retries["mode"] == "standard"
-    for client in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
+    for client in (
+        deps.store.parameters.client,
+        deps.rds.client,
+        deps.stacks.client,
+        deps.services.client,
+        deps.bus.client,
+    ):
         assert client.meta.config.retries["mode"] == "standard"
     assert RETRY_CONFIG.retries["total_max_attempts"] == 5
 
 
 def test_clients_are_created_on_first_use():
     deps = Deps.from_session(boto3.session.Session(region_name="us-east-1"), Settings())
-    lazy = [deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client]
+    lazy = [deps.store.parameters.client, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client]
     assert all(isinstance(c, LazyClient) and not c.created for c in lazy)
     assert deps.rds.client.meta.service_model.service_name == "rds"
     assert [c.created for c in lazy] == [False, True, False, False, False]
@@ -86,7 +92,7 @@ def test_traced_is_a_no_op_outside_lambda():
 
 def _run(name, event, outcome, monkeypatch):
     monkeypatch.setattr(entry, "get_deps", lambda: None)
-    return entry.run(name, lambda deps, raw: outcome, event, "req-1")
+    return entry.run(name, lambda deps, raw: outcome, entry.raw, event, "req-1")
 
 
 def test_a_promotion_request_is_annotated_from_its_event(facade, monkeypatch):
@@ -171,12 +177,14 @@ def test_the_outcome_line_is_kept_when_the_stage_logs_at_warning(log_lines, monk
     observability.setup("WARNING")
 
     def use_case(deps, raw):
-        logging.getLogger("chalicelib.promotion").info("an info line prod does not want")
-        logging.getLogger("chalicelib.promotion").warning("promotion rejected: bad tenant")
+        logging.getLogger("chalicelib.usecases.requests").info("an info line prod does not want")
+        logging.getLogger("chalicelib.usecases.requests").warning("promotion rejected: bad tenant")
         return Outcome("reject", "bad tenant", "p-3")
 
     monkeypatch.setattr(entry, "get_deps", lambda: None)
-    entry.run("promotion_requested", use_case, sample("custom-event-tierlift-promotion-requested.json"), "req-9")
+    entry.run(
+        "promotion_requested", use_case, entry.raw, sample("custom-event-tierlift-promotion-requested.json"), "req-9"
+    )
     lines = log_lines()
     assert [line["message"] for line in lines] == ["promotion rejected: bad tenant", "promotion_requested: reject"]
     outcome = lines[-1]
@@ -207,25 +215,29 @@ def _metric(doc):
     return directive["Namespace"], directive["Dimensions"], metric["Name"], metric["Unit"], doc[metric["Name"]]
 
 
-def test_promotion_metrics_are_emf_per_tenant_and_environment(emf):
+@pytest.mark.parametrize("per_tenant", [False, True])
+def test_promotion_metrics_are_emf_per_environment_with_the_tenant_a_property(emf, monkeypatch, per_tenant):
+    monkeypatch.setattr(metrics, "per_tenant", per_tenant)
     metrics.promotion_started("xy-0146", "qa")
     metrics.promotion_ended("xy-0146", "qa", "completed", 1520.25)
     metrics.promotion_ended("xy-0146", "prod", "rolled_back")
     metrics.stage_completed("xy-0146", "qa", "restoring", 1200)
     docs = emf()
+    dims = ["tenant", "environment"] if per_tenant else ["environment"]
     assert [_metric(d) for d in docs] == [
-        ("tierlift", [["tenant", "environment"]], "PromotionsStarted", "Count", [1.0]),
-        ("tierlift", [["tenant", "environment"]], "PromotionsCompleted", "Count", [1.0]),
-        ("tierlift", [["tenant", "environment"]], "PromotionDuration", "Seconds", [1520.25]),
-        ("tierlift", [["tenant", "environment"]], "PromotionsRolledBack", "Count", [1.0]),
-        ("tierlift", [["tenant", "environment", "stage"]], "StageDuration", "Seconds", [1200.0]),
+        ("tierlift", [dims], "PromotionsStarted", "Count", [1.0]),
+        ("tierlift", [dims], "PromotionsCompleted", "Count", [1.0]),
+        ("tierlift", [dims], "PromotionDuration", "Seconds", [1520.25]),
+        ("tierlift", [dims], "PromotionsRolledBack", "Count", [1.0]),
+        ("tierlift", [[*dims, "stage"]], "StageDuration", "Seconds", [1200.0]),
     ]
+    # the tenant is on every line either way: a property searchable in Logs Insights
     assert (docs[0]["tenant"], docs[0]["environment"]) == ("xy-0146", "qa")
     assert docs[-1]["stage"] == "restoring"
 
 
 def test_every_outcome_has_its_metric(emf):
-    from chalicelib.state import Outcome as Ending
+    from chalicelib.domain.model import Outcome as Ending
 
     for outcome in Ending:
         metrics.promotion_ended("xy-0146", "qa", outcome)
@@ -276,8 +288,8 @@ def test_enum_members_name_their_value(emf):
 def test_the_dashboard_has_a_widget_per_metric_and_per_stage():
     from pathlib import Path
 
-    from chalicelib.state import Outcome as Ending
-    from chalicelib.state import Stage
+    from chalicelib.domain.model import Outcome as Ending
+    from chalicelib.domain.model import Stage
 
     template = json.loads((Path(__file__).resolve().parents[1] / "templates" / "dashboard.json").read_text())
     dashboard = template["Resources"]["Dashboard"]
@@ -295,7 +307,7 @@ def test_the_dashboard_has_a_widget_per_metric_and_per_stage():
     assert named == emitted | {"StageDuration"}
     assert set(metrics.OUTCOMES) == {e.value for e in Ending}  # every way a promotion ends has its metric
     stages = {s.split('stage="')[1].split('"')[0] for s in searches if "StageDuration" in s}
-    in_flight = {s.value for s in Stage} - {e.value for e in Ending} - {Stage.ENDING.value}
+    in_flight = {s.value for s in Stage} - {e.value for e in Ending}
     assert stages == in_flight  # a stage renamed or added needs its widget
 
 

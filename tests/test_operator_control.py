@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from chalicelib.config import parse_config
-from chalicelib.names import Namespace, Tenant
-from chalicelib.snapshots import on_snapshot_schedule
-from chalicelib.state import Stage
-from chalicelib.sweep import run_sweep
+from chalicelib.domain.config import parse_config
+from chalicelib.domain.model import Stage
+from chalicelib.domain.names import Namespace, Tenant
+from chalicelib.usecases.sweep import run_sweep
+from tests.flow import ACCOUNT, APPROVER, REQUESTER
+from tierlift.world import IMAGE_REPOSITORY, LOCAL_REGISTRY, pinned_image
 
+IMAGES = f"{LOCAL_REGISTRY}/{IMAGE_REPOSITORY}"  # the world's repository (tierlift/world.py)
 V1, V2, V3 = "20261120093000", "20261127200000", "20261128010000"
 PROD = Namespace.parse("xy-0146-prod")
 TENANT = Tenant.parse("xy-0146")
@@ -29,17 +30,10 @@ def configure(pipeline: Any, **prod: Any) -> None:
 
 
 def command(pipeline: Any, detail_type: str, verb: str, promotion_id: str, **extra: Any) -> dict[str, Any]:
-    event = pipeline.events.promotion_requested(
-        tenant="xy-0146",
-        environment="prod",
-        promotion_id=promotion_id,
-        command=verb,
-        requested_by="alice@example.com",
-        **extra,
-    )
-    event["detail-type"] = detail_type
-    handler = "promotion_approved" if verb == "approve" else "promotion_cancelled"
-    return pipeline.invoke(handler, event)
+    """An operator's command through tierlift's signed API (the bus takes no approval)."""
+    if verb == "approve":
+        return pipeline.approve(promotion_id, **extra)  # type: ignore[no-any-return]
+    return pipeline.cancel(promotion_id, **extra)  # type: ignore[no-any-return]
 
 
 def types(pipeline: Any, promotion_id: str) -> list[str]:
@@ -55,7 +49,7 @@ def prod_ready(pipeline):
     pipeline.promote(V1)
     pipeline.promote(V1, "prod")
     pipeline.promote(V2)
-    configure(pipeline, approval="required", approval_timeout=3600)
+    configure(pipeline, approval="required", approval_timeout=3600, allowed_images=[IMAGES], override_by=[REQUESTER])
     pipeline.outbox.drain()
     return pipeline
 
@@ -64,6 +58,14 @@ def test_approval_gate_waits_with_the_new_db_ready_and_nothing_switched(prod_rea
     p = prod_ready
     request = p.request("prod", V2)
     pid = request["event"]["id"]
+    stack = p.session.client("cloudformation").describe_stacks(StackName=f"xy-0146-prod-db-{V2}")["Stacks"][0]
+    params = {x["ParameterKey"]: x["ParameterValue"] for x in stack["Parameters"]}
+    # under approval: a prod-grade DB (Multi-AZ, 14 days of backups, Performance Insights)
+    assert (params["MultiAZ"], params["BackupRetentionPeriod"], params["EnablePerformanceInsights"]) == (
+        "true",
+        "14",
+        "true",
+    )
     old_td = p.service("prod")["taskDefinition"]
     result = p.stack_event(V2, "CREATE_COMPLETE", "prod")
     assert result["action"] == "await_approval"
@@ -74,7 +76,7 @@ def test_approval_gate_waits_with_the_new_db_ready_and_nothing_switched(prod_rea
     assert approved["action"] == "deploy"
     assert p.active("prod") == V2
     deploying = [e for e in p.outbox.drain() if e["detail-type"] == "Service Deploying"]
-    assert deploying and deploying[0]["detail"]["approved_by"] == "alice@example.com"
+    assert deploying and deploying[0]["detail"]["approved_by"] == APPROVER  # the signer, not a name in a message
     p.deployment_event("COMPLETED", "prod")
     assert types(p, pid)[-1] == "Promotion Completed"
     assert p.promotion("prod") is None
@@ -114,7 +116,7 @@ def test_approval_of_the_wrong_promotion_is_rejected_and_changes_nothing(prod_re
 def test_cancel_before_cutover_removes_the_new_stack_and_releases_the_lock(prod_ready, when):
     p = prod_ready
     pid = p.request("prod", V2)["event"]["id"]
-    queued = p.request("prod", V3, override="test")
+    queued = p.request("prod", V3, override="test", signed_by=REQUESTER)
     if when == "awaiting_approval":
         p.stack_event(V2, "CREATE_COMPLETE", "prod")
     result = command(p, "Promotion Cancelled", "cancel", pid, reason="window closed")
@@ -170,26 +172,82 @@ def test_rollback_to_a_version_whose_snapshot_is_gone_is_refused(prod_ready, aws
 
 
 # Promotion policy ------------------------------------------------------------------------------------
-def test_prod_takes_only_versions_that_completed_in_qa_unless_overridden(prod_ready):
+def test_prod_takes_only_versions_that_completed_in_qa_unless_overridden(prod_ready, calls):
     p = prod_ready
     configure(p, approval="none")
     refused = p.request("prod", V3)
     assert refused["action"] == "reject" and "has not completed in qa" in refused["reason"]
-    allowed = p.request("prod", V3, override="hotfix INC-42 approved by bob")
+    calls.calls.clear()
+    unsigned = p.request("prod", V3, override="hotfix INC-42")
+    assert unsigned["action"] == "reject" and "an override must be signed" in unsigned["reason"]
+    stranger = p.request("prod", V3, override="hotfix INC-42", signed_by=APPROVER)
+    assert stranger["action"] == "reject" and f"{APPROVER} is not named in its override_by" in stranger["reason"]
+    assert calls.mutating == []  # (a Promotion Rejected each: PutEvents is not counted as mutating)
+    allowed = p.request("prod", V3, override="hotfix INC-42", signed_by=REQUESTER)
     assert allowed["action"] == "start"
     started = [e for e in p.outbox.drain() if e["detail-type"] == "Promotion Started"]
-    assert started[-1]["detail"]["override"] == "hotfix INC-42 approved by bob"
+    assert started[-1]["detail"]["override"] == "hotfix INC-42"
+    # the override is approved like a prod cutover, by someone else than who sent it
+    pid = allowed["event"]["id"]
+    assert p.stack_event(V3, "CREATE_COMPLETE", "prod")["action"] == "await_approval"
+    own = p.approve(pid, principal=REQUESTER)
+    assert own["status"] == 403 and "two-person rule" in own["reason"]
+    assert p.approve(pid)["action"] == "deploy" and p.active("prod") == V3
 
 
 def test_images_only_from_allowed_repositories(prod_ready, calls):
     p = prod_ready
-    configure(p, approval="none", allowed_images=["123456789012.dkr.ecr.us-east-1.amazonaws.com/xy-0146/"])
     calls.calls.clear()
     refused = p.request("prod", V2, image="attacker.example.com/evil:latest")
     assert refused["action"] == "reject" and "not from an allowed repository" in refused["reason"]
     assert calls.mutating == []
-    ok = p.request("prod", V2, image="123456789012.dkr.ecr.us-east-1.amazonaws.com/xy-0146/app:1.2")
-    assert ok["action"] == "start"
+
+
+def test_prod_receives_the_digest_that_completed_in_qa(prod_ready, aws, calls):
+    """qa ran tierlift/app:1.27 by digest; prod receives exactly that digest, whatever a tag says now,
+    and a request naming another image (even an allowed one) is refused."""
+    p = prod_ready
+    proven = pinned_image(aws, "1.27")
+    other = f"{IMAGES}:1.28"
+    calls.calls.clear()
+    refused = p.request("prod", V2, image=other)
+    assert refused["action"] == "reject" and f"receives the image that completed in qa ({proven})" in refused["reason"]
+    assert calls.mutating == []
+    pid = p.request("prod", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    p.approve(pid)
+    assert p.container_env(p.service("prod")["taskDefinition"])["image"] == proven
+    p.deployment_event("COMPLETED", "prod")
+    assert p.deps.store.read(PROD).state.image_of(V2) == proven
+
+
+def test_an_unsigned_approval_and_an_approver_outside_the_policy_are_refused(prod_ready, calls):
+    p = prod_ready
+    configure(p, approvers=[f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-approvers/*"])
+    pid = p.request("prod", V2)["event"]["id"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    calls.calls.clear()
+    event = p.events.promotion_requested(tenant="xy-0146", environment="prod", promotion_id=pid, command="approve")
+    event["detail-type"] = "Promotion Approved"
+    on_bus = p.invoke("promotion_approved", event)
+    assert on_bus["action"] == "reject" and "an approval must be signed" in on_bus["reason"]
+    outsider = p.approve(pid)
+    assert outsider["status"] == 403 and "is not among the approvers of prod" in outsider["reason"]
+    unsigned = p.approve(pid, principal=None)
+    assert unsigned["status"] == 403
+    assert [c for c in calls.mutating if c != ("events", "PutEvents")] == []
+    assert p.active("prod") == V1 and p.promotion("prod").stage is Stage.AWAITING_APPROVAL
+    approver = f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-approvers/carol"
+    assert p.approve(pid, principal=approver)["action"] == "deploy"
+
+
+def test_a_promotion_into_a_two_person_environment_must_be_signed(prod_ready, calls):
+    p = prod_ready
+    event = p.events.promotion_requested(tenant="xy-0146", environment="prod", version=V2)
+    calls.calls.clear()
+    result = p.invoke("promotion_requested", event)
+    assert result["action"] == "reject" and "must be signed" in result["reason"]
+    assert calls.mutating == [] and p.promotion("prod") is None
 
 
 def test_events_only_from_allowed_accounts(prod_ready):
@@ -200,21 +258,8 @@ def test_events_only_from_allowed_accounts(prod_ready):
 
 
 # Scheduled snapshots ---------------------------------------------------------------------------------
-def test_scheduled_snapshot_is_requested_once_per_due_time(pipeline):
-    p = pipeline
-    configure(p, tenant_level={"snapshot_schedule": {"daily_at": "02:00"}})
-    p.deps.clock = lambda: datetime(2026, 11, 28, 2, 7, tzinfo=UTC)
-    first = on_snapshot_schedule(p.deps, {})
-    again = on_snapshot_schedule(p.deps, {})
-    assert (first.reason, again.reason) == ("1 scheduled snapshot(s) requested", "0 scheduled snapshot(s) requested")
-    requested = [e for e in p.outbox.drain() if e["detail-type"] == "Snapshot Requested"]
-    assert Counter(e["detail"]["tenant"] for e in requested) == {"xy-0146": 1}
-    p.deps.clock = lambda: datetime(2026, 11, 28, 1, 0, tzinfo=UTC)  # before today's due time: yesterday's is old
-    assert on_snapshot_schedule(p.deps, {}).reason == "0 scheduled snapshot(s) requested"
-
-
 def test_invalid_schedule_is_refused_by_the_config():
-    from chalicelib.config import InvalidConfig
+    from chalicelib.domain.config import InvalidConfig
 
     with pytest.raises(InvalidConfig, match="daily_at"):
         parse_config(
@@ -244,10 +289,14 @@ def test_cancel_of_a_request_waiting_in_the_queue(prod_ready):
     p = prod_ready
     configure(p, approval="none")
     p.request("prod", V2)
-    queued = p.request("prod", V3, override="test")
+    queued = p.request("prod", V3, override="test", signed_by=REQUESTER)
     assert queued["action"] == "queue"
     result = command(p, "Promotion Cancelled", "cancel", queued["event"]["id"], reason="not today")
-    assert result["action"] == "cancel"
-    assert types(p, queued["event"]["id"]) == ["Promotion Queued", "Promotion Cancelled"]
-    assert p.deps.store.read_queue(PROD) == []
+    assert result["action"] == "cancel" and "answered when the environment frees" in result["reason"]
     assert p.promotion("prod").version.value == V2  # the promotion in flight goes on
+    assert types(p, queued["event"]["id"]) == ["Promotion Queued"]
+    p.stack_event(V2, "CREATE_COMPLETE", "prod")
+    p.deployment_event("COMPLETED", "prod")  # the environment frees: the cancel is answered, nothing runs
+    assert types(p, queued["event"]["id"]) == ["Promotion Queued", "Promotion Cancelled"]
+    assert p.deps.store.recorded(PROD).queued == [] and p.promotion("prod") is None
+    assert p.active("prod") == V2

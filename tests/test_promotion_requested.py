@@ -2,7 +2,8 @@
 
 import pytest
 
-from chalicelib.promotion import on_promotion_requested
+from chalicelib.domain.names import Namespace
+from tests.flow import call
 
 V1 = "20261120093000"
 V2 = "20261127200000"
@@ -33,6 +34,13 @@ def test_happy_path_takes_lock_records_previous_and_creates_stack(pipeline, outb
     params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert params["SnapshotIdentifier"] == "xy-0146-dev-20261127200000"
     assert params["InstanceIdentifier"] == "xy-0146-qa-20261127200000"
+    # qa is not under approval: a single-AZ DB, 7 days of backups, no Performance Insights
+    assert (params["MultiAZ"], params["BackupRetentionPeriod"], params["EnablePerformanceInsights"]) == (
+        "false",
+        "7",
+        "false",
+    )
+    assert params["DeletionProtection"] == "false"
     started = outbox.drain()
     assert [e["detail-type"] for e in started] == ["Promotion Started"]
     assert started[0]["detail"]["promotion_id"] == promotion.id
@@ -76,8 +84,8 @@ def _assert_rejected_without_mutation(outbox, calls, reason_part):
         ({"tenant": "xy-0146", "environment": "dev", "version": V2}, "source environment"),
         ({"tenant": "xy-0146", "environment": "staging", "version": V2}, "not in tenant"),
         ({"tenant": "xy-0146", "environment": "qa", "version": V3}, "does not exist"),
-        ({"environment": "qa"}, "tenant must be a string"),
-        ({"tenant": "xy-0146"}, "environment must be a string"),
+        ({"environment": "qa"}, "tenant is missing"),
+        ({"tenant": "xy-0146"}, "environment is missing"),
         ({"tenant": 146, "environment": "qa"}, "tenant must be a string"),
         ({"tenant": "xy-0146", "environment": ["qa"]}, "environment must be a string"),
         ({"tenant": "xy-0146/../../other", "environment": "qa"}, "is not <customer>-<project>"),
@@ -105,18 +113,20 @@ def test_invalid_requests_are_rejected_and_change_nothing(pipeline, outbox, call
     ],
 )
 def test_a_request_refused_by_the_state_is_rejected_once(pipeline, outbox, calls, detail, reason):
-    """Refused by what is (not yet) there: the rejection is the first entry of the request's log, so a
-    re-delivery (or a twin that read another state) cannot answer it a second time."""
+    """Refused by what is (not yet) there: decided under the environment's lock and recorded in the
+    state record's answered requests, so a re-delivery (or a twin that read another state) cannot answer
+    it a second time. Three writes: the lock, the next state record, and the lock's release."""
     event = pipeline.events.promotion_requested()
     event["detail"] = detail
     result = pipeline.invoke("promotion_requested", event)
     assert result["action"] == "reject"
     out = outbox.drain()
     assert [e["detail-type"] for e in out] == ["Promotion Rejected"] and reason in out[0]["detail"]["reason"]
-    steps = f"/tierlift/xy-0146/{detail['environment']}/steps/{event['id']}/"
-    assert {op for _, op in calls.mutating} == {"PutParameter"}  # the claim, then its completion
-    written = {p["Name"] for op, p in calls.params if op == "PutParameter"}
-    assert written == {f"{steps}01"}, written
+    env = f"/tierlift/xy-0146/{detail['environment']}"
+    assert [op for _, op in calls.mutating] == ["PutParameter", "PutParameter", "DeleteParameters"]
+    written = [p["Name"] for op, p in calls.params if op == "PutParameter"]
+    assert written == [f"{env}/promotion", f"{env}/state/{event['id']}.1"], written
+    assert pipeline.deps.store.recorded(Namespace.parse(f"xy-0146-{detail['environment']}")).promotion is None
     calls.calls.clear()
     again = pipeline.invoke("promotion_requested", event)
     assert again["action"] == "ignore" and outbox.drain() == [] and calls.mutating == []
@@ -124,7 +134,7 @@ def test_a_request_refused_by_the_state_is_rejected_once(pipeline, outbox, calls
 
 @pytest.mark.parametrize("event", [None, [], "text", {"id": "x"}, {"id": "x", "detail": "not-an-object"}])
 def test_malformed_envelopes_are_rejected_without_crashing(pipeline, outbox, calls, event):
-    result = on_promotion_requested(pipeline.deps, event)
+    result = call("promotion_requested", event)
     assert result.action == "reject"
     _assert_rejected_without_mutation(outbox, calls, "")
 
@@ -151,12 +161,19 @@ def test_duplicate_delivery_is_ignored(pipeline, outbox, calls):
     assert outbox.drain() == []
 
 
-def test_same_version_already_in_flight_is_rejected_as_duplicate(pipeline, outbox):
+def test_a_request_for_the_version_in_flight_waits_and_is_answered_when_it_ends(pipeline, outbox):
+    """Asked again for the version being promoted: the request waits; once the promotion completed, the
+    version is active and the request is refused, with the next step in the reason."""
     pipeline.snapshot(V2)
     pipeline.request("qa", V2)
     outbox.drain()
-    assert pipeline.request("qa", V2)["action"] == "reject"
-    assert "already being promoted" in outbox.drain()[0]["detail"]["reason"]
+    again = pipeline.request("qa", V2)
+    assert again["action"] == "queue"
+    pipeline.stack_event(V2, "CREATE_COMPLETE")
+    pipeline.deployment_event("COMPLETED")
+    answer = [e for e in outbox.drain() if e["detail"]["promotion_id"] == again["event"]["id"]]
+    assert [e["detail-type"] for e in answer] == ["Promotion Queued", "Promotion Rejected"]
+    assert "already active" in answer[-1]["detail"]["reason"]
 
 
 def test_already_active_is_rejected(pipeline, outbox):
@@ -176,24 +193,25 @@ def test_busy_environment_queues_newest_wins_and_starts_when_done(pipeline, outb
     third = pipeline.request("qa", V3)
     assert third["action"] == "queue"
     out = outbox.drain()
-    assert [e["detail-type"] for e in out] == [
-        "Promotion Started",
-        "Promotion Queued",
-        "Promotion Queued",
-        "Promotion Rejected",
-    ]
-    assert out[3]["detail"]["promotion_id"] == second["event"]["id"]
-    assert "superseded" in out[3]["detail"]["reason"]
+    assert [e["detail-type"] for e in out] == ["Promotion Started", "Promotion Queued", "Promotion Queued"]
     waiting = pipeline.deps.store.recorded(pipeline.promotion().namespace).waiting
-    assert [q.id for q in waiting] == [third["event"]["id"]]
-    # the promotion in flight ends (whatever its outcome): the queued one starts
+    assert [q.id for q in waiting] == [second["event"]["id"], third["event"]["id"]]
+    # the promotion in flight ends (whatever its outcome): the newest queued one starts, the older is
+    # superseded
     pipeline.stack_event(V1, "CREATE_COMPLETE")
     pipeline.deployment_event("FAILED")
     assert pipeline.promotion().version.value == V3
     assert pipeline.promotion().id == third["event"]["id"]
-    assert pipeline.deps.store.read_queue(pipeline.promotion().namespace) == []
-    types = [e["detail-type"] for e in outbox.drain()]
-    assert types == ["Database Ready", "Service Deploying", "Promotion Rolled Back", "Promotion Started"]
+    assert pipeline.deps.store.recorded(pipeline.promotion().namespace).queued == []
+    out = outbox.drain()
+    assert [e["detail-type"] for e in out] == [
+        "Database Ready",
+        "Service Deploying",
+        "Promotion Rolled Back",
+        "Promotion Rejected",
+        "Promotion Started",
+    ]
+    assert out[3]["detail"]["promotion_id"] == second["event"]["id"] and "superseded" in out[3]["detail"]["reason"]
 
 
 def test_queued_duplicate_delivery_is_ignored(pipeline, outbox):

@@ -2,6 +2,8 @@
 
 import json
 
+from tierlift.world import pinned_image
+
 V2 = "20261127200000"
 
 
@@ -27,7 +29,7 @@ def test_service_is_created_from_the_tenant_config(pipeline, outbox, aws, calls)
     assert created["cluster"] == "common-nonprod" and created["serviceName"] == "xy-0146-qa"
     assert {"key": "tierlift:managed", "value": "true"} in created["tags"]
     env = pipeline.container_env(promotion.task_definition)
-    assert env["image"] == "public.ecr.aws/nginx/nginx:1.27" and env["TIERLIFT_VERSION"] == V2
+    assert env["image"] == pinned_image(aws) and env["TIERLIFT_VERSION"] == V2
     out = outbox.drain()
     deploying = next(e for e in out if e["detail-type"] == "Service Deploying")
     assert deploying["detail"]["service_action"] == "created"

@@ -4,11 +4,13 @@ import json
 
 import pytest
 
-from chalicelib.promotion import on_stack_status
+from chalicelib.domain.names import Namespace, Version
+from tests.flow import call
 
 V1 = "20261120093000"
 V2 = "20261127200000"
 STACK2 = "xy-0146-qa-db-20261127200000"
+QA = Namespace.parse("xy-0146-qa")
 
 
 @pytest.fixture
@@ -135,7 +137,7 @@ def test_malformed_stack_events(pipeline, calls, events, mutation):
     calls.calls.clear()
     # EventBridge never delivers an event without `detail` (Chalice's event class requires it), so
     # that case goes straight to the use case.
-    result = on_stack_status(pipeline.deps, event).action if mutation == "no-detail" else None
+    result = call("stack_status", event).action if mutation == "no-detail" else None
     result = result or pipeline.invoke("stack_status", event)["action"]
     assert result == "ignore"
     assert calls.mutating == []
@@ -147,35 +149,53 @@ def test_event_for_another_version_than_in_flight_is_ignored(restoring, calls):
     assert calls.mutating == []
 
 
-def test_delete_complete_forgets_the_db_record(pipeline, aws):
+def test_the_ending_removes_the_superseded_db_record_and_delete_complete_writes_nothing(pipeline, aws, calls):
     pipeline.snapshot(V1)
     pipeline.snapshot(V2)
     pipeline.promote(V1)
     pipeline.promote(V2)
     ssm = aws.client("ssm")
     names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/tierlift/xy-0146/qa/db")["Parameters"]}
-    assert names == {f"/tierlift/xy-0146/qa/db/{V1}", f"/tierlift/xy-0146/qa/db/{V2}"}
-    assert pipeline.stack_event(V1, "DELETE_COMPLETE")["action"] == "forget_db"
-    names = {p["Name"] for p in ssm.get_parameters_by_path(Path="/tierlift/xy-0146/qa/db")["Parameters"]}
-    assert names == {f"/tierlift/xy-0146/qa/db/{V2}"}
+    assert names == {f"/tierlift/xy-0146/qa/db/{V2}"}  # V1's went with the ending that superseded it
+    calls.calls.clear()
+    result = pipeline.stack_event(V1, "DELETE_COMPLETE")
+    assert result["action"] == "ignore" and calls.mutating == []
+    assert calls.calls == [("ssm", "GetParametersByPath")]  # the waiting list: nobody waits
 
 
-def test_delete_complete_of_the_active_version_is_refused(pipeline, calls):
+def test_delete_complete_of_the_active_version_changes_nothing(pipeline, calls):
     pipeline.snapshot(V2)
     pipeline.promote(V2)
     calls.calls.clear()
     result = pipeline.stack_event(V2, "DELETE_COMPLETE")
-    assert result["action"] == "ignore" and "active" in result["reason"]
+    assert result["action"] == "ignore"
     assert calls.mutating == []
+    assert pipeline.active() == V2 and pipeline.deps.store.get_db(QA, Version(V2)) is not None
 
 
-def test_config_error_at_deploy_fails_cleanly(restoring, aws, outbox):
+def test_config_error_at_deploy_fails_cleanly(pipeline, aws, outbox):
+    pipeline.snapshot(V1)
+    pipeline.snapshot(V2)
+    pipeline.promote(V1)
     config = json.loads(aws.client("ssm").get_parameter(Name="/tierlift/xy-0146/config")["Parameter"]["Value"])
     config["targets"]["qa"]["container"] = "php"
     aws.client("ssm").put_parameter(Name="/tierlift/xy-0146/config", Value=json.dumps(config), Overwrite=True)
-    result = restoring.stack_event(V2, "CREATE_COMPLETE")
+    pipeline.request("qa", V2)
+    outbox.drain()
+    result = pipeline.stack_event(V2, "CREATE_COMPLETE")
     assert result["action"] == "fail" and "container 'php'" in result["reason"]
-    assert restoring.active() == V1
-    assert STACK2 not in restoring.stacks()
-    assert restoring.promotion() is None
+    assert pipeline.active() == V1
+    assert STACK2 not in pipeline.stacks()
+    assert pipeline.promotion() is None
     assert [e["detail-type"] for e in outbox.drain()] == ["Promotion Failed"]
+
+
+def test_a_promotion_goes_on_with_the_target_it_was_requested_with(restoring, aws, outbox):
+    """The lock keeps the target's settings: a config changed while the promotion runs applies to the
+    next promotion, never halfway through this one."""
+    config = json.loads(aws.client("ssm").get_parameter(Name="/tierlift/xy-0146/config")["Parameter"]["Value"])
+    config["targets"]["qa"]["container"] = "php"
+    aws.client("ssm").put_parameter(Name="/tierlift/xy-0146/config", Value=json.dumps(config), Overwrite=True)
+    assert restoring.stack_event(V2, "CREATE_COMPLETE")["action"] == "deploy"
+    restoring.deployment_event("COMPLETED")
+    assert restoring.active() == V2

@@ -1,4 +1,9 @@
-"""The sweep's pure planner: every safety rule, on plain data (no AWS)."""
+"""The sweep's pure planner: every safety rule, on plain data (no AWS).
+
+Each environment's tree is written with the pipeline's own writers (``StateStore`` on the in-memory
+twin of SSM: ``create_state``, ``take_lock``, ``append_deploy``, ``put_queue``, ``put_db``) and read
+back with one listing, as the sweep's walk reads SSM; only the corrupt trees are written by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,24 @@ from typing import Any
 
 import pytest
 
-from chalicelib.names import KIND_TAG, Namespace, Version
-from chalicelib.settings import Settings
-from chalicelib.state import Request, StateStore, Step, to_json
-from chalicelib.sweep_plan import (
+from chalicelib.adapters.memory import InMemoryStateStore
+from chalicelib.adapters.state import StateStore
+from chalicelib.domain.model import (
+    Completed,
+    DbRecord,
+    DeployEntry,
+    EnvState,
+    LastOutcome,
+    Outcome,
+    Promotion,
+    Request,
+    Stage,
+    answer_key,
+)
+from chalicelib.domain.names import KIND_TAG, Namespace, Version
+from chalicelib.domain.sweep_plan import (
     DELETE_DB_RECORD,
-    DELETE_LOGS,
+    DELETE_LEFTOVERS,
     DELETE_SNAPSHOT,
     DELETE_STACK,
     DRAIN_QUEUE,
@@ -27,9 +44,11 @@ from chalicelib.sweep_plan import (
     StackFact,
     counts,
     is_final_snapshot,
+    mark_parked,
     parse_parameters,
     plan,
 )
+from chalicelib.settings import Settings
 
 NOW = datetime(2026, 11, 27, 22, 0, tzinfo=UTC)
 OLD = NOW - timedelta(hours=5)
@@ -66,55 +85,115 @@ def stack(
     return StackFact(ns.stack_name(Version(version)), status, created, tags, kw.pop("protected", False))
 
 
-STORE = StateStore(None, ROOT)
-# The log a promotion in each stage has (the lock alone is ``requested``); an ending is a claim not yet done.
-STAGE_STEPS: dict[str, list[tuple[str, dict[str, Any]]]] = {
-    "requested": [],
-    "restoring": [("restoring", {})],
-    "deploying": [("restoring", {}), ("deploying", {"deployment_id": "ecs-svc/1"})],
-    "finalizing": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "completed", "done": False})],
-    "failed": [("restoring", {}), ("ending", {"outcome": "failed", "done": False})],
-    "rolled_back": [("restoring", {}), ("deploying", {}), ("ending", {"outcome": "rolled_back", "done": False})],
-    "cancelled": [("restoring", {}), ("ending", {"outcome": "cancelled", "done": False})],
-}
+def at(when: datetime) -> str:
+    return when.isoformat(timespec="seconds")
 
 
-def promotion(
-    version: str, previous: str | None, stage: str = "restoring", updated: datetime = NOW, ns: Namespace = QA
-) -> dict[str, str]:
-    """The SSM parameters of promotion ``p-1`` in ``stage``: the lock and its log (last step at ``updated``)."""
-    lock = Request("p-1", "xy-0146", ns.environment, version, previous, started=updated.isoformat())
-    params = {STORE.promotion_path(ns): to_json(lock)}
-    for seq, (name, extra) in enumerate(STAGE_STEPS[stage], start=1):
-        step = Step(seq=seq, stage=name, at=updated.isoformat(), owner="inv", **extra)
-        params[STORE.step_path(ns, "p-1", seq)] = to_json(step)
-    return params
+class Tree:
+    """SSM as the pipeline leaves it, written through the state store's own writers."""
 
+    def __init__(self) -> None:
+        self.store: StateStore = InMemoryStateStore(ROOT, clock=lambda: NOW)
+        self.store.parameters.put(f"{ROOT}/xy-0146/config", json.dumps(CONFIG))
 
-def queued(request_id: str, version: str | None, at: datetime, ns: Namespace = QA) -> dict[str, str]:
-    """A request waiting in the queue: its entry and its ``queued`` log entry."""
-    request = Request(request_id, "xy-0146", ns.environment, version, requested_at=at.isoformat())
-    step = Step(seq=1, stage="queued", at=at.isoformat(), owner="inv")
-    return {
-        STORE.queue_entry_path(ns, request_id): to_json(request),
-        STORE.step_path(ns, request_id, 1): to_json(step),
-    }
+    def settled(self, ns: Namespace, active: str | None, *, seq: int = 1, ended: str = "p-0") -> Tree:
+        """The state record an ending left: ``active`` completed (the request ``ended`` promoted it)."""
+        last = LastOutcome(ended, active, "completed", at=at(OLD), requested_at=at(OLD)) if active else None
+        state = EnvState(
+            seq=seq,
+            ended=ended,
+            outcome="completed",
+            at=at(OLD),
+            owner="inv-0",
+            active=active,
+            last=last,
+            completed=(Completed(active),) if active else (),
+            answered=(),
+        )
+        assert self.store.create_state(ns, state)
+        if active:
+            self.db(ns, active)
+        return self
+
+    def db(self, ns: Namespace, version: str) -> Tree:
+        record = DbRecord(ns.stack_name(Version(version)), ns.instance_id(Version(version)), "db", 3306, "s", version)
+        self.store.put_db(ns, Version(version), record)
+        return self
+
+    def promotion(
+        self, version: str, previous: str | None, stage: str = "restoring", updated: datetime = NOW, ns: Namespace = QA
+    ) -> Promotion:
+        """Promotion ``p-1`` in ``stage``, its last move at ``updated``: the lock and what followed it."""
+        lock = Request(
+            "p-1",
+            "xy-0146",
+            ns.environment,
+            version,
+            previous,
+            requested_at=at(updated),
+            started=at(updated),
+            owner="inv-1",
+            lease_until=at(updated + timedelta(seconds=960)),
+            snapshot=DEV.snapshot_id(Version(version)),
+            target=CONFIG["targets"][ns.environment],  # type: ignore[index]
+        )
+        assert self.store.take_lock(lock)
+        promotion = Promotion(lock)
+        if stage in ("deploying", "rolled_back", "completed"):
+            promotion = self.deploy(promotion, at=at(updated), deployment_id="ecs-svc/1", task_definition="td:2")
+            self.db(ns, version)
+        if stage == "awaiting_approval":
+            promotion = self.deploy(
+                promotion, at=at(updated), awaiting=True, expires_at=at(updated + timedelta(days=2))
+            )
+        if stage in ("failed", "rolled_back", "completed", "cancelled"):
+            state = self.store.read(ns).state
+            outcome = Outcome(stage)
+            ending = state.successor(
+                ended="p-1",
+                outcome=outcome,
+                reason=None,
+                at=at(updated),
+                owner="inv-died",
+                lease_until=at(updated + timedelta(seconds=960)),
+                active=version if outcome is Outcome.COMPLETED else state.active,
+                last=LastOutcome("p-1", version, stage, at=at(updated), previous=previous),
+                completed=Completed(version) if outcome is Outcome.COMPLETED else None,
+                answered=("p-1",),
+            )
+            assert self.store.create_state(ns, ending)
+        return promotion
+
+    def deploy(self, promotion: Promotion, **data: Any) -> Promotion:
+        entry = self.store.append_deploy(promotion, DeployEntry(n=0, owner="inv-1", **data))
+        assert entry is not None
+        return Promotion(promotion.request, (*promotion.deploys, entry))
+
+    def queued(self, request_id: str, version: str | None, when: datetime, ns: Namespace = QA) -> Tree:
+        request = Request(request_id, "xy-0146", ns.environment, version, requested_at=at(when))
+        assert self.store.put_queue(ns, request)
+        return self
+
+    def raw(self, name: str, value: str) -> Tree:
+        """A parameter written by hand (a corrupt or foreign tree)."""
+        self.store.parameters.put(f"{ROOT}/{name}", value)
+        return self
 
 
 def facts(
-    params: dict[str, str] | None = None,
+    tree: Tree | None = None,
     stacks: list[StackFact] | None = None,
     snapshots: list[SnapshotFact] | None = None,
     *,
-    active: str | None = V2,
     tenant_filter: str | None = None,
 ) -> Facts:
-    all_params = {f"{ROOT}/xy-0146/config": json.dumps(CONFIG)}
-    if active:
-        all_params[f"{ROOT}/xy-0146/qa/active"] = active
-    all_params.update(params or {})
-    tenants, namespaces = parse_parameters(ROOT, all_params)
-    return Facts(NOW, tenants, namespaces, stacks or [], snapshots or [], frozenset(), tenant_filter)
+    """What the sweep gathers: one listing of the root, the stacks, the snapshots."""
+    tree = tree or Tree().settled(QA, V2)
+    params = tree.store.parameters.list(ROOT)
+    tenants, namespaces = parse_parameters(ROOT, params)
+    waiting = [(w.namespace.name, w.promotion_id, w.stack) for w in tree.store.waiting_in(params)]
+    parked = mark_parked(namespaces, waiting)
+    return Facts(NOW, tenants, namespaces, stacks or [], snapshots or [], frozenset(), tenant_filter, parked=parked)
 
 
 def kinds(result: Any, kind: str) -> list[tuple[str, str]]:
@@ -142,6 +221,17 @@ def test_active_version_in_delete_failed_is_reported_not_retried():
     assert kinds(result, REPORT) == [(QA.stack_name(Version(V2)), "active_stack_unhealthy")]
 
 
+def test_the_active_version_is_the_newest_state_records():
+    """Older state records (a crashed ending's leftovers) never decide what is active."""
+    tree = Tree().settled(QA, V1, seq=1, ended="p-0").settled(QA, V2, seq=2, ended="p-9")
+    world = facts(tree, [stack(QA, V1), stack(QA, V2)])
+    assert world.namespaces[QA.name].active == Version(V2)
+    result = plan(world, SETTINGS)
+    assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V1)), "orphan")]
+    assert kinds(result, DELETE_LEFTOVERS) == [(QA.name, "leftover_records")]
+    assert world.namespaces[QA.name].leftovers == [tree.store.layout.state(QA, "p-0")]
+
+
 def test_untagged_stack_is_never_deleted():
     result = plan(facts(stacks=[stack(QA, V1, tags={})]), SETTINGS)
     assert kinds(result, DELETE_STACK) == []
@@ -164,14 +254,31 @@ def test_stack_tagged_for_another_namespace_or_version_is_never_deleted(tags):
     assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "not_tierlift")]
 
 
-def test_in_flight_new_and_previous_are_never_deleted():
-    params = promotion(V3, V1)
-    result = plan(facts(params, [stack(QA, V1), stack(QA, V3), stack(QA, V0)], active=None), SETTINGS)
+@pytest.mark.parametrize("stage", ["restoring", "deploying"])
+def test_in_flight_new_and_previous_are_never_deleted(stage):
+    tree = Tree().settled(QA, V1)
+    tree.promotion(V3, V1, stage)
+    world = facts(tree, [stack(QA, V1), stack(QA, V3), stack(QA, V0)])
+    result = plan(world, SETTINGS)
     assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V0)), "orphan")]
-    assert sorted(kinds(result, SKIP)) == [
-        (QA.stack_name(Version(V1)), "in_flight"),
-        (QA.stack_name(Version(V3)), "in_flight"),
-    ]
+    if stage == "restoring":  # V1 is active, V3 the new version in flight
+        assert kinds(result, SKIP) == [(QA.stack_name(Version(V3)), "in_flight")]
+        assert result.kept["active"] == 1
+    else:  # cut over: V3 is active, V1 the previous (and still the state record's active)
+        assert kinds(result, SKIP) == []
+        assert result.kept["active"] == 2
+
+
+def test_a_lock_whose_previous_is_not_the_recorded_active_protects_both_and_the_recorded_one():
+    """A tree left inconsistent (the state record says V0 while the lock says its previous is V1): the
+    new version, the lock's previous and the recorded active version are all kept."""
+    tree = Tree().settled(QA, V0)
+    tree.promotion(V3, V1, "deploying")
+    stacks = [stack(QA, v) for v in (V0, V1, V2, V3)]
+    result = plan(facts(tree, stacks), SETTINGS)
+    assert kinds(result, DELETE_STACK) == [(QA.stack_name(Version(V2)), "orphan")]
+    assert sorted(kinds(result, SKIP)) == [(QA.stack_name(Version(V1)), "in_flight")]
+    assert result.kept["active"] == 2  # V3 (the cutover's) and V0 (the state record's)
 
 
 def test_grace_period_protects_young_stacks():
@@ -199,11 +306,25 @@ def test_delete_failed_is_retried_at_once_but_delete_in_progress_is_left():
     assert kinds(result, SKIP) == [(deleting.name, "delete_in_progress")]
 
 
-def test_unreadable_namespace_state_blocks_every_deletion_there():
-    params = {f"{ROOT}/xy-0146/qa/active": "not-a-version", f"{ROOT}/xy-0146/qa/db/{V1}": "{}"}
-    result = plan(facts(params, [stack(QA, V1)], active=None), SETTINGS)
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("state/p-7.1", "not json"),
+        ("promotion", "[1, 2]"),
+        ("deploy/p-7.1", "{"),
+        ("db/not-a-version", "{}"),
+        ("queue/q-1", "null"),
+    ],
+    ids=["state", "lock", "deploy", "db", "queue"],
+)
+def test_unreadable_namespace_state_blocks_every_deletion_there(name, value):
+    tree = Tree().settled(QA, V2).db(QA, V1).raw(f"xy-0146/qa/{name}", value)
+    result = plan(facts(tree, [stack(QA, V1), stack(QA, V0)]), SETTINGS)
     assert result.actions == []
-    assert kinds(result, SKIP) == [(QA.stack_name(Version(V1)), "unreadable_state")]
+    assert sorted(kinds(result, SKIP)) == [
+        (QA.stack_name(Version(V0)), "unreadable_state"),
+        (QA.stack_name(Version(V1)), "unreadable_state"),
+    ]
     assert kinds(result, REPORT) == [("xy-0146-qa", "unreadable_state")]
 
 
@@ -213,7 +334,7 @@ def test_nothing_is_deleted_for_a_tenant_without_a_readable_config(config):
     if config is None:
         del world.tenants["xy-0146"]
     else:
-        world.tenants, world.namespaces = parse_parameters(ROOT, {f"{ROOT}/xy-0146/config": config})
+        world.tenants, world.namespaces = parse_parameters(ROOT, {f"{ROOT}/xy-0146/config": (config, None)})
     result = plan(world, SETTINGS)
     assert result.actions == []
     assert set(kinds(result, SKIP)) == {
@@ -230,6 +351,17 @@ def test_stack_names_that_do_not_parse_are_not_the_sweeps_business():
     assert result.items == [p for p in result.items if p.reason == "active_stack_missing"]
 
 
+def test_shared_parameters_are_not_namespaces():
+    """``/<root>/services/...`` and ``/<root>/waiting/...`` are not tenants."""
+    tree = Tree().settled(QA, V2)
+    tree.raw("services/common-nonprod/legacy-name", "xy-0146-qa")
+    tree.raw(f"waiting/20261127210000-{PROD}", '{"promotion_id": "p-5"}')
+    world = facts(tree, [stack(QA, V2)])
+    assert set(world.tenants) == {"xy-0146"}
+    assert set(world.namespaces) == {QA.name, PROD.name}
+    assert plan(world, SETTINGS).items == []
+
+
 def test_missing_active_stack_is_reported():
     result = plan(facts(stacks=[]), SETTINGS)
     assert kinds(result, REPORT) == [(QA.stack_name(Version(V2)), "active_stack_missing")]
@@ -239,25 +371,26 @@ def test_missing_active_stack_is_reported():
 def test_tenant_filter_limits_the_sweep():
     other = Namespace.parse("ab-0001-qa")
     stacks = [stack(QA, V1), stack(other, V1)]
-    config = {f"{ROOT}/ab-0001/config": json.dumps({**CONFIG, "tenant": "ab-0001"})}
-    only = plan(facts(config, stacks=stacks, tenant_filter="ab-0001"), SETTINGS)
+    tree = Tree().settled(QA, V2).raw("ab-0001/config", json.dumps({**CONFIG, "tenant": "ab-0001"}))
+    only = plan(facts(tree, stacks=stacks, tenant_filter="ab-0001"), SETTINGS)
     assert kinds(only, DELETE_STACK) == [(other.stack_name(Version(V1)), "orphan")]
 
 
 # --------------------------------------------------------------------------------------------------
 # DB records
 # --------------------------------------------------------------------------------------------------
-def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones():
-    params = {
-        f"{ROOT}/xy-0146/qa/db/{V0}": "{}",
-        f"{ROOT}/xy-0146/qa/db/{V1}": "{}",
-        f"{ROOT}/xy-0146/qa/db/{V2}": "{}",
-        f"{ROOT}/xy-0146/qa/db/{V3}": "{}",
-        **promotion(V3, V2),
-    }
-    result = plan(facts(params, [stack(QA, V1)]), SETTINGS)
+@pytest.mark.parametrize("stage", ["restoring", "deploying"])
+def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones(stage):
+    tree = Tree().settled(QA, V2).db(QA, V0).db(QA, V1).db(QA, V3)
+    tree.promotion(V3, V2, stage)
+    result = plan(facts(tree, [stack(QA, V1)]), SETTINGS)
     assert kinds(result, DELETE_DB_RECORD) == [(f"xy-0146-qa/db/{V0}", "no_stack")]
-    assert (f"xy-0146-qa/db/{V3}", "in_flight") in kinds(result, SKIP)
+    if stage == "restoring":
+        assert kinds(result, SKIP) == [(f"xy-0146-qa/db/{V3}", "in_flight")]
+    # the active version's (V2, or V3 once cut over) is reported, never deleted
+    assert kinds(result, REPORT) == [
+        (QA.stack_name(Version(V2 if stage == "restoring" else V3)), "active_stack_missing")
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,8 +403,10 @@ def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones
         ("requested", timedelta(minutes=16), True),
         ("restoring", timedelta(hours=1, minutes=59), False),
         ("restoring", timedelta(hours=2, minutes=1), True),
+        ("deploying", timedelta(minutes=59), False),
         ("deploying", timedelta(minutes=61), True),
-        ("finalizing", timedelta(minutes=31), True),
+        ("completed", timedelta(minutes=29), False),
+        ("completed", timedelta(minutes=31), True),
         ("failed", timedelta(minutes=31), True),
         ("rolled_back", timedelta(minutes=29), False),
         ("cancelled", timedelta(minutes=29), False),
@@ -279,16 +414,139 @@ def test_db_record_without_stack_is_deleted_but_not_the_active_or_in_flight_ones
     ],
 )
 def test_a_promotion_is_stuck_after_its_stage_timeout(stage, idle, stuck):
-    params = promotion(V3, V2, stage, NOW - idle)
-    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    assert kinds(result, RECONCILE) == ([("p-1", f"stuck_{stage}")] if stuck else [])
+    tree = Tree().settled(QA, V2)
+    tree.promotion(V3, V2, "restoring" if stage == "requested" else stage, NOW - idle)
+    # "requested": the lock with no stack (a start cut short), timed out as a request
+    stacks = [stack(QA, V2)] + ([] if stage == "requested" else [stack(QA, V3)])
+    result = plan(facts(tree, stacks), SETTINGS)
+    name = {"completed": "ending", "failed": "ending", "rolled_back": "ending", "cancelled": "ending"}.get(stage, stage)
+    assert kinds(result, RECONCILE) == ([("p-1", f"stuck_{name}")] if stuck else [])
+    if not stuck:
+        assert result.kept["promotion_progressing"] == 1
+
+
+@pytest.mark.parametrize("waits_for", ["headroom", "live_stack"])
+def test_a_parked_promotion_is_left_to_the_admission_however_long_it_waits(waits_for):
+    tree = Tree().settled(QA, V2)
+    promotion = tree.promotion(V3, V2, "restoring", NOW - timedelta(days=2))
+    old = QA.stack_name(Version(V3))
+    entry = tree.store.waiting_entry(promotion.request.requested_at, QA)
+    assert tree.store.put_waiting(entry, promotion.id, old if waits_for == "live_stack" else None)
+    stacks = [stack(QA, V2)] + ([stack(QA, V3, status="DELETE_IN_PROGRESS")] if waits_for == "live_stack" else [])
+    world = facts(tree, stacks)
+    assert world.namespaces[QA.name].promotion.stage is Stage.REQUESTED
+    result = plan(world, SETTINGS)
+    assert kinds(result, RECONCILE) == [] and result.kept["parked"] == 1
+    assert kinds(result, DELETE_STACK) == []  # the earlier stack of the version in flight is never deleted
+
+
+def test_a_promotion_parked_for_a_stack_that_is_gone_is_reconciled_after_the_requested_timeout():
+    tree = Tree().settled(QA, V2)
+    promotion = tree.promotion(V3, V2, "restoring", NOW - timedelta(minutes=16))
+    assert tree.store.put_waiting(tree.store.waiting_entry(NOW.isoformat(), QA), promotion.id, "gone-stack")
+    assert kinds(plan(facts(tree, [stack(QA, V2)]), SETTINGS), RECONCILE) == [("p-1", "stuck_requested")]
+
+
+def test_a_waiting_entry_of_a_promotion_no_longer_in_flight_parks_nothing():
+    tree = Tree().settled(QA, V2)
+    tree.promotion(V3, V2, "restoring", NOW - timedelta(hours=3))
+    assert tree.store.put_waiting(tree.store.waiting_entry(NOW.isoformat(), QA), "p-0", None)
+    world = facts(tree, [stack(QA, V2), stack(QA, V3)])
+    assert world.parked == {} and world.namespaces[QA.name].promotion.parked is None
+    assert kinds(plan(world, SETTINGS), RECONCILE) == [("p-1", "stuck_restoring")]
 
 
 def test_orphaned_queue_slot_is_drained_only_without_a_promotion():
-    params = queued("q-1", V3, NOW - timedelta(hours=1))
-    assert kinds(plan(facts(params, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
-    params.update(promotion(V1, V2))
-    assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V1)]), SETTINGS), DRAIN_QUEUE) == []
+    tree = Tree().settled(QA, V2).queued("q-1", V3, NOW - timedelta(hours=1))
+    assert kinds(plan(facts(tree, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
+    tree.promotion(V1, V2)
+    assert kinds(plan(facts(tree, [stack(QA, V2), stack(QA, V1)]), SETTINGS), DRAIN_QUEUE) == []
+
+
+def test_an_expired_approval_is_reconciled_a_pending_one_kept():
+    tree = Tree().settled(QA, V2)
+    promotion = tree.promotion(V3, V2, "restoring", NOW - timedelta(hours=3))
+    tree.deploy(promotion, at=at(NOW - timedelta(hours=3)), awaiting=True, expires_at=at(NOW - timedelta(minutes=1)))
+    assert kinds(plan(facts(tree, [stack(QA, V2), stack(QA, V3)]), SETTINGS), RECONCILE) == [
+        ("p-1", "approval_expired")
+    ]
+    pending = Tree().settled(QA, V2)
+    pending.promotion(V3, V2, "awaiting_approval", NOW - timedelta(hours=3))  # expires in two days
+    result = plan(facts(pending, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
+
+
+def test_an_approval_without_an_expiry_waits_however_long():
+    long_ago = NOW - timedelta(days=30)
+    tree = Tree().settled(QA, V2)
+    promotion = tree.promotion(V3, V2, "restoring", long_ago)
+    tree.deploy(promotion, at=at(long_ago), awaiting=True)
+    result = plan(facts(tree, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
+
+
+def test_an_orphaned_queue_is_drained_once_whatever_its_length_and_only_after_the_requested_timeout():
+    fresh = Tree().settled(QA, V2)
+    fresh.queued("q-1", V1, NOW - timedelta(minutes=14)).queued("q-2", V3, NOW - timedelta(minutes=1))
+    assert kinds(plan(facts(fresh, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == []
+    stale = Tree().settled(QA, V2)
+    stale.queued("q-1", V1, NOW - timedelta(minutes=16)).queued("q-2", V3, NOW - timedelta(minutes=1))
+    # one drain per namespace: the drain itself starts the newest and supersedes the rest
+    assert kinds(plan(facts(stale, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]
+
+
+def test_queued_requests_wait_behind_a_stuck_promotion():
+    long_ago = NOW - timedelta(days=30)
+    tree = Tree().settled(QA, V2)
+    tree.promotion(V3, V2, "deploying", long_ago)
+    tree.queued("q-1", V1, long_ago).queued("q-2", V0, long_ago)
+    result = plan(facts(tree, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
+    assert kinds(result, RECONCILE) == [("p-1", "stuck_deploying")] and kinds(result, DRAIN_QUEUE) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Leftovers of crashed or duplicate invocations
+# --------------------------------------------------------------------------------------------------
+def leftover_tree() -> Tree:
+    """qa at rest with what crashes leave: an older state record, a deploy entry of a promotion that
+    ended, a queue entry already answered and a cancel mark of a request that no longer waits."""
+    tree = Tree().settled(QA, V1, seq=1, ended="p-0")
+    answered = EnvState(
+        seq=2, ended="p-9", outcome="completed", active=V2, answered=(answer_key("p-9"), answer_key("q-old"))
+    )
+    tree.store.create_state(QA, answered._replace(completed=(Completed(V2),)))
+    tree.store.append_deploy(Promotion(Request("p-9", "xy-0146", "qa", V2)), DeployEntry(n=0, at=at(OLD)))
+    tree.queued("q-old", V1, OLD)
+    tree.store.put_cancel(QA, "q-gone", "cancelled by alice")
+    return tree
+
+
+def test_leftovers_are_deleted_once_no_promotion_is_in_flight():
+    tree = leftover_tree()
+    world = facts(tree, [stack(QA, V2)])
+    layout = tree.store.layout
+    assert sorted(world.namespaces[QA.name].leftovers) == sorted(
+        [
+            layout.state(QA, "p-0"),
+            layout.deploy(QA, "p-9", 1),
+            layout.queue(QA, "q-old"),
+            layout.cancel(QA, "q-gone"),
+        ]
+    )
+    assert kinds(plan(world, SETTINGS), DELETE_LEFTOVERS) == [(QA.name, "leftover_records")]
+    assert world.namespaces[QA.name].active == Version(V2)  # not the older record's V1
+
+
+def test_leftovers_wait_for_the_ending_of_a_promotion_in_flight():
+    tree = leftover_tree()
+    tree.promotion(V3, V2, "restoring", NOW - timedelta(days=3))
+    assert kinds(plan(facts(tree, [stack(QA, V2), stack(QA, V3)]), SETTINGS), DELETE_LEFTOVERS) == []
+
+
+def test_no_leftover_is_deleted_in_a_namespace_whose_state_is_unreadable():
+    tree = leftover_tree().raw("xy-0146/qa/state/p-8.1", "not json")
+    result = plan(facts(tree, [stack(QA, V2)]), SETTINGS)
+    assert kinds(result, DELETE_LEFTOVERS) == [] and result.actions == []
 
 
 # --------------------------------------------------------------------------------------------------
@@ -328,11 +586,18 @@ def test_source_snapshots_beyond_the_newest_n_and_unheld_are_deleted():
     versions = [f"202611{day:02d}000000" for day in range(1, 10)]  # 9 snapshots, oldest first
     snapshots = [source(v) for v in versions]
     snapshots[1] = source(versions[1], managed=False)  # taken by hand: never deleted
-    params = {f"{ROOT}/xy-0146/prod/active": versions[0]}  # held by prod
-    result = plan(facts(params, [stack(QA, V2), stack(PROD, versions[0])], snapshots), SETTINGS)
+    tree = Tree().settled(QA, V2).settled(PROD, versions[0])  # held by prod
+    result = plan(facts(tree, [stack(QA, V2), stack(PROD, versions[0])], snapshots), SETTINGS)
     deleted = [target for target, _ in kinds(result, DELETE_SNAPSHOT)]
     assert deleted == [DEV.snapshot_id(Version(v)) for v in reversed(versions[2:4])]
     assert (DEV.snapshot_id(Version(versions[1])), "not_managed") in kinds(result, SKIP)
+
+
+def test_a_source_snapshot_a_queued_request_waits_for_is_held():
+    versions = [f"202611{day:02d}000000" for day in range(1, 8)]  # 7: the oldest two beyond the newest 5
+    tree = Tree().settled(QA, versions[-1]).queued("q-1", versions[0], NOW, ns=PROD)
+    result = plan(facts(tree, [stack(QA, versions[-1])], [source(v) for v in versions]), SETTINGS)
+    assert [t for t, _ in kinds(result, DELETE_SNAPSHOT)] == [DEV.snapshot_id(Version(versions[1]))]
 
 
 def test_snapshot_of_another_instance_is_not_a_source_snapshot():
@@ -355,17 +620,17 @@ def test_newest_source_snapshot_never_promoted_is_requested():
     ["active", "in_flight", "queued", "live_stack", "deleted_stack", "tagged", "too_young"],
 )
 def test_no_request_when_something_shows_one_was_made(evidence):
-    params: dict[str, str] = {}
+    tree = Tree()
     stacks = [stack(QA, V2)]
     snap = source(V3)
-    active = V2
     deleted: frozenset[str] = frozenset()
+    tree.settled(QA, V3 if evidence == "active" else V2)
     if evidence == "active":
-        active, stacks = V3, [stack(QA, V3)]
+        stacks = [stack(QA, V3)]
     elif evidence == "in_flight":
-        params.update(promotion(V3, V2))
+        tree.promotion(V3, V2)
     elif evidence == "queued":
-        params.update(queued("q", None, NOW))
+        tree.queued("q", None, NOW)
     elif evidence == "live_stack":
         stacks.append(stack(QA, V3, status="ROLLBACK_COMPLETE"))
     elif evidence == "deleted_stack":
@@ -374,7 +639,7 @@ def test_no_request_when_something_shows_one_was_made(evidence):
         snap = SnapshotFact(snap.id, snap.instance, snap.status, snap.created, {**snap.tags, SWEEP_REQUESTED_TAG: "qa"})
     elif evidence == "too_young":
         snap = source(V3, age=timedelta(minutes=5))
-    world = facts(params, stacks, [source(V2), snap], active=active)
+    world = facts(tree, stacks, [source(V2), snap])
     world.deleted_stacks = deleted
     assert [p for p in plan(world, SETTINGS).items if p.kind == REQUEST_PROMOTION] == []
 
@@ -382,65 +647,3 @@ def test_no_request_when_something_shows_one_was_made(evidence):
 def test_counts_group_by_kind_and_reason():
     result = plan(facts(stacks=[stack(QA, V1), stack(QA, V0), stack(QA, V2)]), SETTINGS)
     assert counts(result.items, result.kept) == {"delete_stack": {"orphan": 2}, "keep": {"active": 1}}
-
-
-def test_an_expired_approval_is_reconciled_a_pending_one_kept():
-    params = promotion(V3, V2, "restoring", NOW - timedelta(hours=3))
-    expires = NOW - timedelta(minutes=1)
-    waiting = Step(
-        seq=2, stage="awaiting_approval", at=(NOW - timedelta(hours=3)).isoformat(), expires_at=expires.isoformat()
-    )
-    params[STORE.step_path(QA, "p-1", 2)] = to_json(waiting)
-    assert kinds(plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS), RECONCILE) == [
-        ("p-1", "approval_expired")
-    ]
-    later = Step(seq=2, stage="awaiting_approval", at=NOW.isoformat(), expires_at=(NOW + timedelta(days=2)).isoformat())
-    params[STORE.step_path(QA, "p-1", 2)] = to_json(later)
-    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
-
-
-def test_logs_of_ended_requests_go_after_the_retention_never_the_in_flight_or_queued_ones():
-    params = {**promotion(V3, V2), **queued("q-1", V3, NOW)}
-    ended_old = Step(seq=1, stage="ending", at=(NOW - timedelta(days=2)).isoformat(), outcome="completed")
-    ended_new = Step(seq=1, stage="ending", at=(NOW - timedelta(hours=2)).isoformat(), outcome="failed")
-    params[STORE.step_path(QA, "old-1", 1)] = to_json(ended_old)
-    params[STORE.step_path(QA, "new-1", 1)] = to_json(ended_new)
-    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
-    assert result.kept["ended_log_retained"] == 1
-
-
-def test_logs_of_the_request_in_flight_or_queued_are_never_deleted_however_old():
-    long_ago = NOW - timedelta(days=30)
-    params = {**promotion(V3, V2, "deploying", long_ago), **queued("q-1", V1, long_ago), **queued("q-2", V0, long_ago)}
-    params[STORE.step_path(QA, "old-1", 1)] = to_json(Step(seq=1, stage="ending", at=long_ago.isoformat()))
-    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    assert kinds(result, DELETE_LOGS) == [("old-1", "ended_log_expired")]
-    assert result.kept["ended_log_retained"] == 0
-    # the promotion itself is stuck (its own rule), the queue waits behind it
-    assert kinds(result, RECONCILE) == [("p-1", "stuck_deploying")] and kinds(result, DRAIN_QUEUE) == []
-
-
-def test_no_log_is_deleted_in_a_namespace_whose_state_is_unreadable():
-    params = {f"{ROOT}/xy-0146/qa/active": "not-a-version"}
-    params[STORE.step_path(QA, "old-1", 1)] = to_json(Step(seq=1, stage="ending", at=OLD.isoformat()))
-    world = facts(params, active=None)
-    world.now = NOW + timedelta(days=30)
-    assert kinds(plan(world, SETTINGS), DELETE_LOGS) == []
-
-
-def test_an_approval_without_an_expiry_waits_however_long():
-    long_ago = NOW - timedelta(days=30)
-    params = promotion(V3, V2, "restoring", long_ago)
-    params[STORE.step_path(QA, "p-1", 2)] = to_json(Step(seq=2, stage="awaiting_approval", at=long_ago.isoformat()))
-    result = plan(facts(params, [stack(QA, V2), stack(QA, V3)]), SETTINGS)
-    assert kinds(result, RECONCILE) == [] and result.kept["awaiting_approval"] == 1
-
-
-def test_an_orphaned_queue_is_drained_once_whatever_its_length_and_only_after_the_requested_timeout():
-    fresh = {**queued("q-1", V1, NOW - timedelta(minutes=14)), **queued("q-2", V3, NOW - timedelta(minutes=1))}
-    assert kinds(plan(facts(fresh, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == []
-    stale = {**queued("q-1", V1, NOW - timedelta(minutes=16)), **queued("q-2", V3, NOW - timedelta(minutes=1))}
-    # one drain per namespace: the drain itself starts the newest and supersedes the rest
-    assert kinds(plan(facts(stale, [stack(QA, V2)]), SETTINGS), DRAIN_QUEUE) == [("q-1", "orphaned_queue")]

@@ -19,7 +19,7 @@ from cfnlint.decode import decode_str
 
 from chalicelib.deps import Deps
 from chalicelib.settings import Settings
-from chalicelib.sweep import run_sweep
+from chalicelib.usecases.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT, REGION = "123456789012", "us-east-1"
@@ -81,9 +81,9 @@ def test_world_is_the_template_stacks_and_the_config_comes_from_their_outputs(wo
         assert target["cluster"] == common["Cluster"] == f"common-{tier}"
         assert target["service"] == tenant["Service"] == f"xy-0146-{env}"
         assert target["db"]["subnet_group"] == common["DbSubnetGroup"] == f"common-{tier}-db"
-        assert target["db"]["security_groups"] == [common["DbSecurityGroup"]]
+        assert target["db"]["security_groups"] == [tenant["DbSecurityGroup"]]
         assert target["task"]["subnets"] == common["SubnetIds"].split(",")
-        assert target["task"]["security_groups"] == [common["TaskSecurityGroup"]]
+        assert target["task"]["security_groups"] == [tenant["TaskSecurityGroup"], common["TaskSecurityGroup"]]
         assert target["task"]["execution_role_arn"] == tenant["ExecutionRoleArn"]
         assert tenant["ExecutionRoleArn"] == f"arn:aws:iam::{ACCOUNT}:role/tierlift/xy-0146-{env}-execution"
 
@@ -106,13 +106,20 @@ def test_service_runs_the_first_task_definition_with_roles_logs_and_breaker(worl
     assert [g["retentionInDays"] for g in groups] == [30]
 
 
-def test_databases_accept_mysql_only_from_the_tiers_tasks(world, aws):
-    common = outputs(aws, "common-nonprod")
-    [group] = aws.client("ec2").describe_security_groups(GroupIds=[common["DbSecurityGroup"]])["SecurityGroups"]
-    [rule] = group["IpPermissions"]
-    assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 3306, 3306)
-    assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [common["TaskSecurityGroup"]]
-    assert rule["IpRanges"] == []
+def test_each_environments_databases_accept_mysql_only_from_its_own_tasks(world, aws):
+    ec2 = aws.client("ec2")
+    for env in ("qa", "prod"):
+        tenant = outputs(aws, f"xy-0146-{env}")
+        [group] = ec2.describe_security_groups(GroupIds=[tenant["DbSecurityGroup"]])["SecurityGroups"]
+        [rule] = group["IpPermissions"]
+        assert (rule["IpProtocol"], rule["FromPort"], rule["ToPort"]) == ("tcp", 3306, 3306)
+        assert [p["GroupId"] for p in rule["UserIdGroupPairs"]] == [tenant["TaskSecurityGroup"]]
+        assert rule["IpRanges"] == [] and rule["Ipv6Ranges"] == []
+        service = aws.client("ecs").describe_services(
+            cluster=world["targets"][env]["cluster"], services=[f"xy-0146-{env}"]
+        )
+        groups = service["services"][0]["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"]
+        assert tenant["TaskSecurityGroup"] in groups
 
 
 def test_the_sweep_never_touches_the_world_stacks(world, aws, monkeypatch):
@@ -186,3 +193,87 @@ def test_the_deployed_secret_matches_the_execution_roles_condition(world, aws, e
     assert values["aws:rds:primaryDBInstanceArn"] == f"{DB}:xy-0146-dev"
     [pattern] = execution_policy["ThisEnvironmentsDatabaseSecrets"]["Condition"]["StringLike"].values()
     assert not iam_match(pattern, values["aws:rds:primaryDBInstanceArn"])  # dev's secret is not qa's
+
+
+def test_tenant_image_is_required_and_from_the_accounts_ecr():
+    import re
+
+    image = template("templates/tenant.yaml")["Parameters"]["Image"]
+    assert "Default" not in image  # no silent public default: the tasks could not pull it
+    pattern = re.compile(image["AllowedPattern"])
+    assert pattern.match("123456789012.dkr.ecr.us-east-1.amazonaws.com/tierlift/app:1.27")
+    assert pattern.match("123456789012.dkr.ecr.eu-west-1.amazonaws.com/tierlift/app@sha256:" + "a" * 64)
+    assert not pattern.match("public.ecr.aws/nginx/nginx:1.27")
+    assert not pattern.match("nginx:1.27")
+
+
+def test_common_stack_gives_private_subnets_the_endpoints_by_default_or_a_nat_route(aws):
+    common = template("templates/common.yaml")
+    assert common["Parameters"]["CreateEndpoints"]["Default"] == "true"
+    endpoints = {
+        str(r["Properties"]["ServiceName"]).rsplit(".", 2)[-1]: r["Properties"]["VpcEndpointType"]
+        for r in common["Resources"].values()
+        if r["Type"] == "AWS::EC2::VPCEndpoint"
+    }
+    assert len(endpoints) == 6
+    assert common["Resources"]["NatRoute"]["Condition"] == "WithNat"
+    from tierlift.world import deploy_stack
+
+    ec2 = aws.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.50.0.0/16")["Vpc"]["VpcId"]
+    public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.50.9.0/24")["Subnet"]["SubnetId"]
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=ec2.allocate_address(Domain="vpc")["AllocationId"])
+    nat_id = nat["NatGateway"]["NatGatewayId"]
+    deploy_stack(
+        aws, "common-natted", "common.yaml", {"Tier": "natted", "CreateEndpoints": "false", "NatGatewayId": nat_id}
+    )
+    subnet = outputs(aws, "common-natted")["SubnetIds"].split(",")[0]
+    table = ec2.describe_route_tables(Filters=[{"Name": "association.subnet-id", "Values": [subnet]}])["RouteTables"]
+    assert [r.get("NatGatewayId") for r in table[0]["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"] == [
+        nat_id
+    ]
+    vpc_id = outputs(aws, "common-natted")["VpcId"]
+    assert ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["VpcEndpoints"] == []
+
+
+def test_database_stack_is_prod_grade_with_the_snapshots_engine_version():
+    db = template("chalicelib/templates/database.yaml")
+    props = db["Resources"]["DBInstance"]["Properties"]
+    assert props["StorageEncrypted"] is True
+    for name in ("DeletionProtection", "MultiAZ", "BackupRetentionPeriod", "EnablePerformanceInsights"):
+        assert props[name] == {"Ref": name}
+    assert props["EngineVersion"] == {
+        "Fn::If": ["WithEngineVersion", {"Ref": "EngineVersion"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert db["Parameters"]["EngineVersion"]["Default"] == ""  # the snapshot's, never a pinned minor
+
+
+@pytest.mark.parametrize("approval", [True, False])
+def test_db_settings_fill_every_protection_parameter_of_the_db_stack(approval):
+    from chalicelib.domain.config import InvalidConfig, _db
+
+    db = template("chalicelib/templates/database.yaml")
+    spec = {
+        "instance_class": "db.m6g.large",
+        "subnet_group": "common-prod-db",
+        "security_groups": ["sg-0123456789abcdef0"],
+    }
+    params = _db(spec, "db").stack_parameters(approval_required=approval, engine_version="8.0.39")
+    assert set(params) <= set(db["Parameters"])
+    expected = "true" if approval else "false"
+    assert params["MultiAZ"] == params["EnablePerformanceInsights"] == expected
+    assert params["DeletionProtection"] == "false"  # the pipeline deletes superseded DBs
+    assert params["BackupRetentionPeriod"] == ("14" if approval else "7")
+    assert params["EngineVersion"] == "8.0.39" and params["StorageKmsKeyId"] == ""
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    chosen = _db({**spec, "kms_key_id": key, "multi_az": False, "backup_retention_days": 30}, "db")
+    params = chosen.stack_parameters(approval_required=True)
+    assert params["StorageKmsKeyId"] == key and params["MultiAZ"] == "false" and params["BackupRetentionPeriod"] == "30"
+    for bad in (
+        {"kms_key_id": "alias/x"},
+        {"multi_az": "yes"},
+        {"backup_retention_days": 0},
+        {"deletion_protection": True},
+    ):
+        with pytest.raises(InvalidConfig):
+            _db({**spec, **bad}, "db")

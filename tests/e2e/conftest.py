@@ -21,6 +21,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from tierlift.buses import DEFAULT_BUS, listens_on_own_bus
+from tierlift.buses import LOCAL_BUS as BUS
+
 REPO = Path(__file__).resolve().parents[2]
 SPEED = "3000"
 WAIT = 30.0
@@ -88,9 +91,19 @@ class Cloud:
         except ClientError:
             return None
 
+    def active(self, tenant: str, environment: str) -> str | None:
+        """The environment's active version, as the pipeline's own state store reads it."""
+        from chalicelib.adapters.ssm import SsmStateStore
+        from chalicelib.domain.names import Tenant
+
+        version = SsmStateStore(self.ssm).get_active(Tenant.parse(tenant).namespace(environment))
+        return version.value if version else None
+
     def put(self, detail_type: str, **detail: Any) -> None:
         response = self.events.put_events(
-            Entries=[{"Source": "tierlift", "DetailType": detail_type, "Detail": json.dumps(detail)}]
+            Entries=[
+                {"Source": "tierlift", "DetailType": detail_type, "Detail": json.dumps(detail), "EventBusName": BUS}
+            ]
         )
         assert response["FailedEntryCount"] == 0, response
 
@@ -108,8 +121,10 @@ class Outbox:
         self.url = self.sqs.create_queue(QueueName=name)["QueueUrl"]
         arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         pattern = pattern or {"source": ["tierlift"], "detail": {"tenant": [tenant]}}
-        cloud.events.put_rule(Name=name, EventPattern=json.dumps(pattern))
-        cloud.events.put_targets(Rule=name, Targets=[{"Id": "outbox", "Arn": arn}])
+        # on the bus the pipeline's own rules for such events sit on (tierlift's, or the default for aws.*)
+        bus = BUS if listens_on_own_bus(pattern) else DEFAULT_BUS
+        cloud.events.put_rule(Name=name, EventPattern=json.dumps(pattern), EventBusName=bus)
+        cloud.events.put_targets(Rule=name, EventBusName=bus, Targets=[{"Id": "outbox", "Arn": arn}])
         self.seen: list[dict[str, Any]] = []
 
     def drain(self) -> list[dict[str, Any]]:
@@ -169,7 +184,9 @@ def start_serve(log: Path, *extra: str, env: dict[str, str] | None = None) -> tu
                 raise RuntimeError(f"local serve exited with {process.returncode}:\n{running.tail()}")
             try:
                 rules = running.events.list_rules(NamePrefix="tierlift-local-")["Rules"]
-                if any(r["Name"] == "tierlift-local-deployment_state" for r in rules):
+                routed = any(r["Name"] == "tierlift-local-deployment_state" for r in rules)
+                # and its banner is out: the rules exist before serve prints the export line
+                if routed and "\nexport " in log.read_text(errors="replace"):
                     return process, running
             except (EndpointConnectionError, ClientError):
                 pass
@@ -191,9 +208,15 @@ def stop_serve(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="session")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    """The shared local cloud: fast, schedules only on demand, no grace period for the sweep."""
+    """The shared local cloud: fast, schedules only on demand, no grace period for the sweep.
+
+    Every e2e test adds tenants to it and some leave their DBs running, so it is given room for the
+    whole session (RDS's default of 40 DB instances is reached after about a hundred tests); the quota
+    itself is tested on a cloud of its own (test_concurrency)."""
     log = tmp_path_factory.mktemp("local-cloud") / "serve.log"
-    process, running = start_serve(log, "--speed", SPEED, "--no-schedules", env={"TIERLIFT_GRACE_SECONDS": "0"})
+    process, running = start_serve(
+        log, "--speed", SPEED, "--no-schedules", "--db-instance-quota", "1000", env={"TIERLIFT_GRACE_SECONDS": "0"}
+    )
     try:
         yield running
     finally:

@@ -47,7 +47,8 @@ def test_bootstrap_deploys_the_templates_and_a_promotion_keeps_its_password_to_i
         assert target["cluster"] == common["Cluster"]
         assert target["service"] == environment["Service"]
         assert target["task"]["subnets"] == common["SubnetIds"].split(",")
-        assert target["db"]["security_groups"] == [common["DbSecurityGroup"]]
+        assert target["db"]["security_groups"] == [environment["DbSecurityGroup"]]
+        assert target["task"]["security_groups"] == [environment["TaskSecurityGroup"], common["TaskSecurityGroup"]]
         ecs = cloud.session.client("ecs")
         service = ecs.describe_services(cluster=target["cluster"], services=[target["service"]])["services"][0]
         assert service["deploymentConfiguration"]["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}

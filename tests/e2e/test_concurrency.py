@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from chalicelib.events import TERMINAL_EVENTS
+from chalicelib.domain.events import TERMINAL_EVENTS
 from tests.e2e.conftest import Cloud, Outbox, start_serve, stop_serve
 from tests.e2e.test_local_cloud import settled, snapshot
 from tierlift.world import bootstrap_tenant

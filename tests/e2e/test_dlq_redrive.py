@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SPEED, Cloud, Outbox, run, start_serve, stop_serve
+from tests.e2e.conftest import BUS, SPEED, Cloud, Outbox, run, start_serve, stop_serve
 from tierlift.world import bootstrap_tenant
 
 TENANT = "dl-0001"
@@ -64,7 +64,7 @@ def test_dead_lettered_events_are_redriven_to_the_function_that_failed_them(own_
     assert "invoke tierlift-dev-snapshot_created (not done)" in dry, dry
     assert len(parked(cloud)) == 1
     assert "invoke tierlift-dev-snapshot_created" in redrive(cloud)
-    cloud.wait(lambda: cloud.param(f"/tierlift/{TENANT}/qa/active") == version, "the automatic promotion")
+    cloud.wait(lambda: cloud.active(TENANT, "qa") == version, "the automatic promotion")
     assert parked(cloud) == []
 
     # 2. One of tierlift's own events: re-invoked unchanged, so the promotion keeps the request's id.
@@ -77,6 +77,7 @@ def test_dead_lettered_events_are_redriven_to_the_function_that_failed_them(own_
                 "Detail": json.dumps(
                     {"tenant": TENANT, "environment": "prod", "version": version, "requested_by": "e2e-redrive"}
                 ),
+                "EventBusName": BUS,
             }
         ]
     )
@@ -85,7 +86,7 @@ def test_dead_lettered_events_are_redriven_to_the_function_that_failed_them(own_
     assert letters[0]["responsePayload"]["errorType"] == "InjectedCrash"
     cloud.set_faults({})
     assert "invoke tierlift-dev-promotion_requested" in redrive(cloud, "--queue", DLQ)
-    cloud.wait(lambda: cloud.param(f"/tierlift/{TENANT}/prod/active") == version, "the redriven promotion")
+    cloud.wait(lambda: cloud.active(TENANT, "prod") == version, "the redriven promotion")
     started = [
         e for e in outbox.drain() if e["detail-type"] == "Promotion Started" and e["detail"]["environment"] == "prod"
     ]

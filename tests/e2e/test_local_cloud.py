@@ -48,7 +48,7 @@ def stack_status(cloud: Cloud, name: str) -> str | None:
 
 def settled(cloud: Cloud, tenant: str, env: str, version: str) -> bool:
     """``active`` is ``version`` and no promotion is in flight."""
-    active = cloud.param(f"/tierlift/{tenant}/{env}/active")
+    active = cloud.active(tenant, env)
     return active == version and cloud.param(f"/tierlift/{tenant}/{env}/promotion") is None
 
 
@@ -111,17 +111,9 @@ def test_automatic_promotion_when_a_dev_snapshot_completes(cloud: Cloud) -> None
     assert [d["rolloutState"] for d in svc["deployments"]] == ["COMPLETED"]
 
 
-def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) -> None:
-    tenant, version = "ac-0001", "20261127200000"
-    bootstrap_tenant(cloud.session, tenant)
-    outbox = Outbox(cloud, tenant)
-    snapshot(cloud, tenant, version)
-    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa")
-    entries = tmp_path / "entries.json"
-    detail = {"tenant": tenant, "environment": "prod", "requested_by": "e2e-cli"}
-    entries.write_text(
-        json.dumps([{"Source": "tierlift", "DetailType": "Promotion Requested", "Detail": json.dumps(detail)}])
-    )
+def aws_cli_put(cloud: Cloud, path: Path, entry: dict[str, Any]) -> str:
+    """``aws events put-events`` (the AWS CLI in the virtualenv), as the README does it; the event id."""
+    path.write_text(json.dumps([entry]))
     result = run(
         [
             str(Path(sys.executable).parent / "aws"),
@@ -130,14 +122,33 @@ def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) ->
             "events",
             "put-events",
             "--entries",
-            f"file://{entries}",
+            f"file://{path}",
             "--output",
             "json",
         ]
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["FailedEntryCount"] == 0
+    answer = json.loads(result.stdout)
+    assert answer["FailedEntryCount"] == 0, answer
+    return str(answer["Entries"][0]["EventId"])
+
+
+def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) -> None:
+    """The README's put-events: on tierlift's bus it promotes; the same entry on the default bus does nothing."""
+    tenant, version = "ac-0001", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant)
+    outbox = Outbox(cloud, tenant)
+    snapshot(cloud, tenant, version)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa")
+    detail = {"tenant": tenant, "environment": "prod", "requested_by": "e2e-cli"}
+    entry = {"Source": "tierlift", "DetailType": "Promotion Requested", "Detail": json.dumps(detail)}
+    ignored = aws_cli_put(cloud, tmp_path / "default.json", entry)  # no EventBusName: the default bus
+    aws_cli_put(cloud, tmp_path / "entries.json", {**entry, "EventBusName": "tierlift-dev"})
     cloud.wait(lambda: settled(cloud, tenant, "prod", version), "the manual promotion to prod")
+    # the one on the default bus started nothing: no request of its id was ever recorded
+    prod = cloud.ssm.get_parameters_by_path(Path=f"/tierlift/{tenant}/prod", Recursive=True)["Parameters"]
+    assert not [p for p in prod if ignored in p["Name"] or ignored in p["Value"]]
+    assert [e["id"] for e in outbox.drain() if e["detail-type"] == "Promotion Requested"].count(ignored) == 0
     completed = cloud.wait(lambda: outbox.first("Promotion Completed", "prod"), "Promotion Completed for prod")
     assert completed["detail"]["version"] == version
     requested = outbox.first("Promotion Requested", "prod")
@@ -168,7 +179,7 @@ def test_unhealthy_image_is_rolled_back_and_the_old_db_keeps_serving(cloud: Clou
     assert rolled["detail"]["version"] == v2
     assert "circuit breaker" in rolled["detail"]["reason"]
     cloud.wait(lambda: cloud.param(f"/tierlift/{tenant}/qa/promotion") is None, "the lock to be released")
-    assert cloud.param(f"/tierlift/{tenant}/qa/active") == v1
+    assert cloud.active(tenant, "qa") == v1
     cloud.wait(lambda: stack_status(cloud, f"{tenant}-qa-db-{v2}") is None, "the failed version's stack to go")
     assert stack_status(cloud, f"{tenant}-qa-db-{v1}") == "CREATE_COMPLETE"
     # ECS's circuit breaker rolled the service back to the previous task definition (a new deployment).
@@ -269,7 +280,7 @@ def test_injected_stack_failure_rolls_back_and_fails_the_promotion(cloud: Cloud)
     finally:
         cloud.set_faults({})
     assert "ROLLBACK_COMPLETE" in failed["detail"]["reason"]
-    assert cloud.param(f"/tierlift/{tenant}/qa/active") is None
+    assert cloud.active(tenant, "qa") is None
     cloud.wait(lambda: stack_status(cloud, f"{tenant}-qa-db-{version}") is None, "the failed stack to be deleted")
     cloud.wait(lambda: cloud.param(f"/tierlift/{tenant}/qa/promotion") is None, "the lock to be released")
     text = cloud.log.read_text()
@@ -350,7 +361,7 @@ def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return run([sys.executable, "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint])
 
-    booted = cli("local", "bootstrap", "--tenant", tenant, "--automatic", "--output", "json")
+    booted = cli("local", "bootstrap", "--tenant", tenant, "--no-automatic", "--output", "json")
     assert booted.returncode == 0, booted.stderr
     assert json.loads(booted.stdout)["automatic"] == []
     snapshot(cloud, tenant, version)
@@ -369,8 +380,8 @@ def test_operator_cli_promote_status_and_sweep(cloud: Cloud) -> None:
     status = cli("status", tenant, "--output", "json")
     assert status.returncode == 0, status.stderr
     rows = {r["environment"]: r for r in json.loads(status.stdout)}
-    assert rows["qa"]["active"] == version and rows["qa"]["stack"] == "CREATE_COMPLETE"
-    assert rows["qa"]["version_in_task"] == version and rows["prod"]["active"] == "-"
+    assert rows["qa"]["active"] == version and rows["qa"]["stack_status"] == "CREATE_COMPLETE"
+    assert rows["qa"]["version_in_task"] == version and rows["prod"]["active"] is None
     sweep = cli("sweep", tenant, "--dry-run", "--output", "json")
     assert sweep.returncode == 0, sweep.stderr
     assert json.loads(sweep.stdout)["dry_run"] is True

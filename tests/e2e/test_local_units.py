@@ -297,7 +297,7 @@ def test_timeline_describes_events() -> None:
     assert namespace_of("xy-0146-qa-db-20261127200000") == "xy-0146-qa"
     assert namespace_of("vpc-123") == "-"
     what, stage, ns, _ = describe_event(delivered(awsevents.stack_status(STACK + "/x", "CREATE_COMPLETE", "", WHEN)))
-    assert (what, stage, ns) == ("aws.cloudformation: stack CREATE_COMPLETE", "CREATE_COMPLETE", "xy-0146-qa")
+    assert (what, stage, ns) == ("aws.cloudformation: stack", "CREATE_COMPLETE", "xy-0146-qa")
     event = {
         "source": "tierlift",
         "detail-type": "Promotion Started",

@@ -19,12 +19,28 @@ UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
 POLL = "0.5"
 
 
-def cli(cloud: Cloud, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def cli(cloud: Cloud, *args: str, timeout: float = 90, person: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI as the local operator (the default credentials), or as ``person`` (a role session of theirs:
+    a second person, for environments with the two-person rule)."""
+    credentials: dict[str, str] = {}
+    if person is not None:
+        from tierlift.local.gateway import person as person_session
+
+        frozen = person_session(cloud.session, person).get_credentials().get_frozen_credentials()  # type: ignore[union-attr]
+        credentials = {
+            "AWS_ACCESS_KEY_ID": frozen.access_key,
+            "AWS_SECRET_ACCESS_KEY": frozen.secret_key,
+            "AWS_SESSION_TOKEN": frozen.token or "",
+        }
     return run(
         [sys.executable, "-m", "tierlift", *args, "--endpoint-url", cloud.endpoint],
         timeout=timeout,
         USER="e2e-operator",
+        **credentials,
     )
+
+
+BOB = "arn:aws:sts::123456789012:assumed-role/tierlift-operators/bob"
 
 
 def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
@@ -36,7 +52,7 @@ def ok(result: subprocess.CompletedProcess[str], code: int = 0) -> str:
 def world(cloud: Cloud, tenant: str, *, approval: bool = False) -> str:
     """A tenant (nothing automatic) and one dev snapshot; returns its version."""
     extra = ["--approval", "prod"] if approval else []
-    ok(cli(cloud, "local", "bootstrap", "--tenant", tenant, "--automatic", *extra))
+    ok(cli(cloud, "local", "bootstrap", "--tenant", tenant, "--no-automatic", *extra))
     return snapshot(cloud, tenant)
 
 
@@ -80,13 +96,14 @@ def test_promote_wait_on_a_completed_promotion_then_status_and_history(cloud: Cl
     table = ok(cli(cloud, "status", "--all"))
     assert any(line.startswith(f"{tenant}-qa ") and version in line for line in table.splitlines())
     one = {r["environment"]: r for r in json.loads(ok(cli(cloud, "status", tenant, "--output", "json")))}
-    assert one["qa"]["db"] == row["endpoint"] and one["qa"]["stack"] == "CREATE_COMPLETE"
-    assert one["qa"]["last"]["outcome"] == "completed" and one["dev"]["active"] == "(source)"
+    assert one["qa"]["endpoint"] == row["endpoint"] and one["qa"]["stack_status"] == "CREATE_COMPLETE"
+    assert one["qa"]["last"]["outcome"] == "completed" and one["dev"]["source"] is True
+    assert one["dev"]["active"] is None and one["dev"]["missing"] == [] and one["qa"]["missing"] == []
 
     records = history(cloud, tenant, "qa")
     record = next((r for r in records if r["id"] == promotion_id), None)
     assert record is not None, records
-    assert record["id"] == promotion_id and record["requested_by"] == "e2e-operator"
+    assert record["id"] == promotion_id and record["requested_by"] == "e2e-operator (unsigned)"
     assert record["outcome"] == "completed" and record["version"] == version
     assert [s["stage"] for s in record["stages"]] == ["restoring", "database_ready", "deploying", "completed"]
 
@@ -125,14 +142,14 @@ def test_rollback_wait_to_the_previous_version_and_refused_when_its_snapshot_is_
 
 def test_wrong_tenant_unknown_environment_nothing_to_approve(cloud: Cloud) -> None:
     tenant = "bd-0001"
-    ok(cli(cloud, "local", "bootstrap", "--tenant", tenant, "--automatic"))
+    ok(cli(cloud, "local", "bootstrap", "--tenant", tenant, "--no-automatic"))
     for args, code, says in [
         (("promote", "zz-9999", "qa"), ExitCode.NOT_FOUND, "unknown tenant zz-9999"),
         (("status", "zz-9999"), ExitCode.NOT_FOUND, "unknown tenant zz-9999"),
         (("history", "zz-9999"), ExitCode.NOT_FOUND, "unknown tenant zz-9999"),
         (("promote", tenant, "staging"), ExitCode.NOT_FOUND, "environment staging"),
         (("promote", tenant, "dev"), ExitCode.NOT_FOUND, "source environment"),
-        (("approve", tenant, "prod"), ExitCode.REFUSED, "awaiting approval"),
+        (("approve", tenant, "prod"), ExitCode.REFUSED, "does not require approval"),
         (("cancel", tenant, "prod"), ExitCode.REFUSED, "nothing to cancel"),
         (("rollback", tenant, "prod"), ExitCode.REFUSED, "nothing is active"),
     ]:
@@ -156,14 +173,16 @@ def approval_world(cloud: Cloud, tenant: str) -> tuple[str, str]:
 def test_approve_wait_on_an_approved_promotion(cloud: Cloud) -> None:
     tenant = "be-0001"
     version, promotion_id = approval_world(cloud, tenant)
-    out = ok(cli(cloud, "approve", tenant, "prod", "--wait", "--poll", POLL, "--timeout", "60"))
+    own = cli(cloud, "approve", tenant, "prod")  # who requested it may not approve it (two-person rule)
+    assert own.returncode == ExitCode.REFUSED and "two-person rule" in own.stderr, own.stderr
+    out = ok(cli(cloud, "approve", tenant, "prod", "--wait", "--poll", POLL, "--timeout", "60", person="bob"))
     assert promotion_id in out.splitlines()[0]
     assert "awaiting approval" in out and "approved" in out
     assert out.splitlines()[-1].endswith(f"{tenant}-prod runs {version}")
     record = history(cloud, tenant, "prod")[-1]
     assert record["outcome"] == "completed"
     approved = next(s for s in record["stages"] if s["stage"] == "approved")
-    assert approved["by"] == "e2e-operator"
+    assert approved["by"] == BOB  # the signer, as AWS established it
 
 
 def test_cancel_wait_on_a_cancelled_promotion(cloud: Cloud) -> None:
