@@ -59,7 +59,7 @@ def ended(cloud: LocalCloud, tenants: list[str], since: float) -> dict[str, str]
 def put(cloud: LocalCloud, entries: list[dict[str, Any]]) -> None:
     events = cloud.client("events")
     for i in range(0, len(entries), 10):
-        events.put_events(Entries=entries[i : i + 10])
+        events.put_events(Entries=[{**e, "EventBusName": cloud.bus} for e in entries[i : i + 10]])
 
 
 def snapshot_all(cloud: LocalCloud, tenants: list[str]) -> None:

@@ -35,7 +35,7 @@ import boto3
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME_SDK = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "six.py", "urllib3")
 OPERATOR_ONLY = ("tierlift", "moto", "pytest", "tests", "bench")
-SWEEP_ONLY = ("chalicelib.sweep", "chalicelib.sweep_plan")
+SWEEP_ONLY = ("chalicelib.usecases.sweep", "chalicelib.domain.sweep_plan")
 
 TIMED = """
 import sys, time

@@ -66,12 +66,12 @@ def _event(
 
 
 def tierlift(promotions: int) -> dict[str, Any]:
-    from chalicelib import promotion as promo
     from chalicelib.deps import Deps, set_deps
-    from chalicelib.headroom import forget_cached
+    from chalicelib.domain.names import Namespace, Version
     from chalicelib.invocation import invocation
-    from chalicelib.names import Namespace, Version
     from chalicelib.settings import Settings
+    from chalicelib.usecases import promotion as promo
+    from chalicelib.usecases.headroom import forget_cached
     from tierlift.world import bootstrap_tenant
 
     session = boto3.session.Session(region_name=REGION)
@@ -80,14 +80,22 @@ def tierlift(promotions: int) -> dict[str, Any]:
     set_deps(deps)
     forget_cached()
     calls = Calls()
-    for client in (deps.store._ssm, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client):
+    for client in (
+        deps.store.parameters.client,
+        deps.rds.client,
+        deps.stacks.client,
+        deps.services.client,
+        deps.bus.client,
+    ):
         client.meta.events.register("before-call.*.*", calls)
     sqs = session.client("sqs")
     queue = sqs.create_queue(QueueName="bench-outbox")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events = session.client("events")
-    events.put_rule(Name="bench", EventPattern=json.dumps({"source": ["tierlift"]}))
-    events.put_targets(Rule="bench", Targets=[{"Id": "q", "Arn": arn}])
+    bus = deps.settings.event_bus
+    events.create_event_bus(Name=bus)  # tierlift's bus, where the pipeline puts its events
+    events.put_rule(Name="bench", EventPattern=json.dumps({"source": ["tierlift"]}), EventBusName=bus)
+    events.put_targets(Rule="bench", EventBusName=bus, Targets=[{"Id": "q", "Arn": arn}])
 
     def outbox() -> list[dict[str, Any]]:
         out = []

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 from moto import mock_aws
 
-from chalicelib.state import StateStore
+from chalicelib.adapters.ssm import SsmStateStore
 from tierlift.status import overview, render_overview
 from tierlift.world import Common, tenant_config
 
@@ -46,7 +46,7 @@ class Counter:
 
 def build(session: boto3.session.Session, tenants: int, in_flight: int) -> None:
     ssm = session.client("ssm")
-    store = StateStore(ssm, "/tierlift")
+    store = SsmStateStore(ssm, "/tierlift")
     for i in range(tenants):
         tenant = f"t{i:04d}-0001"
         config = tenant_config(tenant, NONPROD, PROD, approval=("prod",))
@@ -83,7 +83,7 @@ def main() -> None:
             build(session, size, args.in_flight)
             counter = Counter()
             session._session.register("before-call", counter)  # type: ignore[attr-defined]
-            store = StateStore(session.client("ssm"), "/tierlift")
+            store = SsmStateStore(session.client("ssm"), "/tierlift")
             now = datetime.now(UTC)
             started = time.perf_counter()
             rows = overview(session, store, with_services=lambda r, now=now: r.attention(now))

@@ -147,11 +147,12 @@ class CallLog:
 
 def waiter_pipeline(session: Any, tenant: str, speed: float, waiters: dict[str, Published], log: CallLog) -> str:
     """Promote a fresh snapshot of ``tenant``'s dev DB to qa, step after step, waiting with boto3's waiters."""
-    from chalicelib.aws import Stacks
-    from chalicelib.ecs_spec import task_definition_spec
-    from chalicelib.names import Namespace, Tenant, Version
+    from chalicelib.adapters.aws import Stacks
+    from chalicelib.adapters.ssm import SsmStateStore
+    from chalicelib.domain.ecs_spec import task_definition_spec
+    from chalicelib.domain.model import DbRecord
+    from chalicelib.domain.names import Namespace, Tenant, Version
     from chalicelib.settings import DEFAULT_TEMPLATE
-    from chalicelib.state import DbRecord, StateStore
 
     session.events.register("before-call", log)
     ssm, rds = session.client("ssm"), session.client("rds")
@@ -161,7 +162,7 @@ def waiter_pipeline(session: Any, tenant: str, speed: float, waiters: dict[str, 
         published = waiters[name]
         log.wait(client, name, published.delay / speed, published.max_attempts, **kwargs)
 
-    store = StateStore(ssm, WAITER_ROOT)
+    store = SsmStateStore(ssm, WAITER_ROOT)
     config = store.get_config(Tenant.parse(tenant))
     ns = Namespace.parse(f"{tenant}-{ENVIRONMENT}")
     target = config.target(ENVIRONMENT)
@@ -173,7 +174,7 @@ def waiter_pipeline(session: Any, tenant: str, speed: float, waiters: dict[str, 
     wait(rds, "db_snapshot_available", DBSnapshotIdentifier=snapshot)
 
     name = ns.stack_name(version)
-    parameters = {  # what chalicelib.cutover.stack_parameters gives tierlift's stacks
+    parameters = {  # what chalicelib.usecases.cutover.stack_parameters gives tierlift's stacks
         "Tenant": ns.tenant.name,
         "Environment": ns.environment,
         "Customer": ns.tenant.customer,
@@ -258,7 +259,9 @@ def _ended(cloud: Any, since: int) -> str | None:
 def _snapshot_requested(cloud: Any) -> None:
     detail = json.dumps({"tenant": TIERLIFT_TENANT, "requested_by": "bench"})
     cloud.client("events").put_events(
-        Entries=[{"Source": "tierlift", "DetailType": "Snapshot Requested", "Detail": detail}]
+        Entries=[
+            {"Source": "tierlift", "DetailType": "Snapshot Requested", "Detail": detail, "EventBusName": cloud.bus}
+        ]
     )
 
 
