@@ -44,6 +44,7 @@ from tierlift.local.quotas import Quotas
 
 TERMINAL = TERMINAL_EVENTS
 FAULT_NAMES = ("duplicate", "simultaneous", "delay", "reorder", "drop", "crash", "throttle", "poison")
+LEASE_SECONDS = 5  # claims and locks of the soak's invocations (wall seconds)
 ENDING_HANDLERS = ("stack_status", "deployment_state", "sweep", "promotion_requested")
 UNHEALTHY = "public.ecr.aws/nginx/nginx:unhealthy"
 MANAGED = "tierlift:managed"
@@ -120,7 +121,7 @@ class Soak:
         environment = {
             # Leases outlive any local invocation (they take well under a second) yet let the sweep take
             # over a dead-lettered claim within the soak.
-            "TIERLIFT_CLAIM_LEASE_SECONDS": "5",
+            "TIERLIFT_CLAIM_LEASE_SECONDS": str(LEASE_SECONDS),
             # Logs of ended requests are kept 10 wall-clock minutes (a day in AWS): longer than any
             # delivery lag seen here (the backlog under every fault stays under ~2 minutes), so a late
             # re-delivery is still recognised, and short enough that the SSM tree the sweep walks every
@@ -333,16 +334,32 @@ class Soak:
                 except TimeoutError:
                     return False
                 if not self._unfinished():
-                    # One more sweep once everything has ended: leftovers past the grace period go.
-                    time.sleep(3600 / self.speed + 0.5)
-                    self.cloud.fire_schedule("sweep")
-                    try:
-                        self.cloud.settle(timeout=max(1.0, deadline - time.monotonic()))
-                    except TimeoutError:
-                        return False
-                    return True
+                    # One more sweep once everything has ended: leftovers past the grace period go; a
+                    # lock a dead duplicate took after its request ended goes once its lease ran out.
+                    while True:
+                        time.sleep(3600 / self.speed + 0.5)
+                        self.cloud.fire_schedule("sweep")
+                        try:
+                            self.cloud.settle(timeout=max(1.0, deadline - time.monotonic()))
+                        except TimeoutError:
+                            return False
+                        if not self._locks_held() or time.monotonic() >= deadline:
+                            return True
+                        time.sleep(LEASE_SECONDS)
             time.sleep(0.25)
         return False
+
+    def _locks_held(self) -> list[tuple[str, str]]:
+        """The promotion locks in the SSM tree (name, value), read from moto's backend under the cloud's lock."""
+        from moto.ssm.models import ssm_backends
+
+        with self.cloud.lock:
+            ssm = ssm_backends[ACCOUNT][self.cloud.region]
+            return [
+                (str(n), params[-1].value if params else "")
+                for n, params in list(getattr(ssm, "_parameters", {}).items())
+                if str(n).endswith("/promotion") and str(n).startswith("/tierlift/")
+            ]
 
     # checks as it happens ------------------------------------------------------------------------
     def _install_delete_guard(self) -> None:
@@ -548,13 +565,9 @@ class Soak:
                 (s.db_snapshot_identifier, self._tags(s.tags), s.snapshot_type) for s in rds.database_snapshots.values()
             ]
             actives = {f"{t}-{env}": self._active(ssm, f"{t}-{env}") for t in self.names for env in ("qa", "prod")}
-            locks = [
-                n
-                for n in getattr(ssm, "_parameters", {})
-                if str(n).endswith("/promotion") and n.startswith("/tierlift/")
-            ]
-        for name in locks:
-            self._violate("a promotion lock still held after the soak settled", str(name))
+        for name, value in self._locks_held():
+            holder = str((json.loads(value) if value.startswith("{") else {}).get("id", name))
+            self._violate(f"a promotion lock still held after the soak settled ({name}: {value[:300]})", holder)
         for kind, items in (("DB stack", stacks), ("DB instance", instances)):
             for name, tags in items:
                 if tags.get(MANAGED) != "true":

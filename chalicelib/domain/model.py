@@ -479,6 +479,9 @@ class EnvRecord:
     stale: list[str] = field(default_factory=list)
     state_key: str | None = None
     active_since: datetime | None = None
+    # A lock taken again for a request that had already ended (a late duplicate that died before giving
+    # it back): no promotion is in flight, yet nothing can start until the sweep releases it.
+    retaken: Request | None = None
 
     def config(self) -> TenantConfig:
         """The tenant config; raises :class:`UnknownTenant` or :class:`InvalidConfig`."""
@@ -494,7 +497,8 @@ class EnvRecord:
 
     @property
     def lock(self) -> Request | None:
-        return self.promotion.request if self.promotion else None
+        """Whatever holds the lock: the promotion in flight, or a lock taken again after its request ended."""
+        return self.promotion.request if self.promotion else self.retaken
 
     @property
     def active(self) -> Version | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from chalicelib.domain.config import InvalidConfig, TenantConfig, parse_config
 from chalicelib.domain.layout import Layout
-from chalicelib.domain.model import EnvRecord, Promotion, QueuedRequest, Stage
+from chalicelib.domain.model import EnvRecord, Promotion, QueuedRequest, Request, Stage
 from chalicelib.domain.names import (
     ENVIRONMENT_TAG,
     KIND_TAG,
@@ -156,6 +156,7 @@ class NamespaceState:
     # Records no promotion needs any more (older state records, a crashed claim's entry, answered queue
     # entries): the next ending removes them; the sweep does when no promotion is in flight.
     leftovers: list[str] = field(default_factory=list)
+    retaken: Request | None = None  # a lock taken again after its request ended (EnvRecord.retaken)
 
     @property
     def in_flight(self) -> frozenset[str]:
@@ -277,6 +278,7 @@ def _namespace_state(layout: Layout, ns: Namespace, values: Params) -> Namespace
         queued=rec.waiting,
         db_versions=[Version.parse(v) for v in rec.db],
         leftovers=leftovers_of(layout, rec),
+        retaken=rec.retaken,
     )
 
 
@@ -534,6 +536,13 @@ def _plan_promotions(facts: Facts, settings: Settings, out: Plan) -> None:
         promotion = state.promotion
         if promotion is not None:
             _plan_promotion(facts, settings, state, promotion, out)
+        elif state.retaken is not None:
+            lease = _parse_time(state.retaken.lease_until or "")
+            if lease is None or facts.now >= lease:
+                detail = f"the lock is held by request {state.retaken.id}, which had ended before it was taken"
+                out.add(RECONCILE, "retaken_lock", detail, state.retaken.id, state.ns, state.retaken.version)
+            else:
+                out.kept["lock_lease_running"] += 1
         elif state.queued:
             wait = stage_timeout(settings, "requested")
             oldest = min(state.queued, key=lambda q: q.requested_at)

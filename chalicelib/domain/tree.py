@@ -22,6 +22,7 @@ def parse_env(layout: Layout, ns: Namespace, params: Params, config: tuple[str, 
     """
     base = layout.env(ns) + "/"
     lock: Request | None = None
+    lock_modified: datetime | None = None
     states: list[tuple[EnvState, str, datetime | None]] = []
     deploys: dict[str, list[tuple[DeployEntry, str]]] = {}
     rec = EnvRecord(namespace=ns, config_path=layout.config(ns.tenant))
@@ -34,7 +35,7 @@ def parse_env(layout: Layout, ns: Namespace, params: Params, config: tuple[str, 
         if key is None:
             continue
         if key.kind == LOCK:
-            lock = Request.from_json(value)
+            lock, lock_modified = Request.from_json(value), modified
         elif key.kind == STATE:
             states.append((EnvState.from_json(value), name, modified))
         elif key.kind == DEPLOY:
@@ -50,6 +51,10 @@ def parse_env(layout: Layout, ns: Namespace, params: Params, config: tuple[str, 
         elif key.kind == CANCEL:
             rec.cancels[key.ident] = value
     holder = lock.id if lock else None
+    if lock is not None and _retaken(lock_modified, [m for state, _, m in states if state.ended == holder]):
+        # The request's ending was recorded before the lock was taken: a late duplicate took the lock
+        # again after the request had ended, then died before giving it back (see ``EnvRecord.retaken``).
+        rec.retaken, lock, holder = lock, None, None
     settled = [s for s in states if s[0].ended != holder]
     ending = [s for s in states if holder is not None and s[0].ended == holder]
     order = lambda item: (item[0].seq, item[0].attempt)  # noqa: E731
@@ -57,6 +62,9 @@ def parse_env(layout: Layout, ns: Namespace, params: Params, config: tuple[str, 
         newest = max(settled, key=order)
         rec.state, rec.state_key, rec.active_since = newest[0], newest[1], newest[2]
         rec.stale.extend(name for state, name, _ in settled if name != newest[1])
+    if lock is not None and not ending and rec.state.has_answered(lock.id):
+        # Answered without running (superseded or cancelled while queued), then taken by a late duplicate.
+        rec.retaken, lock = lock, None
     if lock is not None:
         mine = sorted(deploys.pop(lock.id, []), key=lambda d: d[0].n)
         claimed_item = max(ending, key=order) if ending else None
@@ -66,6 +74,12 @@ def parse_env(layout: Layout, ns: Namespace, params: Params, config: tuple[str, 
     for entries in deploys.values():
         rec.stale.extend(name for _, name in entries)
     return rec
+
+
+def _retaken(lock_modified: datetime | None, endings: list[datetime | None]) -> bool:
+    """Was the lock written after every ending record of its request? Only a strictly later write
+    counts (unknown or equal times read as an ending claimed under the lock, which is resumed)."""
+    return bool(endings) and lock_modified is not None and all(m is not None and m < lock_modified for m in endings)
 
 
 def parse_tree(layout: Layout, params: Params) -> list[EnvRecord]:

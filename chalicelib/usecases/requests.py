@@ -31,7 +31,7 @@ from chalicelib.domain.config import InvalidConfig, Target, TenantConfig
 from chalicelib.domain.decisions import Action, ClaimVerdict, decide_request, superseded_by
 from chalicelib.domain.ecs_spec import PromotionError
 from chalicelib.domain.images import by_digest
-from chalicelib.domain.model import EnvRecord, Outcome, Promotion, QueuedRequest, Request, UnknownTenant
+from chalicelib.domain.model import DeployEntry, EnvRecord, Outcome, Promotion, QueuedRequest, Request, UnknownTenant
 from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
 from chalicelib.invocation import current_id
 from chalicelib.observability import metrics
@@ -298,9 +298,12 @@ def on_promotion_requested(deps: Deps, command: ev.PromotionRequest) -> Result:
             checked = check(deps, tenant, request, command.account, cache)
         except BAD_INPUT as exc:
             return reject_request(deps, command, str(exc))
-        if rec.lock is not None:
+        if rec.retaken is not None:
+            if release_retaken(deps, rec).action == "release":
+                continue
+            return enqueue(deps, ns, request, f"the lock is held by {rec.retaken.id}, a request that had ended")
+        if rec.promotion is not None:
             promotion = rec.promotion
-            assert promotion is not None
             return enqueue(deps, ns, request, f"environment busy with promotion {promotion.id} ({promotion.stage})")
         lock = _lock_for(deps, rec, checked.request)
         if not deps.store.take_lock(lock):
@@ -449,6 +452,31 @@ def enqueue(deps: Deps, ns: Namespace, request: Request, why: str) -> Result:
     if deps.store.read(ns).lock is None:
         drain(deps, ns)
     return Result("queue", why, request.id, ns.name)
+
+
+def release_retaken(deps: Deps, rec: EnvRecord) -> Result:
+    """Release a lock taken again for a request that had already ended (``EnvRecord.retaken``), once its
+    taker can no longer be giving it back itself (its lease ran out, or this is that taker's retry).
+
+    The release is claimed first, create-only, as the lock request's first deploy entry (a leftover the
+    next sweep removes): of two sweeps (or a sweep and a request) racing, one deletes the lock, and never
+    a lock taken after the release. Then what waits is drained. No event: the request ended before.
+    """
+    ns, lock = rec.namespace, rec.retaken
+    if lock is None:
+        return ignore(f"no lock of {ns} to release", ns.name)
+    if lock_verdict(deps, lock) is ClaimVerdict.BUSY:
+        return Result("wait", f"the lock is {lock.owner}'s until {lock.lease_until}", lock.id, ns.name)
+    claim = DeployEntry(n=0, at=now_text(deps), owner=current_id(), done=True)
+    if deps.store.append_deploy(Promotion(lock, (), None), claim) is None:
+        return ignore(f"the lock of {ns} ({lock.id}) is being released by another invocation", ns.name, lock.id)
+    holder, _ = deps.store.verify(ns, lock.id)
+    if holder != lock.id:
+        return ignore(f"the lock of {ns} is no longer {lock.id}'s", ns.name, lock.id)
+    logger.warning("releasing the lock of %s: request %s had ended before it was taken", ns, lock.id)
+    deps.store.delete([deps.store.layout.lock(ns)])
+    drain(deps, ns)
+    return Result("release", f"lock of {lock.id} released: the request had ended before", lock.id, ns.name)
 
 
 def drain_after(deps: Deps, ns: Namespace, result: Result) -> Result:

@@ -67,7 +67,7 @@ from chalicelib.domain.sweep_plan import (
 )
 from chalicelib.usecases.deployment_state import NotYet, apply_deployment_outcome
 from chalicelib.usecases.endings import delete_stack, end
-from chalicelib.usecases.requests import drain, drain_after, run_locked
+from chalicelib.usecases.requests import drain, drain_after, release_retaken, run_locked
 from chalicelib.usecases.schedules import reconcile as reconcile_schedules
 from chalicelib.usecases.stack_status import admit_waiting, apply_stack_status
 from chalicelib.usecases.transitions import Result, ignore, lock_verdict
@@ -465,7 +465,18 @@ def _put_events(deps: Deps, result: SweepResult) -> None:
 # --------------------------------------------------------------------------------------------------
 def _reconcile(deps: Deps, facts: Facts, entry: Entry, *, dry_run: bool) -> None:
     ns = _ns(entry)
-    promotion = deps.store.read(ns).promotion
+    rec = deps.store.read(ns)
+    promotion = rec.promotion
+    if entry.item.reason == "retaken_lock":
+        if dry_run:
+            entry.outcome = "would release the lock (its request had ended)"
+        elif rec.retaken is None or rec.retaken.id != entry.item.target:
+            _settle(entry, False, "the lock was released")
+        else:
+            released = release_retaken(deps, rec)
+            entry.status = "done" if released.action == "release" else "waiting"
+            entry.outcome = _said("release", released)
+        return
     if promotion is None or promotion.id != entry.item.target:
         _settle(entry, False, "promotion already ended")
         return
