@@ -125,6 +125,19 @@ class Scheduler:
             raise TimeoutError("a worker neither parked nor finished")
 
 
+def run_on(pipeline: Any, scheduler: Scheduler, bodies: list[tuple[str, Callable[[], Any]]]) -> list[Worker]:
+    """Run ``bodies`` under ``scheduler``, with a decision point before every call of the pipeline's clients."""
+    deps = pipeline.deps
+    clients = [deps.store.parameters.client, deps.rds.client, deps.stacks.client, deps.services.client, deps.bus.client]
+    for client in clients:
+        client.meta.events.register("before-parameter-build.*.*", scheduler.point)
+    try:
+        return scheduler.run(bodies)
+    finally:
+        for client in clients:
+            client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
+
+
 def explore(bound: int, limit: int = 0, seed: int = 7) -> Iterator[list[int]]:
     """Choice prefixes to run, each at most ``bound`` preemptions from the default schedule.
 

@@ -16,7 +16,7 @@ from chalicelib.domain.ecs_spec import task_definition_spec
 from chalicelib.domain.events import TERMINAL_EVENTS
 from chalicelib.domain.model import DbRecord, Stage
 from chalicelib.domain.names import Namespace, Tenant, Version
-from tests.interleave import Scheduler, stale_read
+from tests.interleave import Scheduler, run_on, stale_read
 
 V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
 QA = Namespace.parse("xy-0146-qa")
@@ -24,21 +24,7 @@ TERMINAL = TERMINAL_EVENTS
 
 
 def race(pipeline: Any, bodies: list[tuple[str, Any]], policy: Any) -> list[Any]:
-    scheduler = Scheduler([], policy)
-    clients = [
-        pipeline.deps.store.parameters.client,
-        pipeline.deps.rds.client,
-        pipeline.deps.stacks.client,
-        pipeline.deps.services.client,
-        pipeline.deps.bus.client,
-    ]
-    for client in clients:
-        client.meta.events.register("before-parameter-build.*.*", scheduler.point)
-    try:
-        workers = scheduler.run(bodies)
-    finally:
-        for client in clients:
-            client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
+    workers = run_on(pipeline, Scheduler([], policy), bodies)
     for worker in workers:
         assert worker.error is None, (worker.name, worker.error)
     return workers

@@ -32,7 +32,7 @@ from chalicelib.domain.names import Tenant, Version
 from chalicelib.invocation import current_id
 from chalicelib.usecases.sweep import run_sweep
 from tests.conftest import take_source_snapshot
-from tests.interleave import Scheduler, explore
+from tests.interleave import Scheduler, explore, run_on
 from tierlift.world import bootstrap_tenant
 
 V1, V2, V3, V4 = "20261120093000", "20261127200000", "20261128010000", "20261128020000"
@@ -287,22 +287,10 @@ def test_every_interleaving_keeps_the_invariants(pipeline, name):
         scheduler = Scheduler(prefix)
         if name == "completed_vs_sweep":
             pipeline.deps.clock = lambda: utcnow() + timedelta(hours=2)
-        hooks = []
-        for client in (
-            pipeline.deps.store.parameters.client,
-            pipeline.deps.rds.client,
-            pipeline.deps.stacks.client,
-            pipeline.deps.services.client,
-            pipeline.deps.bus.client,
-        ):
-            client.meta.events.register("before-parameter-build.*.*", scheduler.point)
-            hooks.append(client)
         try:
-            workers = scheduler.run(bodies)
+            workers = run_on(pipeline, scheduler, bodies)
         finally:
             pipeline.deps.clock = utcnow
-            for client in hooks:
-                client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
         for worker in workers:
             # A loser may stop with an ordinary outcome; only the documented retry signal may raise.
             assert worker.error is None or type(worker.error).__name__ == "NotYet", (worker.name, worker.error)

@@ -31,9 +31,9 @@ V3 = "20261128010000"
 TERMINAL = set(TERMINAL_EVENT.values())
 
 
-def _late_duplicate_dies_holding_the_lock(p: Pipeline, event: dict[str, Any], finish: Any) -> None:
+def _late_duplicate(p: Pipeline, event: dict[str, Any], finish: Any, *, dies: bool = True) -> dict[str, Any] | None:
     """Deliver ``event`` twice at once: the first delivery runs (and ``finish`` ends its promotion)
-    inside the second's window between its read and its ``take_lock``; the second then dies."""
+    inside the second's window between its read and its ``take_lock``; the second then dies, or lives on."""
     store = p.deps.store
     real = store.take_lock
 
@@ -42,14 +42,34 @@ def _late_duplicate_dies_holding_the_lock(p: Pipeline, event: dict[str, Any], fi
         p.invoke("promotion_requested", event, "first-delivery")
         finish()
         assert real(lock), "the environment is free again: the late duplicate takes the lock"
-        raise Crash("the late duplicate died before giving the lock back")
+        if dies:
+            raise Crash("the late duplicate died before giving the lock back")
+        return True
 
     store.take_lock = racing  # type: ignore[method-assign]
     try:
+        if not dies:
+            return p.invoke("promotion_requested", event, "late-duplicate")
         with pytest.raises(Crash):
             p.invoke("promotion_requested", event, "late-duplicate")
+        return None
     finally:
         store.take_lock = real  # type: ignore[method-assign]
+
+
+def test_a_late_duplicate_that_lives_gives_the_lock_back_at_once(v1_running: Pipeline, outbox: Any) -> None:  # noqa: F811 (the fixture)
+    p = v1_running
+    a = request_event(p, V2)
+
+    def complete() -> None:
+        p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
+        p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
+
+    result = _late_duplicate(p, a, complete, dies=False)
+    assert result is not None and result["action"] == "ignore" and "already answered" in result["reason"], result
+    rec = p.deps.store.read(QA)
+    assert rec.promotion is None and rec.retaken is None and str(rec.active) == V2
+    assert _terminals(outbox) == {a["id"]: 1}
 
 
 def _terminals(outbox: Any) -> Counter[str]:
@@ -64,7 +84,7 @@ def test_completed_request_retaken_by_a_dying_duplicate(v1_running: Pipeline, ou
         p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
         p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
 
-    _late_duplicate_dies_holding_the_lock(p, a, complete)
+    _late_duplicate(p, a, complete)
     rec = p.deps.store.read(QA)
     assert rec.promotion is None and rec.retaken is not None and rec.retaken.id == a["id"]
     assert str(rec.active) == V2 and rec.state.has_answered(rec.retaken.id)
@@ -98,7 +118,7 @@ def test_rejected_request_retaken_then_released_by_the_next_request(v1_running: 
     """Refused under the lock (V1 is already active), retaken, released by a request past the lease."""
     p = v1_running
     again = request_event(p, V1)
-    _late_duplicate_dies_holding_the_lock(p, again, lambda: None)
+    _late_duplicate(p, again, lambda: None)
     rec = p.deps.store.read(QA)
     assert rec.promotion is None and rec.retaken is not None
     later(p.deps, hours=1)
@@ -118,7 +138,7 @@ def test_two_releases_at_once_release_once(v1_running: Pipeline, outbox: Any, aw
         p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
         p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
 
-    _late_duplicate_dies_holding_the_lock(p, a, complete)
+    _late_duplicate(p, a, complete)
     later(p.deps, hours=1)
     seen = p.deps.store.read(QA)  # both sweeps read this
     take_source_snapshot_v3(aws)

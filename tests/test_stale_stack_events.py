@@ -20,7 +20,7 @@ import pytest
 from moto.cloudformation.models import cloudformation_backends
 
 from chalicelib.domain.model import Stage
-from tests.interleave import Scheduler, explore
+from tests.interleave import Scheduler, explore, run_on
 from tests.test_interleavings import TERMINAL, V2, CachedSession, LockGuard, World, check_invariants
 
 STATUSES = ["CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_COMPLETE", "DELETE_COMPLETE"]
@@ -133,20 +133,7 @@ def test_a_stale_event_of_the_deleted_stack_never_ends_the_new_request(pipeline,
         try:
             racers = _lead_to(world, slow, pipeline.session, status, stage)
             scheduler = Scheduler(prefix)
-            clients = [
-                pipeline.deps.store.parameters.client,
-                pipeline.deps.rds.client,
-                pipeline.deps.stacks.client,
-                pipeline.deps.services.client,
-                pipeline.deps.bus.client,
-            ]
-            for client in clients:
-                client.meta.events.register("before-parameter-build.*.*", scheduler.point)
-            try:
-                workers = scheduler.run(racers)
-            finally:
-                for client in clients:
-                    client.meta.events.unregister("before-parameter-build.*.*", scheduler.point)
+            workers = run_on(pipeline, scheduler, racers)
             for worker in workers:
                 assert worker.error is None or type(worker.error).__name__ == "NotYet", (worker.name, worker.error)
             if stage == "waiting":

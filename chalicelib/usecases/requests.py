@@ -379,6 +379,10 @@ def run_locked(
     rec = tenant.env(ns.environment)
     promotion = rec.promotion
     if promotion is None or promotion.id != lock.id:
+        if rec.retaken is not None and rec.retaken.id == lock.id and rec.retaken.owner == current_id():
+            # Taken a moment ago by this invocation, after the request had ended in between.
+            give_back(deps, lock, f"request {lock.id} had ended before the lock was taken")
+            return None
         return ignore(f"lock of {ns} is no longer {lock.id}'s", ns.name, lock.id)
     if seen is not None and (rec.state.seq != seen.state.seq or rec.state.has_answered(lock.id)):
         give_back(deps, lock, "the environment's state moved on since it was read")
