@@ -253,3 +253,76 @@ def test_a_crash_in_the_copy_step_converges_on_lambdas_retry(pipeline, k) -> Non
     pipeline.deployment_event("COMPLETED")
     assert pipeline.active() == V1 and pipeline.promotion() is None
     assert instance(pipeline.session, "qa", V1)["StorageEncrypted"] is True
+
+
+# --------------------------------------------------------------------------------------------------
+# The sweep: a lost RDS-EVENT-0197, orphaned copies
+# --------------------------------------------------------------------------------------------------
+def sweep(pipeline: Pipeline, **kw: Any) -> Any:
+    from dataclasses import replace
+
+    from chalicelib.usecases.sweep import run_sweep
+
+    return run_sweep(replace(pipeline.deps, settings=replace(pipeline.deps.settings, grace_seconds=0)), **kw)
+
+
+def test_the_sweep_stands_in_for_a_lost_copy_event(pipeline) -> None:
+    unencrypted_source(pipeline.session)
+    pipeline.snapshot(V1)
+    assert pipeline.request("qa", V1)["action"] == "wait"
+    pipeline.outbox.drain()
+    dry = sweep(pipeline, dry_run=True)
+    [entry] = dry.by_kind("reconcile")
+    assert entry.item.reason == "lost_copy_event" and "would create the stack" in entry.outcome
+    assert pipeline.stacks() == {}
+    result = sweep(pipeline)
+    [entry] = result.by_kind("reconcile")
+    assert entry.status == "done", entry.outcome
+    assert list(pipeline.stacks()) == [f"xy-0146-qa-db-{V1}"]
+    assert stack_parameters(pipeline.session, "qa", V1)["SnapshotIdentifier"] == copy_id("qa", V1)
+    # the late event, and the next sweep, find the stack created: nothing more
+    late = pipeline.invoke("snapshot_copied", pipeline.events.snapshot_copied(copy_id("qa", V1)))
+    assert late["action"] == "ignore"
+    assert sweep(pipeline).by_kind("reconcile") == []
+
+
+def test_the_sweep_waits_for_a_copy_still_copying(pipeline) -> None:
+    unencrypted_source(pipeline.session)
+    pipeline.snapshot(V1)
+    pipeline.request("qa", V1)
+    rds_backends[ACCOUNT][REGION].database_snapshots[copy_id("qa", V1)].status = "copying"
+    result = sweep(pipeline)
+    assert result.by_kind("reconcile") == [] and result.kept.get("encrypting") == 1
+    assert copies(pipeline.session) == [copy_id("qa", V1)]
+
+
+def test_the_sweep_deletes_a_copy_no_environment_holds_and_only_tierlifts(pipeline) -> None:
+    unencrypted_source(pipeline.session)
+    pipeline.snapshot(V1)
+    pipeline.snapshot(V2)
+    pipeline.request("qa", V1)
+    pipeline.invoke("snapshot_copied", pipeline.events.snapshot_copied(copy_id("qa", V1)))
+    pipeline.stack_event(V1, "CREATE_COMPLETE")
+    pipeline.deployment_event("COMPLETED")
+    # V1 active in qa: its copy is held
+    held = sweep(pipeline)
+    assert held.by_kind("delete_snapshot") == [] and held.kept.get("encrypted_copy_held") == 1
+    # V2 promoted (from its own copy): V1's copy is held no more
+    pipeline.request("qa", V2)
+    pipeline.invoke("snapshot_copied", pipeline.events.snapshot_copied(copy_id("qa", V2)))
+    pipeline.stack_event(V2, "CREATE_COMPLETE")
+    pipeline.deployment_event("COMPLETED")
+    # a lookalike without tierlift's tags, and one of another tenant's name: never deleted
+    rds = pipeline.session.client("rds")
+    for name in ("xy-0146-prod-20261120093000-encrypted", "finance-ledger-encrypted"):
+        rds.copy_db_snapshot(
+            SourceDBSnapshotIdentifier=f"xy-0146-dev-{V1}", TargetDBSnapshotIdentifier=name, KmsKeyId="alias/aws/rds"
+        )
+    result = sweep(pipeline)
+    deleted = {e.item.target: e.status for e in result.by_kind("delete_snapshot")}
+    assert deleted == {copy_id("qa", V1): "done"}
+    skipped = {e.item.target for e in result.entries if e.item.kind == "skip" and e.item.reason == "not_managed"}
+    assert {"xy-0146-prod-20261120093000-encrypted", "finance-ledger-encrypted"} <= skipped
+    assert copies(pipeline.session) == sorted(
+        [copy_id("qa", V2), "xy-0146-prod-20261120093000-encrypted", "finance-ledger-encrypted"]
+    )

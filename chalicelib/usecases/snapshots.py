@@ -12,10 +12,10 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib.adapters.aws import Stacks, error_code
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
 from chalicelib.domain.config import InvalidConfig
-from chalicelib.adapters.aws import Stacks, error_code
 from chalicelib.domain.model import Stage, UnknownTenant
 from chalicelib.domain.names import KIND_TAG, PROMOTION_TAG, InvalidName, Version, Versioned
 from chalicelib.usecases.cutover import start
