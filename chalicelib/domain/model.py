@@ -35,6 +35,8 @@ WAITING_FOR_HEADROOM: Final = "waiting for DB instance headroom"
 WAITING_FOR_DELETE: Final = "waiting for the stack of the same version to be deleted"
 # The reason of a promotion waiting (holding its lock) for the encrypted copy of its source snapshot.
 WAITING_FOR_COPY: Final = "waiting for the encrypted copy of the source snapshot"
+# Statuses of a snapshot copy that will never become available.
+COPY_FAILED: Final = frozenset({"failed", "error", "incompatible-restore"})
 
 
 class Stage(StrEnum):
@@ -559,6 +561,7 @@ class EnvRecord:
 __all__ = [
     "ANSWERED_KEPT",
     "COMPLETED_KEPT",
+    "COPY_FAILED",
     "WAITING_FOR_COPY",
     "WAITING_FOR_DELETE",
     "WAITING_FOR_HEADROOM",

@@ -32,7 +32,7 @@ from typing import Any
 
 from chalicelib.domain.config import InvalidConfig, TenantConfig, parse_config
 from chalicelib.domain.layout import Layout
-from chalicelib.domain.model import EnvRecord, Promotion, QueuedRequest, Request, Stage
+from chalicelib.domain.model import COPY_FAILED, EnvRecord, Promotion, QueuedRequest, Request, Stage
 from chalicelib.domain.names import (
     ENCRYPTED_COPY_KIND,
     ENCRYPTED_COPY_SUFFIX,
@@ -85,8 +85,6 @@ ACTING_KINDS = (
 )
 
 FINAL_SNAPSHOT_KIND = "final-snapshot"
-# Statuses of a snapshot copy that will never become available (as chalicelib.usecases.encryption).
-COPY_FAILED = frozenset({"failed", "error", "incompatible-restore"})
 SOURCE_SNAPSHOT_KIND = "source-snapshot"
 # Tag a sweep puts on a source snapshot once it has requested that snapshot's promotion to an
 # environment (value: the environments, space separated), so a rejected request is not repeated hourly.

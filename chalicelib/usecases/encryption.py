@@ -19,9 +19,8 @@ import logging
 
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
-from chalicelib.domain.model import WAITING_FOR_COPY, Outcome, Promotion
+from chalicelib.domain.model import COPY_FAILED, WAITING_FOR_COPY, Outcome, Promotion
 from chalicelib.domain.names import ENCRYPTED_COPY_KIND, KIND_TAG, PROMOTION_TAG, VERSION_TAG, tags_to_dict
-from chalicelib.domain.sweep_plan import COPY_FAILED
 from chalicelib.usecases.endings import end
 from chalicelib.usecases.transitions import Result, event_for
 

@@ -65,6 +65,7 @@ from chalicelib.domain.sweep_plan import (
     snapshot_tag_value,
     source_snapshot_of,
 )
+from chalicelib.observability import metrics
 from chalicelib.usecases.deployment_state import NotYet, apply_deployment_outcome
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.requests import drain, drain_after, release_retaken, run_locked
@@ -194,6 +195,8 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     result.snapshots = len(facts.snapshots)
     result.kept = dict(the_plan.kept)
     result.entries = [Entry(item, _initial_status(item)) for item in _ordered(the_plan)]
+    if not dry_run:
+        _count_stuck(result)
     result.headroom = headroom(deps)
     for entry in result.entries:
         if entry.item.kind == RECONCILE:
@@ -216,6 +219,15 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     result.seconds = done - started
     result.timings = {"gather": gathered - started, "plan": planned - gathered, "act": done - planned}
     return result
+
+
+def _count_stuck(result: SweepResult) -> None:
+    """``PromotionsStuck``: each promotion this sweep found stuck past its stage's timeout (the plan's
+    ``reconcile`` entries ``stuck_<stage>``), per environment; the tenant is the EMF line's property."""
+    for entry in result.entries:
+        item = entry.item
+        if item.kind == RECONCILE and item.reason.startswith("stuck_") and item.tenant and item.environment:
+            metrics.promotion_stuck(item.tenant, item.environment)
 
 
 def _initial_status(item: Planned) -> str:
