@@ -136,7 +136,7 @@ def aws_cli_put(cloud: Cloud, path: Path, entry: dict[str, Any]) -> str:
 def test_an_unencrypted_dev_snapshot_is_restored_encrypted_through_its_copy(cloud: Cloud) -> None:
     """The local cloud copies asynchronously (``copying``, then RDS-EVENT-0197): the promotion waits for the
     event holding its lock, then restores from the copy, and the DB takes the copy's encryption."""
-    tenant, version = "ae-0001", "20261127200000"
+    tenant, version = "ke-0018", "20261127200000"
     bootstrap_tenant(cloud.session, tenant, source_encrypted=False)
     outbox = Outbox(cloud, tenant)
     rds = cloud.session.client("rds")
