@@ -22,7 +22,12 @@ from chalicelib.usecases.commands import on_promotion_approved, on_promotion_can
 from chalicelib.usecases.deployment_state import on_deployment_state
 from chalicelib.usecases.requests import on_promotion_requested, reject_input
 from chalicelib.usecases.rotation import on_secret_rotated
-from chalicelib.usecases.snapshots import on_snapshot_created, request_snapshot, snapshot_request_invalid
+from chalicelib.usecases.snapshots import (
+    on_snapshot_copied,
+    on_snapshot_created,
+    request_snapshot,
+    snapshot_request_invalid,
+)
 from chalicelib.usecases.stack_status import on_stack_status
 
 # Import only what every handler needs: the sweep's modules (chalicelib.usecases.sweep, sweep_plan) are
@@ -142,6 +147,26 @@ def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
     return run(
         "snapshot_created",
         on_snapshot_created,
+        ev.RdsSnapshotEvent.parse,
+        event.to_dict(),
+        _request_id(event),
+    )
+
+
+# RDS finished a local snapshot copy: the encrypted copy of an unencrypted source snapshot, which the
+# promotion waiting for it (holding its lock) restores from (chalicelib/usecases/encryption.py).
+@app.on_cw_event(
+    {
+        "source": ["aws.rds"],
+        "detail-type": ["RDS DB Snapshot Event"],
+        "detail": {"EventID": ["RDS-EVENT-0197"], "SourceType": ["SNAPSHOT"]},
+    },
+    name="snapshot_copied",
+)
+def snapshot_copied(event: CloudWatchEvent) -> dict[str, Any]:
+    return run(
+        "snapshot_copied",
+        on_snapshot_copied,
         ev.RdsSnapshotEvent.parse,
         event.to_dict(),
         _request_id(event),

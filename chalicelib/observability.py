@@ -208,6 +208,11 @@ class PromotionMetrics:
         tenant and one of its environments; otherwise they are counted as ``unknown``."""
         self._count("PromotionsRejected", tenant or UNKNOWN, environment or UNKNOWN)
 
+    def promotion_stuck(self, tenant: str, environment: str) -> None:
+        """The sweep found a promotion stuck past its stage's timeout (its plan's ``stuck_<stage>``): one
+        count per stuck promotion per sweep (``PromotionsStuck``, alarmed per environment)."""
+        self._count("PromotionsStuck", tenant, environment)
+
     def stage_completed(self, tenant: str, environment: str, stage: str, seconds: float) -> None:
         """A promotion left ``stage`` after ``seconds`` in it (``StageDuration``, dimension ``stage``)."""
         self._emit("StageDuration", MetricUnit.Seconds, _seconds(seconds), tenant, environment, stage=_value(stage))

@@ -35,6 +35,7 @@ os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")  # the AMI catalogu
 
 LOCAL_EVENTS = Path(__file__).resolve().parent / "events"
 MUTATING_PREFIXES = (
+    "Copy",
     "Create",
     "Delete",
     "Put",
@@ -97,6 +98,12 @@ class Events:
         event["resources"] = [arn]
         event["detail"]["SourceArn"] = arn
         event["detail"]["SourceIdentifier"] = snapshot_id
+        return event
+
+    def snapshot_copied(self, snapshot_id: str) -> dict[str, Any]:
+        """RDS-EVENT-0197: a local snapshot copy (``snapshot_id``, the copy) finished."""
+        event = self.snapshot_created(snapshot_id, "rds-snapshot-copy-finished.json")
+        event["detail"]["Message"] = f"Finished copy of snapshot {snapshot_id} in region us-east-1"
         return event
 
     def stack_status(
@@ -225,8 +232,10 @@ def world(aws: boto3.session.Session) -> dict[str, Any]:
 def deps(aws: boto3.session.Session) -> Deps:
     """The Deps every handler uses during the test (installed as the container-wide instance)."""
     from chalicelib.usecases.headroom import forget_cached
+    from chalicelib.usecases.requests import forget_engine_versions
 
     forget_cached()
+    forget_engine_versions()
     built = Deps.from_session(aws, Settings.from_env())
     ensure_bus(aws, built.settings.event_bus)
     set_deps(built)

@@ -234,6 +234,15 @@ class Guard:
             out.append(Request("rds:AddTagsToResource", snapshot, context))
         return out
 
+    def _rds_CopyDBSnapshot(self, params: dict[str, Any]) -> list[Request]:
+        source = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{params['SourceDBSnapshotIdentifier']}"
+        target = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{params['TargetDBSnapshotIdentifier']}"
+        context = _request_tags(params.get("Tags"))
+        out = [Request("rds:CopyDBSnapshot", source, context), Request("rds:CopyDBSnapshot", target, context)]
+        if params.get("Tags"):  # as CreateDBSnapshot: the tags on create are AddTagsToResource on the copy
+            out.append(Request("rds:AddTagsToResource", target, context))
+        return out
+
     def _rds_DeleteDBSnapshot(self, params: dict[str, Any]) -> list[Request]:
         arn = f"arn:aws:rds:{REGION}:{ACCOUNT}:snapshot:{params['DBSnapshotIdentifier']}"
         return [Request("rds:DeleteDBSnapshot", arn, _tag_context("aws:ResourceTag", self._rds_tags(arn)))]

@@ -263,6 +263,67 @@ def test_the_snapshot_role_limit_a_lookalike_name_can_be_tagged(aws, two_tenants
     rds.add_tags_to_resource(ResourceName=_arn("snapshot", f"{OTHER}-dev-20260101000000"), Tags=MANAGED_TAGS)
 
 
+def test_the_copy_grant_copies_only_source_snapshots_into_tierlifts_encrypted_copies(aws, two_tenants) -> None:
+    """CopyDBSnapshot (the encrypted copy of an unencrypted source, issue 18), held by every function that
+    starts a promotion: never a foreign snapshot, never into another name, never with foreign tags."""
+    rds = guarded(aws, FUNCTION_ROLE.format("StackStatus"), function_policy("stack_status")).client("rds")
+    copy_tags = [
+        {"Key": "tierlift:managed", "Value": "true"},
+        {"Key": "tierlift:tenant", "Value": OTHER},
+        {"Key": "tierlift:environment", "Value": "qa"},
+        {"Key": "tierlift:version", "Value": V1},
+        {"Key": "tierlift:kind", "Value": "encrypted-copy"},
+    ]
+
+    def copy(source: str, target: str, tags: list[dict[str, str]]) -> Any:
+        return lambda: rds.copy_db_snapshot(
+            SourceDBSnapshotIdentifier=source, TargetDBSnapshotIdentifier=target, KmsKeyId="alias/aws/rds", Tags=tags
+        )
+
+    before = state(aws)
+    # another team's snapshot, under a tierlift name or its own
+    refused(copy("finance-ledger-monthly", f"{OTHER}-qa-{V1}-encrypted", copy_tags), "rds:CopyDBSnapshot")
+    # a tenant's source snapshot out to a name that is not an encrypted copy's (to share or export it)
+    refused(copy(f"{OTHER}-dev-{V1}", "exfiltrated-copy", copy_tags), "rds:CopyDBSnapshot")
+    # without tierlift:managed, or with a key of the attacker's
+    unmanaged = [t for t in copy_tags if t["Key"] != "tierlift:managed"]
+    refused(copy(f"{OTHER}-dev-{V1}", f"{OTHER}-qa-{V1}-encrypted", unmanaged), "rds:CopyDBSnapshot")
+    foreign = [*copy_tags, {"Key": "owner", "Value": "attacker"}]
+    refused(copy(f"{OTHER}-dev-{V1}", f"{OTHER}-qa-{V1}-encrypted", foreign), "rds:CopyDBSnapshot")
+    # tagged as a source snapshot (the copy's own tag grant is for kind encrypted-copy only)
+    as_source = [*unmanaged, {"Key": "tierlift:managed", "Value": "true"}]
+    as_source = [t if t["Key"] != "tierlift:kind" else {**t, "Value": "source-snapshot"} for t in as_source]
+    refused(copy(f"{OTHER}-dev-{V1}", f"{OTHER}-qa-{V1}-encrypted", as_source), "rds:AddTagsToResource")
+    # the copy grant's tags never reach an existing snapshot
+    refused(
+        lambda: rds.add_tags_to_resource(ResourceName=_arn("snapshot", "finance-ledger-monthly"), Tags=copy_tags),
+        "rds:AddTagsToResource",
+    )
+    assert state(aws) == before
+    # what the pipeline does: a source snapshot into its encrypted copy, tagged as tierlift's
+    copy(
+        f"{TENANT}-dev-{V1}",
+        f"{TENANT}-qa-{V1}-encrypted",
+        [{**t, "Value": TENANT} if t["Key"] == "tierlift:tenant" else t for t in copy_tags],
+    )()
+
+
+def test_the_copy_grants_kms_use_is_through_rds_only() -> None:
+    """kms:CreateGrant and kms:DescribeKey only via RDS in the stage's region; a grant only for AWS resources."""
+    document = function_policy("stack_status")
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    via_rds = {"kms:ViaService": f"rds.{REGION}.amazonaws.com", "kms:GrantIsForAWSResource": "true"}
+    for action in ("kms:CreateGrant", "kms:DescribeKey"):
+        assert evaluate([document], Request(action, key, via_rds)).allowed, action
+        direct = {"kms:GrantIsForAWSResource": "true"}
+        assert not evaluate([document], Request(action, key, direct)).allowed, action
+        other = {**via_rds, "kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+        assert not evaluate([document], Request(action, key, other)).allowed, action
+    to_a_person = {**via_rds, "kms:GrantIsForAWSResource": "false"}
+    assert not evaluate([document], Request("kms:CreateGrant", key, to_a_person)).allowed
+    assert not evaluate([document], Request("kms:Decrypt", key, via_rds)).allowed
+
+
 # --------------------------------------------------------------------------------------------------
 # The cut-over roles: only tenants' services, tenants' task definitions, tenants' roles
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ V2 = "20261127200000"
 # verified by one GetParameters. Writes: the lock; the deploy's claim, the db record and the claim's
 # completion; the ending (the next state record) and one DeleteParameters (the lock, the deploy entry,
 # the state before, the previous db record). An ending drains (one read). The start's
-# ``DescribeAccountAttributes`` is cached per container for a minute (the setup's promotion made it).
+# ``DescribeAccountAttributes`` is cached per container for a minute (the setup's promotion made it), and
+# the source snapshot's ``DescribeDBEngineVersions`` per container for an hour (a cold container's first
+# promotion makes one more call: tests/test_source_snapshot.py pins it; bench promotion's steady state: 30).
 EXPECTED = {
     "snapshot_requested": {"ssm:GetParameter": 1, "rds:CreateDBSnapshot": 1},
     "snapshot_created": {"ssm:GetParameter": 1, "events:PutEvents": 1},

@@ -55,6 +55,7 @@ def _keys(iam: Any, name: str, document: dict[str, Any]) -> boto3.session.Sessio
 def enforced(aws: boto3.session.Session, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch, events: Any) -> Any:
     """The bootstrapped tenant; then one IAM user per function (its policy only) and enforcement on."""
     from chalicelib.usecases.headroom import forget_cached
+    from chalicelib.usecases.requests import forget_engine_versions
     from tests.conftest import Outbox
     from tests.flow import Pipeline
 
@@ -64,6 +65,7 @@ def enforced(aws: boto3.session.Session, world: dict[str, Any], monkeypatch: pyt
     monkeypatch.setattr(moto_settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     monkeypatch.setattr(authorization.ActionAuthenticatorMixin, "request_count", 0)
     forget_cached()
+    forget_engine_versions()
     monkeypatch.setenv("TIERLIFT_GRACE_SECONDS", "0")  # the sweep's orphan is old enough at once
     settings = Settings.from_env()
     per_function = {name: Deps.from_session(s, settings) for name, s in sessions.items()}

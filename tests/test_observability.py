@@ -4,6 +4,7 @@ import io
 import json
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 import boto3
 import pytest
@@ -251,6 +252,24 @@ def test_every_outcome_has_its_metric(emf):
         "PromotionsRejected",
         "PromotionsRejected",
     ]
+
+
+def test_the_sweep_counts_each_stuck_promotion_per_environment_with_the_tenant_a_property(pipeline, emf):
+    from dataclasses import replace
+
+    from chalicelib.usecases.sweep import run_sweep
+
+    pipeline.snapshot("20261120093000")
+    pipeline.request("qa", "20261120093000")  # restoring: its CREATE_COMPLETE never comes
+    later = replace(pipeline.deps, clock=lambda: pipeline.deps.clock() + timedelta(days=1))
+    emf()
+    run_sweep(later, dry_run=True)
+    assert [d for d in emf() if _metric(d)[2] == "PromotionsStuck"] == []  # a dry run counts nothing
+    result = run_sweep(later)
+    assert [e.item.reason for e in result.by_kind("reconcile")] == ["stuck_restoring"]
+    stuck = [d for d in emf() if _metric(d)[2] == "PromotionsStuck"]
+    assert [_metric(d) for d in stuck] == [("tierlift", [["environment"]], "PromotionsStuck", "Count", [1.0])]
+    assert (stuck[0]["tenant"], stuck[0]["environment"]) == ("xy-0146", "qa")
 
 
 def test_a_rejection_of_an_unknown_namespace_is_counted_as_unknown(emf):

@@ -24,6 +24,7 @@ HANDLERS = [
     "deployment_state",
     "sweep",
     "secret_rotated",
+    "snapshot_copied",
 ]
 
 
@@ -330,7 +331,15 @@ def test_every_alarm_pages_the_stages_topic_on_alarm_and_on_ok(merged: dict[str,
     promotion = {
         (a["MetricName"], a["Dimensions"][0]["Value"]) for a in alarms.values() if a.get("Namespace") == "tierlift"
     }
-    assert promotion == {(m, e) for m in ("PromotionsFailed", "PromotionsRolledBack") for e in ("qa", "prod")}
+    assert promotion == {
+        (m, e) for m in ("PromotionsFailed", "PromotionsRolledBack", "PromotionsStuck") for e in ("qa", "prod")
+    }
+    # stuck promotions: the sweep's count of one hourly run, any at all pages
+    stuck = resources["PromotionsStuckProdAlarm"]["Properties"]
+    assert stuck["AlarmName"] == "tierlift-prod-prod-PromotionsStuck"
+    assert (stuck["Statistic"], stuck["Period"], stuck["Threshold"]) == ("Sum", 3600, 0)
+    assert stuck["ComparisonOperator"] == "GreaterThanThreshold" and stuck["TreatMissingData"] == "notBreaching"
+    assert stuck["Dimensions"] == [{"Name": "environment", "Value": "prod"}]
     quota = [a for a in alarms.values() if "Metrics" in a]
     assert len(quota) == 2 and all("SERVICE_QUOTA(usage)" in a["Metrics"][1]["Expression"] for a in quota)
     assert sum(a.get("Namespace") == "AWS/SQS" for a in alarms.values()) == 2

@@ -267,6 +267,9 @@ class Observer(Protocol):
     def on_snapshot(self, snapshot: Any) -> None:
         """A DB snapshot was just created (manual, automated or a stack's final snapshot)."""
 
+    def on_snapshot_copied(self, snapshot: Any) -> None:
+        """A DB snapshot was just copied (moto copies at once; RDS takes minutes)."""
+
     def on_snapshot_deleted(self, snapshot: Any) -> None:
         """A DB snapshot was deleted."""
 
@@ -522,6 +525,10 @@ def apply_gap_fixes() -> None:
     # 4. Snapshots and instances: tell the observer (which makes snapshots "creating" first). -----
     _notify_after(RDSBackend, "create_db_snapshot", "on_snapshot")
     _notify_after(RDSBackend, "delete_db_snapshot", "on_snapshot_deleted")
+    # CopyDBSnapshot: moto honours KmsKeyId (the copy is Encrypted with that key, and a restore from it
+    # takes the copy's encryption) but copies at once and emits no RDS-EVENT-0197: the observer makes the
+    # copy "copying" first and emits the event when it is done.
+    _notify_after(RDSBackend, "copy_db_snapshot", "on_snapshot_copied")
     _notify_after(RDSBackend, "delete_db_instance", "on_instance_deleted")
 
     # 5. ECS: keep deploymentConfiguration on create; a new task definition starts a new deployment.

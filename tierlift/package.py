@@ -253,6 +253,19 @@ def alarm_resources(stage: str, functions: list[str], environments: list[str]) -
                 Statistic="Sum",
                 Period=300,
             )
+        # the hourly sweep counts the promotions it finds stuck past their stage's timeout (reconcile
+        # stuck_<stage>): one sweep's count, so the period is the sweep's hour
+        resources[f"PromotionsStuck{cfn_name(environment)}Alarm"] = _metric_alarm(
+            f"tierlift-{stage}-{environment}-PromotionsStuck",
+            f"tierlift {stage}: the sweep found a promotion to {environment} stuck past its stage timeout (a lost "
+            f"event, or AWS slower than the timeout); the sweep's report names it: `tierlift sweep --dry-run`, "
+            f"`tierlift status <tenant> {environment}`",
+            Namespace=METRIC_NAMESPACE,
+            MetricName="PromotionsStuck",
+            Dimensions=[{"Name": "environment", "Value": environment}],
+            Statistic="Sum",
+            Period=3600,
+        )
     for resource in ("DBInstances", "ManualSnapshots"):
         resources[f"Rds{resource}QuotaAlarm"] = _metric_alarm(
             f"tierlift-{stage}-rds-{resource}-quota",

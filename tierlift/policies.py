@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from chalicelib.domain.names import (
+    ENCRYPTED_COPY_KIND,
     ENVIRONMENT_TAG,
     KIND_TAG,
     MANAGED_TAG,
@@ -58,6 +59,8 @@ SOURCE_SNAPSHOTS = "arn:aws:rds:*:*:snapshot:*-????-*-??????????????"  # <tenant
 # a DB stack's final snapshot (DeletionPolicy: Snapshot): CloudFormation names it after the stack
 # <namespace>-db-<version>-<logical id>-<suffix> (the local cloud: <instance>-final-<time>)
 FINAL_SNAPSHOTS = "arn:aws:rds:*:*:snapshot:*-????-*-??????????????-*"
+# the encrypted copy of an unencrypted source snapshot: <namespace>-<version>-encrypted
+ENCRYPTED_COPIES = "arn:aws:rds:*:*:snapshot:*-????-*-??????????????-encrypted"
 DB_INSTANCES = "arn:aws:rds:*:*:db:*-????-*-??????????????"  # <namespace>-<version>
 DB_STACKS = "arn:aws:cloudformation:*:*:stack/*-????-*-db-??????????????/*"  # <namespace>-db-<version>
 CFN_ROLE = "arn:aws:iam::*:role/tierlift-*-cloudformation"
@@ -95,8 +98,10 @@ SERVICES_CREATE = "services_create"  # CreateService (first promotion into an en
 SCHEDULES = "schedules"  # EventBridge Scheduler: the stage's snapshot schedules (+ PassRole of their role)
 SECRETS_READ = "secrets_read"  # secretsmanager:DescribeSecret of RDS-managed secrets (a rotation's DB)
 IMAGES_READ = "images_read"  # ecr:DescribeImages: the digest an image tag points at (the cutover pins it)
+SNAPSHOTS_COPY = "snapshots_copy"  # rds:CopyDBSnapshot of a source snapshot to its encrypted copy (+ its tags, KMS)
+ENGINE_VERSIONS = "engine_versions"  # rds:DescribeDBEngineVersions (the source snapshot's engine offered?)
 
-_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE}
+_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE, SNAPSHOTS_COPY, ENGINE_VERSIONS}
 _CUTOVER = {SERVICES_READ, SERVICES_DEPLOY, SERVICES_CREATE, IMAGES_READ}
 
 FUNCTIONS: dict[str, set[str]] = {
@@ -117,6 +122,8 @@ FUNCTIONS: dict[str, set[str]] = {
     "snapshot_created": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_READ},
     # DB ready -> cut over (task definition, service); failure -> delete the stack; admit waiting
     "stack_status": _START | _CUTOVER | {STACKS_DELETE},
+    # an encrypted copy finished (RDS-EVENT-0197): the promotion waiting for it creates its stack (a start)
+    "snapshot_copied": _START | _CUTOVER | {STACKS_DELETE},
     # stable -> delete the previous stack; failed -> roll the service back; admit waiting
     "deployment_state": _START | _CUTOVER | {STACKS_DELETE},
     # orphans, stuck promotions (resume, roll back, end), retention of snapshots, re-requests
@@ -177,6 +184,33 @@ def statements(grant: str, root: str) -> list[dict[str, Any]]:
             }
         ],
         QUOTA: [{"Sid": "Quota", "Action": "rds:DescribeAccountAttributes", "Resource": "*"}],
+        # DescribeDBEngineVersions has no resource-level permissions
+        ENGINE_VERSIONS: [{"Sid": "EngineVersions", "Action": "rds:DescribeDBEngineVersions", "Resource": "*"}],
+        SNAPSHOTS_COPY: [
+            {
+                # a source snapshot (tierlift's names) into its encrypted copy <namespace>-<version>-encrypted,
+                # tagged as tierlift's on create; the KMS key's use (through RDS only) is granted in the
+                # packaged template, where the region is known (template_statements)
+                "Sid": "CopySourceSnapshotsEncrypted",
+                "Action": "rds:CopyDBSnapshot",
+                "Resource": [SOURCE_SNAPSHOTS, ENCRYPTED_COPIES],
+                "Condition": TAGS_ON_CREATE,
+            },
+            {
+                # the copy's tags on create (RDS authorises CopyDBSnapshot's Tags as AddTagsToResource on
+                # the new snapshot): only on the encrypted copies' names, kind encrypted-copy
+                "Sid": "TagNewEncryptedCopies",
+                "Action": "rds:AddTagsToResource",
+                "Resource": ENCRYPTED_COPIES,
+                "Condition": {
+                    "StringEquals": {
+                        "aws:RequestTag/tierlift:managed": "true",
+                        "aws:RequestTag/tierlift:kind": ENCRYPTED_COPY_KIND,
+                    },
+                    "ForAllValues:StringEquals": {"aws:TagKeys": TAG_KEYS},
+                },
+            },
+        ],
         SNAPSHOTS_CREATE: [
             {
                 # the source DB is the tenant's own (any name the config gives); the snapshot is named
@@ -206,7 +240,7 @@ def statements(grant: str, root: str) -> list[dict[str, Any]]:
             {
                 "Sid": "DeleteManagedSnapshots",
                 "Action": "rds:DeleteDBSnapshot",
-                "Resource": [SOURCE_SNAPSHOTS, FINAL_SNAPSHOTS],
+                "Resource": [SOURCE_SNAPSHOTS, FINAL_SNAPSHOTS, ENCRYPTED_COPIES],
                 "Condition": MANAGED,
             }
         ],
@@ -364,9 +398,35 @@ def puts_events(function: str) -> bool:
 
 def template_statements(function: str, bus_arn: Any) -> list[dict[str, Any]]:
     """What the packaged template grants the function besides its policy file: PutEvents on its bus."""
-    if not puts_events(function):
-        return []
-    return [{"Sid": "OwnBus", "Effect": "Allow", "Action": "events:PutEvents", "Resource": bus_arn}]
+    out: list[dict[str, Any]] = []
+    if puts_events(function):
+        out.append({"Sid": "OwnBus", "Effect": "Allow", "Action": "events:PutEvents", "Resource": bus_arn})
+    if SNAPSHOTS_COPY in FUNCTIONS[function]:
+        out.extend(kms_statements())
+    return out
+
+
+def kms_statements() -> list[dict[str, Any]]:
+    """CopyDBSnapshot with a KmsKeyId: RDS describes the key and creates a grant on it as the caller. Only
+    through RDS in the stage's region (``kms:ViaService``), a grant only for an AWS resource."""
+    keys = {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+    via_rds = {"kms:ViaService": {"Fn::Sub": "rds.${AWS::Region}.amazonaws.com"}}
+    return [
+        {
+            "Sid": "DescribeCopyKeys",
+            "Effect": "Allow",
+            "Action": "kms:DescribeKey",
+            "Resource": keys,
+            "Condition": {"StringEquals": via_rds},
+        },
+        {
+            "Sid": "GrantCopyKeysToRds",
+            "Effect": "Allow",
+            "Action": "kms:CreateGrant",
+            "Resource": keys,
+            "Condition": {"StringEquals": via_rds, "Bool": {"kms:GrantIsForAWSResource": "true"}},
+        },
+    ]
 
 
 def policy(function: str, root: str) -> dict[str, Any]:

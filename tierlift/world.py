@@ -327,10 +327,17 @@ def register_tenant(session: boto3.session.Session, config: dict[str, Any], ssm_
 
 
 def bootstrap_source_db(
-    session: boto3.session.Session, tenant: str, common: Common, security_group: str | None = None
+    session: boto3.session.Session,
+    tenant: str,
+    common: Common,
+    security_group: str | None = None,
+    *,
+    encrypted: bool = True,
 ) -> None:
     """The dev database (the tenant's own, not tierlift's): MySQL, master password managed by RDS, in
-    ``security_group`` (the dev environment's own DB group, ``environment_security_groups``)."""
+    ``security_group`` (the dev environment's own DB group, ``environment_security_groups``). Without
+    ``encrypted`` its storage, and so its snapshots, are not encrypted (the pipeline copies them, encrypted,
+    before restoring)."""
     parsed = Tenant.parse(tenant)
     try:
         session.client("rds").create_db_instance(
@@ -342,7 +349,7 @@ def bootstrap_source_db(
             DBName="app",
             MasterUsername="admin",
             ManageMasterUserPassword=True,
-            StorageEncrypted=True,  # its snapshots, and so every environment restored from them, encrypted
+            StorageEncrypted=encrypted,  # its snapshots, and so every environment restored from them, encrypted
             DBSubnetGroupName=common.db_subnet_group,
             VpcSecurityGroupIds=[security_group or common.security_group_id],
             Tags=[
@@ -364,6 +371,7 @@ def bootstrap_tenant(
     with_services: bool = True,
     automatic: tuple[str, ...] = ("qa",),
     approval: tuple[str, ...] = (),
+    source_encrypted: bool = True,
 ) -> dict[str, Any]:
     """``common-nonprod``/``common-prod``, the dev DB, the qa/prod environment stacks and the config.
 
@@ -375,7 +383,7 @@ def bootstrap_tenant(
     prod = bootstrap_common(session, "prod")
     image = app_image(registry_host=bootstrap_images(session))
     dev = environment_security_groups(session, tenant, "dev", nonprod)
-    bootstrap_source_db(session, tenant, nonprod, dev["DbSecurityGroup"])
+    bootstrap_source_db(session, tenant, nonprod, dev["DbSecurityGroup"], encrypted=source_encrypted)
     environments: dict[str, dict[str, str]] = {}
     for env, common in (("qa", nonprod), ("prod", prod)):
         if with_services:

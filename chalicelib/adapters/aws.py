@@ -60,6 +60,29 @@ class Rds:
             raise
         return snaps[0] if snaps else None
 
+    def engine_offered(self, engine: str, version: str) -> bool:
+        """Does RDS offer ``engine`` ``version`` in this region (``DescribeDBEngineVersions``)? A retired
+        minor is not listed: a snapshot of it cannot be restored."""
+        found = self.client.describe_db_engine_versions(Engine=engine, EngineVersion=version)
+        return any(v.get("EngineVersion") == version for v in found.get("DBEngineVersions", []))
+
+    def copy_snapshot(self, source_id: str, target_id: str, kms_key_id: str, tags: dict[str, str]) -> bool:
+        """Start an encrypted copy of a snapshot (``CopyDBSnapshot`` with ``KmsKeyId``, asynchronous: RDS
+        emits RDS-EVENT-0197 when it is done); False when a snapshot of that name already exists."""
+        try:
+            self.client.copy_db_snapshot(
+                SourceDBSnapshotIdentifier=source_id,
+                TargetDBSnapshotIdentifier=target_id,
+                KmsKeyId=kms_key_id,
+                CopyTags=True,
+                Tags=dict_to_tags(tags),
+            )
+        except ClientError as exc:
+            if error_code(exc) == "DBSnapshotAlreadyExists":
+                return False
+            raise
+        return True
+
     def snapshots(self, *, instance_id: str | None = None, snapshot_type: str = "manual") -> Iterator[dict[str, Any]]:
         """Every snapshot of that type (of one instance, when given), paginated."""
         kwargs: dict[str, Any] = {"SnapshotType": snapshot_type}

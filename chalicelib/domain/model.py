@@ -33,6 +33,10 @@ ANSWERED_KEPT: Final = 64
 # The reason of a promotion parked until an RDS DB instance (or its stack's name) is free.
 WAITING_FOR_HEADROOM: Final = "waiting for DB instance headroom"
 WAITING_FOR_DELETE: Final = "waiting for the stack of the same version to be deleted"
+# The reason of a promotion waiting (holding its lock) for the encrypted copy of its source snapshot.
+WAITING_FOR_COPY: Final = "waiting for the encrypted copy of the source snapshot"
+# Statuses of a snapshot copy that will never become available.
+COPY_FAILED: Final = frozenset({"failed", "error", "incompatible-restore"})
 
 
 class Stage(StrEnum):
@@ -126,6 +130,12 @@ class Request(NamedTuple):
     superseded: tuple[str, ...] = ()
     cancelled: tuple[str, ...] = ()
     folded: tuple[str, ...] = ()
+    # The source snapshot's engine version, verified offered in the region when the request was checked
+    # (the DB stack's EngineVersion; None: the snapshot's own).
+    engine_version: str | None = None
+    # Set when the source snapshot is not encrypted: the KMS key its copy (``Namespace.encrypted_copy_id``)
+    # is encrypted with before the restore, which restores from that copy.
+    encrypt_with: str | None = None
 
     @property
     def answers(self) -> tuple[str, ...]:
@@ -551,6 +561,8 @@ class EnvRecord:
 __all__ = [
     "ANSWERED_KEPT",
     "COMPLETED_KEPT",
+    "COPY_FAILED",
+    "WAITING_FOR_COPY",
     "WAITING_FOR_DELETE",
     "WAITING_FOR_HEADROOM",
     "Completed",

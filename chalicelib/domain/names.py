@@ -32,6 +32,10 @@ ENVIRONMENT_TAG = "tierlift:environment"
 VERSION_TAG = "tierlift:version"
 PROMOTION_TAG = "tierlift:promotion"
 KIND_TAG = "tierlift:kind"
+# An unencrypted source snapshot is copied, encrypted, before the restore: <namespace>-<version>-encrypted
+# (RDS snapshot names: letters, digits, single hyphens, at most 255), tagged tierlift:kind=encrypted-copy.
+ENCRYPTED_COPY_SUFFIX = "-encrypted"
+ENCRYPTED_COPY_KIND = "encrypted-copy"
 
 
 class InvalidName(ValueError):
@@ -154,6 +158,10 @@ class Namespace:
         """The source snapshot name, when this namespace is the tenant's source environment."""
         return f"{self.name}-{version}"
 
+    def encrypted_copy_id(self, version: Version) -> str:
+        """The encrypted copy of an unencrypted source snapshot, restored into this namespace."""
+        return f"{self.name}-{version}{ENCRYPTED_COPY_SUFFIX}"
+
     def tags(self, version: Version, **extra: str) -> dict[str, str]:
         """The contract's tags for a resource of this namespace and version."""
         tags = {
@@ -202,6 +210,21 @@ class Versioned:
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
+
+    @classmethod
+    def parse_encrypted_copy(cls, value: object) -> Versioned:
+        """``<namespace>-<version>-encrypted``: the encrypted copy of a source snapshot for that namespace."""
+        text = _check_str(value, "snapshot")
+        if not text.endswith(ENCRYPTED_COPY_SUFFIX):
+            raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
+        match = _VERSIONED.fullmatch(text[: -len(ENCRYPTED_COPY_SUFFIX)])
+        if not match:
+            raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
+        return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
+
+    @property
+    def encrypted_copy_id(self) -> str:
+        return self.namespace.encrypted_copy_id(self.version)
 
     @classmethod
     def parse_instance(cls, value: object) -> Versioned:

@@ -32,8 +32,10 @@ from typing import Any
 
 from chalicelib.domain.config import InvalidConfig, TenantConfig, parse_config
 from chalicelib.domain.layout import Layout
-from chalicelib.domain.model import EnvRecord, Promotion, QueuedRequest, Request, Stage
+from chalicelib.domain.model import COPY_FAILED, EnvRecord, Promotion, QueuedRequest, Request, Stage
 from chalicelib.domain.names import (
+    ENCRYPTED_COPY_KIND,
+    ENCRYPTED_COPY_SUFFIX,
     ENVIRONMENT_TAG,
     KIND_TAG,
     TENANT_TAG,
@@ -572,6 +574,24 @@ def _plan_promotion(facts: Facts, settings: Settings, state: NamespaceState, pro
             out.kept["awaiting_approval"] += 1
         return
     stage = promotion.stage
+    copy_id = promotion.namespace.encrypted_copy_id(promotion.version)
+    if (
+        stage is Stage.RESTORING
+        and promotion.request.encrypt_with
+        and facts.stacks_known
+        and promotion.namespace.stack_name(promotion.version) not in _live_stack_names(facts)
+    ):
+        # Waiting for the encrypted copy of its unencrypted source snapshot (encryption.py): RDS-EVENT-0197
+        # starts the restore. A copy that is available with no stack yet lost that event; one still
+        # copying is waited for, however long; no copy at all is a start cut short (below).
+        copy = next((s for s in facts.snapshots if s.id == copy_id), None)
+        if copy is not None and copy.status == "available":
+            detail = f"promotion {promotion.id}: its encrypted copy {copy_id} is available and no stack was created"
+            out.add(RECONCILE, "lost_copy_event", detail, promotion.id, state.ns, version)
+            return
+        if copy is not None and copy.status not in COPY_FAILED:
+            out.kept["encrypting"] += 1
+            return
     if (
         stage is Stage.RESTORING
         and promotion.parked is None
@@ -639,6 +659,9 @@ def _plan_snapshots(facts: Facts, settings: Settings, out: Plan) -> None:
     retention = settings.final_snapshot_retention_days * 86400
     sources: dict[str, list[tuple[Version, SnapshotFact]]] = {}
     for snapshot in facts.snapshots:
+        if snapshot.tags.get(KIND_TAG) == ENCRYPTED_COPY_KIND or snapshot.id.endswith(ENCRYPTED_COPY_SUFFIX):
+            _plan_encrypted_copy(facts, settings, snapshot, out)
+            continue
         if is_final_snapshot(snapshot):
             _plan_final_snapshot(facts, snapshot, retention, out)
             continue
@@ -678,6 +701,38 @@ def _plan_snapshots(facts: Facts, settings: Settings, out: Plan) -> None:
             else:
                 detail = f"source snapshot beyond the newest {settings.source_snapshots_kept}, held by no environment"
                 out.add(DELETE_SNAPSHOT, "source_snapshot_unused", detail, snapshot.id, config.source, version.value)
+
+
+def _plan_encrypted_copy(facts: Facts, settings: Settings, snapshot: SnapshotFact, out: Plan) -> None:
+    """The encrypted copy of an unencrypted source snapshot goes once its namespace holds its version no
+    more (not active, not in flight, not queued) and it is past the grace period; only with the tierlift
+    tags of the namespace and version its name says."""
+    try:
+        parsed = Versioned.parse_encrypted_copy(snapshot.id)
+    except InvalidName:
+        if _in_scope(facts, snapshot.tags.get(TENANT_TAG)):
+            out.add(SKIP, "not_managed", "an encrypted copy not named by tierlift", snapshot.id)
+        return
+    ns, version = parsed.namespace, parsed.version.value
+    if not _in_scope(facts, ns.tenant.name):
+        return
+    state = facts.namespaces.get(ns.name) or NamespaceState(ns)
+    problem = tenant_problem(facts, ns.tenant.name)
+    if not ns.owns(snapshot.tags) or snapshot.tags.get(VERSION_TAG) != version:
+        out.add(SKIP, "not_managed", f"no tierlift tags of {ns} version {version}", snapshot.id, ns, version)
+    elif state.problems:
+        out.add(SKIP, "unreadable_state", "; ".join(state.problems), snapshot.id, ns, version)
+    elif problem:
+        out.add(SKIP, "unknown_tenant", problem, snapshot.id, ns, version)
+    elif version in state.held:
+        out.kept["encrypted_copy_held"] += 1
+    elif snapshot.status != "available" and snapshot.status not in COPY_FAILED:
+        out.kept["encrypted_copy_not_available"] += 1
+    elif snapshot.created is not None and _age(facts.now, snapshot.created) < settings.grace_seconds:
+        out.kept["encrypted_copy_grace"] += 1
+    else:
+        detail = f"encrypted copy ({snapshot.status}) of a version {ns} holds no more"
+        out.add(DELETE_SNAPSHOT, "encrypted_copy_unused", detail, snapshot.id, ns, version)
 
 
 def _plan_final_snapshot(facts: Facts, snapshot: SnapshotFact, retention: int, out: Plan) -> None:

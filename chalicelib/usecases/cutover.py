@@ -30,6 +30,7 @@ from chalicelib.domain.ecs_spec import PromotionError, create_service_spec, prim
 from chalicelib.domain.model import WAITING_FOR_DELETE, WAITING_FOR_HEADROOM, DbRecord, EnvRecord, Outcome, Promotion
 from chalicelib.domain.names import KIND_TAG, PROMOTION_TAG, InvalidName, Namespace
 from chalicelib.usecases import headroom
+from chalicelib.usecases.encryption import encrypted_source
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.transitions import Result, append, claim_deploy, event_for, ignore, with_entry
 
@@ -61,7 +62,7 @@ DETERMINISTIC_ERRORS = frozenset(
 def stack_parameters(promotion: Promotion, target: Target) -> dict[str, str]:
     version = promotion.version
     ns = promotion.namespace
-    return {
+    parameters = {
         "Tenant": ns.tenant.name,
         "Environment": ns.environment,
         "Customer": ns.tenant.customer,
@@ -73,8 +74,14 @@ def stack_parameters(promotion: Promotion, target: Target) -> dict[str, str]:
         "SubnetGroup": target.db.subnet_group,
         "SecurityGroups": ",".join(target.db.security_groups),
         # encryption key, Multi-AZ, backups, Performance Insights: prod-grade under approval
-        **target.db.stack_parameters(approval_required=target.approval_required),
+        **target.db.stack_parameters(
+            approval_required=target.approval_required, engine_version=promotion.request.engine_version or ""
+        ),
     }
+    if promotion.request.encrypt_with:
+        # the source snapshot is not encrypted: restore from its encrypted copy (encryption.py)
+        parameters["SnapshotIdentifier"] = ns.encrypted_copy_id(version)
+    return parameters
 
 
 def start(deps: Deps, promotion: Promotion, *, admitted: bool = False, attempt: int = 0) -> Result:
@@ -89,6 +96,9 @@ def start(deps: Deps, promotion: Promotion, *, admitted: bool = False, attempt: 
         return end(deps, deps.store.read(ns), promotion, Outcome.FAILED, f"cannot start: {exc}")
     if promotion.request.redeploy is not None:
         return redeploy(deps, promotion, target)
+    copying = encrypted_source(deps, promotion)
+    if copying is not None:
+        return copying  # an unencrypted source: its encrypted copy first (RDS-EVENT-0197 resumes here)
     if not admitted and not headroom.may_start(deps, promotion):
         return park(deps, promotion, WAITING_FOR_HEADROOM, attempt=attempt)
     name = ns.stack_name(version)

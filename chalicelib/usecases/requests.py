@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import Any, NamedTuple
 
 from chalicelib.adapters.state import TenantRecord
@@ -42,6 +43,10 @@ from chalicelib.usecases.transitions import Result, event_for, give_back, ignore
 logger = logging.getLogger(__name__)
 
 DRAIN_ROUNDS = 8
+# The key an unencrypted source snapshot's copy is encrypted with when the target names none.
+AWS_MANAGED_RDS_KEY = "alias/aws/rds"
+ENGINE_CACHE_SECONDS = 3600.0
+_engine_memo: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
 class BadRequest(PromotionError):
@@ -121,6 +126,44 @@ def _snapshot(deps: Deps, cache: dict[str, Any], snapshot_id: str) -> dict[str, 
     return cache[snapshot_id]  # type: ignore[no-any-return]
 
 
+def _engine_offered(deps: Deps, engine: str, version: str) -> bool:
+    """RDS's answer, kept per container for :data:`ENGINE_CACHE_SECONDS` (a region retires a version
+    months after announcing it): a warm container's promotions of one version ask once."""
+    memo = _engine_memo.get((engine, version))
+    if memo is not None and time.monotonic() - memo[0] < ENGINE_CACHE_SECONDS:
+        return memo[1]
+    offered = deps.rds.engine_offered(engine, version)
+    _engine_memo[(engine, version)] = (time.monotonic(), offered)
+    return offered
+
+
+def forget_engine_versions() -> None:
+    """Drop the container's memo of offered engine versions (tests, benches)."""
+    _engine_memo.clear()
+
+
+def _offered_engine_version(
+    deps: Deps, cache: dict[str, Any], snapshot_id: str, snapshot: dict[str, Any], config: TenantConfig
+) -> str | None:
+    """The source snapshot's engine version, once RDS is known to offer it in the region (one
+    ``DescribeDBEngineVersions`` per invocation and version, kept in ``cache``). A retired version cannot be
+    restored: bad input, rejected before anything is written or created."""
+    engine, version = snapshot.get("Engine"), snapshot.get("EngineVersion")
+    if not isinstance(engine, str) or not isinstance(version, str) or not engine or not version:
+        return None  # RDS always says; without it the stack restores the snapshot's own version
+    key = f"engine:{engine}:{version}"
+    if key not in cache:
+        cache[key] = _engine_offered(deps, engine, version)
+    if not cache[key]:
+        raise BadRequest(
+            f"source snapshot {snapshot_id} is {engine} {version}, which RDS no longer offers in this region: "
+            f"upgrade the source DB {config.source_db_instance} to an offered version (aws rds "
+            f"describe-db-engine-versions --engine {engine}), take a new snapshot (tierlift snapshot "
+            f"{config.tenant} --wait) and promote that"
+        )
+    return version
+
+
 def _newest_source_version(deps: Deps, cache: dict[str, Any], config: TenantConfig) -> Version | None:
     key = "newest:" + config.source_db_instance
     if key not in cache:
@@ -197,6 +240,11 @@ def check(deps: Deps, tenant: TenantRecord, request: Request, account: str | Non
     if snapshot.get("DBInstanceIdentifier") != config.source_db_instance:
         owner = snapshot.get("DBInstanceIdentifier")
         raise BadRequest(f"snapshot {snapshot_id} is of {owner}, not the source DB {config.source_db_instance}")
+    resolved = resolved._replace(
+        engine_version=_offered_engine_version(deps, cache, snapshot_id, snapshot, config),
+        # An unencrypted source snapshot is copied, encrypted with the target's key, before the restore.
+        encrypt_with=None if snapshot.get("Encrypted") else (target.db.kms_key_id or AWS_MANAGED_RDS_KEY),
+    )
     must_have_completed = policy.require_completed_before and before != config.source_environment
     if request.override is not None:
         _check_override(request, policy.override_by, policy.override_allowed(request.principal))

@@ -12,12 +12,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib.adapters.aws import error_code
+from chalicelib.adapters.aws import Stacks, error_code
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
 from chalicelib.domain.config import InvalidConfig
-from chalicelib.domain.model import UnknownTenant
-from chalicelib.domain.names import KIND_TAG, InvalidName, Version, Versioned
+from chalicelib.domain.model import Stage, UnknownTenant
+from chalicelib.domain.names import KIND_TAG, PROMOTION_TAG, InvalidName, Version, Versioned
+from chalicelib.usecases.cutover import start
 from chalicelib.usecases.transitions import Result, ignore
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,33 @@ def on_snapshot_created(deps: Deps, rds_event: ev.RdsSnapshotEvent) -> Result:
     return Result(
         "request", f"{len(requests)} automatic promotion(s) of {snapshot.version}", namespace=snapshot.snapshot_id
     )
+
+
+def on_snapshot_copied(deps: Deps, rds_event: ev.RdsSnapshotEvent) -> Result:
+    """RDS finished a local snapshot copy (RDS-EVENT-0197): the encrypted copy of an unencrypted source
+    snapshot is ready, so the promotion waiting for it (holding its lock) creates its DB stack from it."""
+    if rds_event.event_id != ev.SNAPSHOT_COPY_FINISHED or rds_event.source_type != "SNAPSHOT":
+        return ignore(f"{rds_event.event_id} of {rds_event.source_type} is not a snapshot copy finishing")
+    try:
+        copy = Versioned.parse_encrypted_copy(rds_event.snapshot_id)
+    except InvalidName as exc:
+        return ignore(f"not a tierlift encrypted copy: {exc}", expected=True)
+    return resume_after_copy(deps, copy)
+
+
+def resume_after_copy(deps: Deps, copy: Versioned) -> Result:
+    """Start the promotion of ``copy``'s namespace and version that waits for it (the copy event's use
+    case, and the sweep's for a lost one). A duplicate finds its stack created and changes nothing."""
+    ns, copy_id = copy.namespace, copy.encrypted_copy_id
+    promotion = deps.store.read(ns).promotion
+    if promotion is None or promotion.request.version != copy.version.value or not promotion.request.encrypt_with:
+        return ignore(f"no promotion of {ns} waits for {copy_id}", ns.name, expected=True)
+    if promotion.stage is not Stage.RESTORING:
+        return ignore(f"promotion {promotion.id} is {promotion.stage}", ns.name, promotion.id, expected=True)
+    stack = deps.stacks.describe(ns.stack_name(copy.version))
+    if stack is not None and Stacks.tags(stack).get(PROMOTION_TAG) == promotion.id:
+        return ignore(f"duplicate: stack {stack['StackName']} is created", ns.name, promotion.id, expected=True)
+    return start(deps, promotion)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -65,10 +65,12 @@ from chalicelib.domain.sweep_plan import (
     snapshot_tag_value,
     source_snapshot_of,
 )
+from chalicelib.observability import metrics
 from chalicelib.usecases.deployment_state import NotYet, apply_deployment_outcome
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.requests import drain, drain_after, release_retaken, run_locked
 from chalicelib.usecases.schedules import reconcile as reconcile_schedules
+from chalicelib.usecases.snapshots import resume_after_copy
 from chalicelib.usecases.stack_status import admit_waiting, apply_stack_status
 from chalicelib.usecases.transitions import Result, ignore, lock_verdict
 
@@ -193,6 +195,8 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     result.snapshots = len(facts.snapshots)
     result.kept = dict(the_plan.kept)
     result.entries = [Entry(item, _initial_status(item)) for item in _ordered(the_plan)]
+    if not dry_run:
+        _count_stuck(result)
     result.headroom = headroom(deps)
     for entry in result.entries:
         if entry.item.kind == RECONCILE:
@@ -215,6 +219,15 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     result.seconds = done - started
     result.timings = {"gather": gathered - started, "plan": planned - gathered, "act": done - planned}
     return result
+
+
+def _count_stuck(result: SweepResult) -> None:
+    """``PromotionsStuck``: each promotion this sweep found stuck past its stage's timeout (the plan's
+    ``reconcile`` entries ``stuck_<stage>``), per environment; the tenant is the EMF line's property."""
+    for entry in result.entries:
+        item = entry.item
+        if item.kind == RECONCILE and item.reason.startswith("stuck_") and item.tenant and item.environment:
+            metrics.promotion_stuck(item.tenant, item.environment)
 
 
 def _initial_status(item: Planned) -> str:
@@ -382,6 +395,13 @@ def _delete_stack(deps: Deps, entry: Entry) -> None:
 
 
 def _delete_snapshot(deps: Deps, facts: Facts, entry: Entry) -> None:
+    if entry.item.reason == "encrypted_copy_unused":
+        ns = _ns(entry)
+        fresh = deps.store.read(ns)
+        holds = {v.value for v in _protected(fresh) if v} | {q.version for q in fresh.waiting if q.version}
+        if entry.item.version in holds:
+            _settle(entry, False, f"now held by {ns}")
+            return
     if entry.item.reason == "source_snapshot_unused":
         ns = _ns(entry)
         state = facts.tenants.get(ns.tenant.name)
@@ -479,6 +499,15 @@ def _reconcile(deps: Deps, facts: Facts, entry: Entry, *, dry_run: bool) -> None
         return
     if promotion is None or promotion.id != entry.item.target:
         _settle(entry, False, "promotion already ended")
+        return
+    if entry.item.reason == "lost_copy_event":
+        # RDS-EVENT-0197 of its encrypted copy was lost: start the restore as that event would have
+        if dry_run:
+            entry.outcome = "would create the stack from the encrypted copy, as RDS-EVENT-0197 would"
+            return
+        resumed = resume_after_copy(deps, Versioned(ns, promotion.version))
+        entry.status = "waiting" if resumed.action in ("ignore", "wait") else "done"
+        entry.outcome = _said("copy finished", resumed)
         return
     waiting = facts.parked.get(ns.name)
     if waiting is not None and waiting[0] == promotion.id:

@@ -133,6 +133,24 @@ def aws_cli_put(cloud: Cloud, path: Path, entry: dict[str, Any]) -> str:
     return str(answer["Entries"][0]["EventId"])
 
 
+def test_an_unencrypted_dev_snapshot_is_restored_encrypted_through_its_copy(cloud: Cloud) -> None:
+    """The local cloud copies asynchronously (``copying``, then RDS-EVENT-0197): the promotion waits for the
+    event holding its lock, then restores from the copy, and the DB takes the copy's encryption."""
+    tenant, version = "ke-0018", "20261127200000"
+    bootstrap_tenant(cloud.session, tenant, source_encrypted=False)
+    outbox = Outbox(cloud, tenant)
+    rds = cloud.session.client("rds")
+    name = snapshot(cloud, tenant, version)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", version), "the automatic promotion to qa through the copy")
+    assert rds.describe_db_snapshots(DBSnapshotIdentifier=name)["DBSnapshots"][0]["Encrypted"] is False
+    copy = rds.describe_db_snapshots(DBSnapshotIdentifier=f"{tenant}-qa-{version}-encrypted")["DBSnapshots"][0]
+    assert copy["Encrypted"] is True and copy["Status"] == "available"
+    db = rds.describe_db_instances(DBInstanceIdentifier=f"{tenant}-qa-{version}")["DBInstances"][0]
+    assert db["StorageEncrypted"] is True and db["KmsKeyId"] == copy["KmsKeyId"]
+    types = outbox.types("qa")
+    assert types[1:3] == ["Promotion Queued", "Promotion Started"] and types[-1] == "Promotion Completed", types
+
+
 def test_manual_promotion_sent_with_the_aws_cli(cloud: Cloud, tmp_path: Path) -> None:
     """The README's put-events: on tierlift's bus it promotes; the same entry on the default bus does nothing."""
     tenant, version = "ac-0001", "20261127200000"

@@ -19,8 +19,14 @@ RDS_SNAPSHOT_MESSAGES = {
     "RDS-EVENT-0042": "Manual snapshot created",
     "RDS-EVENT-0090": "Creating automated snapshot",
     "RDS-EVENT-0091": "Automated snapshot created",
+    "RDS-EVENT-0196": "Started copy of snapshot {name} in region {region}",
+    "RDS-EVENT-0197": "Finished copy of snapshot {name} in region {region}",
 }
-RDS_SNAPSHOT_CATEGORIES = {"RDS-EVENT-0041": "deletion"}
+RDS_SNAPSHOT_CATEGORIES = {
+    "RDS-EVENT-0041": "deletion",
+    "RDS-EVENT-0196": "notification",
+    "RDS-EVENT-0197": "notification",
+}
 
 
 def now() -> datetime:
@@ -47,7 +53,8 @@ def entry(
 def rds_snapshot(
     event_id: str, snapshot_id: str, region: str, when: datetime, account: str = ACCOUNT
 ) -> dict[str, Any]:
-    """``RDS DB Snapshot Event`` (0040/0042 manual, 0090/0091 automated, 0041 manual deleted)."""
+    """``RDS DB Snapshot Event`` (0040/0042 manual, 0090/0091 automated, 0041 manual deleted, 0196/0197 a
+    local copy started/finished)."""
     arn = f"arn:aws:rds:{region}:{account}:snapshot:{snapshot_id}"
     return entry(
         "aws.rds",
@@ -57,7 +64,7 @@ def rds_snapshot(
             "SourceType": "SNAPSHOT",
             "SourceArn": arn,
             "Date": _ms(when),
-            "Message": RDS_SNAPSHOT_MESSAGES[event_id],
+            "Message": RDS_SNAPSHOT_MESSAGES[event_id].format(name=snapshot_id, region=region),
             "SourceIdentifier": snapshot_id,
             "EventID": event_id,
         },

@@ -30,6 +30,7 @@ class Durations:
     """How long things take in AWS, in seconds (divided by ``speed`` locally)."""
 
     snapshot: float = 240.0  # manual / automated snapshot: creating -> available
+    snapshot_copy: float = 420.0  # CopyDBSnapshot (encrypting a copy): copying -> available
     stack_create: float = 600.0  # DB stack restored from a snapshot: CREATE_IN_PROGRESS -> CREATE_COMPLETE
     stack_fail: float = 300.0  # a failing create: CREATE_IN_PROGRESS -> ROLLBACK_IN_PROGRESS
     stack_rollback: float = 180.0  # ROLLBACK_IN_PROGRESS -> ROLLBACK_COMPLETE
@@ -135,6 +136,27 @@ class Emulator:
 
         self.after(0, begin)
         self.after(self.durations.snapshot, finish)
+
+    def on_snapshot_copied(self, snapshot: Any) -> None:
+        """CopyDBSnapshot: ``copying`` until it is done, then available and RDS-EVENT-0197 (a local copy
+        finished); RDS-EVENT-0196 when it starts."""
+        snapshot.status = "copying"
+        snapshot.percent_progress = 0
+        account, region = snapshot.backend.account_id, snapshot.backend.region_name
+        name = snapshot.db_snapshot_identifier
+
+        def begin() -> None:
+            self._put(awsevents.rds_snapshot("RDS-EVENT-0196", name, region, awsevents.now(), account), account, region)
+
+        def finish() -> None:
+            if snapshot.backend.database_snapshots.get(name) is not snapshot:
+                return  # deleted meanwhile
+            snapshot.status = "available"
+            snapshot.percent_progress = 100
+            self._put(awsevents.rds_snapshot("RDS-EVENT-0197", name, region, awsevents.now(), account), account, region)
+
+        self.after(0, begin)
+        self.after(self.durations.snapshot_copy, finish)
 
     def on_snapshot_deleted(self, snapshot: Any) -> None:
         if snapshot is None or snapshot.snapshot_type != "manual":
