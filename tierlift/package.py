@@ -157,6 +157,8 @@ def service_role(
         {"PolicyName": policy_name, "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}
     ]
     return {"Type": "AWS::IAM::Role", "Properties": properties}
+
+
 # Every alarm pages: the stage's topic (an e-mail subscription, a parameter) on ALARM and on OK.
 ALARM_TOPIC = "AlarmTopic"
 ALARM_EMAIL_PARAMETER = "AlarmEmail"

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from chalicelib.adapters.state import TenantRecord
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import CellRefused
 from chalicelib.domain.config import InvalidConfig, Target, TenantConfig
 from chalicelib.domain.decisions import Action, ClaimVerdict, decide_request, superseded_by
 from chalicelib.domain.ecs_spec import PromotionError
@@ -35,6 +36,7 @@ from chalicelib.domain.model import DeployEntry, EnvRecord, Outcome, Promotion, 
 from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
 from chalicelib.invocation import current_id
 from chalicelib.observability import metrics
+from chalicelib.usecases.cells import of_config
 from chalicelib.usecases.cutover import start
 from chalicelib.usecases.endings import end
 from chalicelib.usecases.transitions import Result, event_for, give_back, ignore, lease_until, lock_verdict, now_text
@@ -51,7 +53,9 @@ class BadRequest(PromotionError):
 
 # Bad input: no such tenant or environment, an unreadable config, an impossible version, a refused
 # policy. Rejected without writing anything (bad input changes nothing); a re-delivery is answered again.
-BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest)
+# A cell whose role refuses tierlift is bad input too: the request cannot be carried out there, and the
+# cell's state (and every other cell's) is left as it was.
+BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest, CellRefused)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -152,10 +156,12 @@ def check(deps: Deps, tenant: TenantRecord, request: Request, account: str | Non
     config = tenant.env(request.environment).config()
     target = config.target(request.environment)
     policy = target.policy
+    request = request._replace(cell=config.cell.as_dict() if config.cell is not None else None)
     if request.redeploy is not None:
         return _check_redeploy(tenant, request, config)
     if policy.accounts and account is not None and account not in policy.accounts:
         raise BadRequest(f"events from account {account} may not promote into {request.environment}")
+    deps = of_config(deps, config)  # the source snapshots are in the tenant's cell
     if policy.two_person and request.principal is None:
         raise BadRequest(
             f"promotions into {request.environment} must be signed (its two-person rule compares who asked with "

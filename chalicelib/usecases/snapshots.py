@@ -15,9 +15,11 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.aws import error_code
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import CellRefused
 from chalicelib.domain.config import InvalidConfig
 from chalicelib.domain.model import UnknownTenant
 from chalicelib.domain.names import KIND_TAG, InvalidName, Version, Versioned
+from chalicelib.usecases.cells import foreign, of_config
 from chalicelib.usecases.transitions import Result, ignore
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,10 @@ def request_snapshot(deps: Deps, request: ev.SnapshotRequest) -> Result:
     except InvalidConfig as exc:
         reason = f"tenant {tenant}'s config does not validate ({exc}): fix it and register it again"
         return _failed(deps, request.id, reason, tenant=tenant, requested_by=request.requested_by)
+    try:
+        deps = of_config(deps, config)  # the source DB is in the tenant's cell
+    except CellRefused as exc:
+        return _failed(deps, request.id, str(exc), tenant=tenant, requested_by=request.requested_by)
     version = Version.from_datetime(request.time)
     source = config.source
     snapshot_id = source.snapshot_id(version)
@@ -133,6 +139,9 @@ def on_snapshot_created(deps: Deps, rds_event: ev.RdsSnapshotEvent) -> Result:
         return ignore(f"not a tierlift source snapshot: {ev.safe(rds_event.snapshot_id)}: {exc}", expected=True)
     except InvalidConfig as exc:
         return ignore(f"snapshot {ev.safe(rds_event.snapshot_id)}: {exc}")
+    refused = foreign(deps, rds_event.account, config.cell)
+    if refused is not None:
+        return ignore(f"snapshot {snapshot.snapshot_id}: {refused}", snapshot.namespace.name)
     if snapshot.namespace.environment != config.source_environment:
         return ignore(
             f"snapshot {snapshot.snapshot_id} is not of the source environment {config.source_environment}",
