@@ -305,3 +305,25 @@ def test_sweep_lists_each_cell_and_reports_the_refusing_one(cells: Cells) -> Non
         ("report", "cd-0002/config")
     ]
     assert not result.errors
+
+
+# --------------------------------------------------------------------------------------------------
+# templates/cell.yaml
+# --------------------------------------------------------------------------------------------------
+def test_cell_template_is_generated_from_the_central_grants() -> None:
+    from tierlift import cell
+
+    assert cell.TEMPLATE.read_text(encoding="utf-8") == cell.rendered(), "run python -m tierlift.cell"
+    resources = cell.template()["Resources"]
+    trust = resources["CellRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust[0]["Condition"]["StringEquals"] == {"sts:ExternalId": {"Ref": "ExternalId"}}
+    assert trust[0]["Condition"]["ArnLike"]["aws:PrincipalArn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${CentralAccount}:role/tierlift-${Stage}-*"
+    }
+    statements = resources["CellRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert not any(a.startswith(("ssm:", "events:", "scheduler:")) for a in actions)  # state and bus stay central
+    deletes = [s for s in statements if s["Action"] in ("cloudformation:DeleteStack", "rds:DeleteDBSnapshot")]
+    assert deletes and all("aws:ResourceTag/tierlift:managed" in json.dumps(s) for s in deletes)
+    rule = resources["ForwardRule"]["Properties"]
+    assert rule["EventPattern"]["source"] == ["aws.rds", "aws.cloudformation", "aws.ecs", "aws.secretsmanager"]

@@ -94,9 +94,10 @@ SERVICES_DEPLOY = "services_deploy"  # RegisterTaskDefinition (+tags, +PassRole 
 SERVICES_CREATE = "services_create"  # CreateService (first promotion into an environment without one)
 SCHEDULES = "schedules"  # EventBridge Scheduler: the stage's snapshot schedules (+ PassRole of their role)
 SECRETS_READ = "secrets_read"  # secretsmanager:DescribeSecret of RDS-managed secrets (a rotation's DB)
+CELLS = "cells"  # sts:AssumeRole of the cells' role tierlift-cell-<stage> (templates/cell.yaml; docs/scale.md)
 IMAGES_READ = "images_read"  # ecr:DescribeImages: the digest an image tag points at (the cutover pins it)
 
-_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE}
+_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE, CELLS}
 _CUTOVER = {SERVICES_READ, SERVICES_DEPLOY, SERVICES_CREATE, IMAGES_READ}
 
 FUNCTIONS: dict[str, set[str]] = {
@@ -112,7 +113,7 @@ FUNCTIONS: dict[str, set[str]] = {
     # a rotated DB secret: a redeploy of the active version under the lock (the cutover's grants)
     "secret_rotated": _START | _CUTOVER | {SECRETS_READ},
     # one manual snapshot of the tenant's source DB (reads the tenant's config only); Snapshot Failed
-    "snapshot_requested": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_CREATE},
+    "snapshot_requested": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_CREATE, CELLS},
     # reads the snapshot and the tenant's config, puts Promotion Requested for automatic environments
     "snapshot_created": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_READ},
     # DB ready -> cut over (task definition, service); failure -> delete the stack; admit waiting
@@ -177,6 +178,11 @@ def statements(grant: str, root: str) -> list[dict[str, Any]]:
             }
         ],
         QUOTA: [{"Sid": "Quota", "Action": "rds:DescribeAccountAttributes", "Resource": "*"}],
+        # a tenant's resources in its cell: only the cells' own role, which trusts these functions with
+        # the deployment's external id (templates/cell.yaml)
+        CELLS: [
+            {"Sid": "AssumeCellRoles", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::*:role/tierlift-cell-*"}
+        ],
         SNAPSHOTS_CREATE: [
             {
                 # the source DB is the tenant's own (any name the config gives); the snapshot is named
@@ -403,6 +409,9 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("parliament", "PERMISSIONS_MANAGEMENT_ACTIONS:iam:passrole"): "iam:PassRole of the CloudFormation role to "
     "CloudFormation and of the tenants' task roles to ECS tasks (iam:PassedToService), which parliament counts as "
     "permissions management by its name whatever its resource",
+    ("parliament", "CREDENTIALS_EXPOSURE"): "sts:AssumeRole of the cells' role tierlift-cell-<stage> only (account "
+    "cells, docs/scale.md): the credentials it returns are how tierlift reaches a tenant's cell; the cell's trust "
+    "policy admits only the central tierlift's function roles with the deployment's external id",
     ("parliament", "PERMISSIONS_MANAGEMENT_ACTIONS:kms:creategrant"): "the CloudFormation role's kms:CreateGrant, "
     "through RDS only (kms:ViaService) and for AWS resources only (kms:GrantIsForAWSResource): RDS needs it to "
     "restore a snapshot encrypted with a customer-managed key",
