@@ -327,3 +327,25 @@ def test_cell_template_is_generated_from_the_central_grants() -> None:
     assert deletes and all("aws:ResourceTag/tierlift:managed" in json.dumps(s) for s in deletes)
     rule = resources["ForwardRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.rds", "aws.cloudformation", "aws.ecs", "aws.secretsmanager"]
+
+
+def test_a_rotation_in_a_cell_redeploys_there_and_one_from_elsewhere_is_ignored(cells: Cells) -> None:
+    from tests.test_rotation import rotation_event
+
+    take_source_snapshot(cells.cell, V1, "ab-0001")
+    assert cells.request("ab-0001", V1)["action"] == "start"
+    cells.stack_event(cells.cell, "ab-0001", V1, "CREATE_COMPLETE", CELL)
+    assert cells.deployment_event("ab-0001", CELL)["action"] == "complete"
+    db = cells.pipeline.deps.store.get_db(Namespace.parse("ab-0001-qa"), Version(V1))
+    assert db is not None and f":{CELL}:" in db["secret_arn"]
+
+    # The cell's secret named in an event of the central account: not found there, nothing happens.
+    central = cells.pipeline.invoke("secret_rotated", rotation_event(db["secret_arn"], "rot-central"))
+    assert central["action"] == "ignore"
+    event = rotation_event(db["secret_arn"], "rot-cell")
+    event["account"] = CELL
+    result = cells.pipeline.invoke("secret_rotated", event)
+    assert result["action"] == "redeploy", result
+    ecs = cells.cell.client("ecs")
+    service = ecs.describe_services(cluster="common-nonprod", services=["ab-0001-qa"])["services"][0]
+    assert len(service["deployments"]) >= 1 and service["taskDefinition"].split(":")[4] == CELL
