@@ -27,16 +27,16 @@ demo: $(STAMP)  ## the local demo: the whole pipeline on an embedded AWS
 test: $(STAMP)  ## lint, types, template lint, then the test suite
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml templates/cell.yaml
 	$(MAKE) --no-print-directory lint-package
-	test -x build/checkov/bin/checkov || { $(PYTHON) -m venv build/checkov && build/checkov/bin/pip install -q -r requirements-checkov.txt; }; BC_SKIP_MAPPING=TRUE build/checkov/bin/checkov --skip-download --quiet --compact --framework cloudformation $(foreach f,templates/common.yaml templates/tenant.yaml chalicelib/templates/database.yaml build/lint/dev/sam.json build/lint/prod/sam.json,-f $(f))  # zero failed checks; skips: docs/security.md
+	test -x build/checkov/bin/checkov || { $(PYTHON) -m venv build/checkov && build/checkov/bin/pip install -q -r requirements-checkov.txt; }; BC_SKIP_MAPPING=TRUE build/checkov/bin/checkov --skip-download --quiet --compact --framework cloudformation $(foreach f,templates/common.yaml templates/tenant.yaml templates/cell.yaml chalicelib/templates/database.yaml build/lint/dev/sam.json build/lint/prod/sam.json,-f $(f))  # zero failed checks; skips: docs/security.md
 	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/ruff format --check .
-	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml
+	$(BIN)/cfn-lint chalicelib/templates/*.yaml templates/common.yaml templates/tenant.yaml templates/cell.yaml
 
 bench: $(STAMP)
 	$(BIN)/python bench/sweep.py

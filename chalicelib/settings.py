@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chalicelib.domain.cells import Cell
+
 DEFAULT_TEMPLATE = Path(__file__).parent / "templates" / "database.yaml"
 DEFAULT_EVENT_BUS = "tierlift-dev"
 DEFAULT_STAGE_TIMEOUTS = {
@@ -53,6 +55,23 @@ class Settings:
     schedule_group: str = "tierlift-dev"
     scheduler_role_arn: str | None = None
     event_bus_arn: str | None = None
+    # Account cells (docs/scale.md): the central account's id (the account AWS events of tenants without
+    # a cell must come from; unset: not checked) and the external id tierlift passes when it assumes a
+    # cell's role (a per-deployment secret of the packaged template, never in a tenant's config or an event).
+    central_account: str | None = None
+    cell_external_id: str | None = None
+
+    @property
+    def cell_role_name(self) -> str:
+        """The cells' role (``templates/cell.yaml``): ``tierlift-cell-<stage>``, the stage of tierlift's bus."""
+        return "tierlift-cell-" + self.event_bus.removeprefix("tierlift-")
+
+    def cell_cfn_role(self, cell: Cell) -> str | None:
+        """The CloudFormation service role in ``cell`` (``templates/cell.yaml``: the cell role's name +
+        ``-cloudformation``), where the deployment passes one centrally; None otherwise."""
+        if not self.cfn_role_arn:
+            return None
+        return f"{cell.role_arn}-cloudformation"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,5 +97,7 @@ class Settings:
             ssm_reads_per_second=float(os.environ.get("TIERLIFT_SSM_READS_PER_SECOND") or 0),
             schedule_group=os.environ.get("TIERLIFT_SCHEDULE_GROUP") or "tierlift-dev",
             scheduler_role_arn=os.environ.get("TIERLIFT_SCHEDULER_ROLE_ARN") or None,
+            central_account=os.environ.get("TIERLIFT_CENTRAL_ACCOUNT") or None,
+            cell_external_id=os.environ.get("TIERLIFT_CELL_EXTERNAL_ID") or None,
             event_bus_arn=os.environ.get("TIERLIFT_EVENT_BUS_ARN") or None,
         )

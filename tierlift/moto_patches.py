@@ -216,6 +216,7 @@ def apply() -> None:
 
     _apply_once()
     apply_rds_reads()
+    apply_cell_roles()
     _associate_route_tables_from_cfn()
     original = _require(DBInstance, "create_from_cloudformation_json").__func__
 
@@ -692,3 +693,43 @@ def _associate_route_tables_from_cfn() -> None:
 
     create_from_cloudformation_json._tierlift = True  # type: ignore[attr-defined]
     SubnetRouteTableAssociation.create_from_cloudformation_json = classmethod(create_from_cloudformation_json)  # type: ignore[method-assign,assignment]
+
+
+_cell_roles_applied = False
+
+
+def apply_cell_roles() -> None:
+    """AWS's refusal of ``sts:AssumeRole`` into a cell, which moto never refuses (any ARN switches
+    accounts): assuming a ``tierlift-cell*`` role is refused with ``AccessDenied`` when the role does not
+    exist in its account, or when its trust policy's ``sts:ExternalId`` condition does not match the
+    external id given. Other roles are assumed as moto does. Safe to call more than once."""
+    global _cell_roles_applied
+    if _cell_roles_applied:
+        return
+    from moto.iam.models import iam_backends
+    from moto.sts.exceptions import STSClientError
+    from moto.sts.models import STSBackend
+
+    original = _require(STSBackend, "assume_role")
+
+    def assume_role(
+        self: Any, region_name: str, role_session_name: str, role_arn: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        external_id = kwargs.get("external_id", args[3] if len(args) > 3 else None)
+        parts = role_arn.split(":")
+        if len(parts) == 6 and parts[5].rsplit("/", 1)[-1].startswith("tierlift-cell"):
+            account, name = parts[4], parts[5].rsplit("/", 1)[-1]
+            role = next((r for r in iam_backends[account]["global"].roles.values() if r.name == name), None)
+            denied = f"User is not authorized to perform: sts:AssumeRole on resource: {role_arn}"
+            if role is None:
+                raise STSClientError("AccessDenied", denied)
+            trust = role.assume_role_policy_document
+            document = json.loads(trust) if isinstance(trust, str) else (trust or {})
+            for statement in document.get("Statement", []):
+                wanted = statement.get("Condition", {}).get("StringEquals", {}).get("sts:ExternalId")
+                if wanted is not None and wanted != external_id:
+                    raise STSClientError("AccessDenied", denied)
+        return original(self, region_name, role_session_name, role_arn, *args, **kwargs)
+
+    STSBackend.assume_role = assume_role  # type: ignore[method-assign]
+    _cell_roles_applied = True

@@ -50,6 +50,7 @@ TIERLIFT_SOURCE = buses.SOURCE
 BUS = "TierliftEventBus"
 # Who may put events on tierlift's bus besides the pipeline's functions (template parameters).
 OPERATORS_PARAMETER = "OperatorsRoleArn"
+CELL_EXTERNAL_ID_PARAMETER = "CellExternalId"
 CI_PARAMETER = "CiRoleArn"
 ROLE_ARN_PATTERN = "^arn:aws[a-z-]*:iam::[0-9]{12}:role/[\\w+=,.@/-]+$"
 STAGE_LOCK_PARAMETER = "/tierlift-pipeline/stage"
@@ -743,6 +744,13 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
     resources.update(scheduler_resources(stage, bus))
     # the sweep keeps the snapshot schedules in line with the configs: only it needs the Scheduler's settings
     resources[cfn_name("sweep")]["Properties"]["Environment"]["Variables"].update(scheduler_environment(stage))
+    # account cells (docs/scale.md): the account AWS events of central tenants come from, and the external id
+    # the functions assume a cell's role tierlift-cell-<stage> with (templates/cell.yaml)
+    for resource in resources.values():
+        if resource.get("Type") in ("AWS::Serverless::Function", "AWS::Lambda::Function"):
+            variables = resource.setdefault("Properties", {}).setdefault("Environment", {}).setdefault("Variables", {})
+            variables["TIERLIFT_CENTRAL_ACCOUNT"] = {"Ref": "AWS::AccountId"}
+            variables["TIERLIFT_CELL_EXTERNAL_ID"] = {"Ref": CELL_EXTERNAL_ID_PARAMETER}
     resources["LedgerLogGroup"] = {
         "Type": "AWS::Logs::LogGroup",
         "DeletionPolicy": "Retain",
@@ -818,6 +826,14 @@ def merge_template(stage: str, config_path: Path | None = None) -> dict[str, Any
             "Snapshot Requested on tierlift's bus",
             "AllowedPattern": ROLE_ARN_PATTERN,
         },
+    }
+    parameters[CELL_EXTERNAL_ID_PARAMETER] = {
+        "Type": "String",
+        "NoEcho": "true",
+        "Description": "The external id tierlift assumes its cells' roles with (templates/cell.yaml's ExternalId): a "
+        "random value of at least 16 characters the operators keep; empty: no cells",
+        "Default": "",
+        "AllowedPattern": "^([A-Za-z0-9+=,.@:/-]{16,1224})?$",
     }
     parameters[ALARM_EMAIL_PARAMETER] = {
         "Type": "String",

@@ -97,11 +97,23 @@ SERVICES_DEPLOY = "services_deploy"  # RegisterTaskDefinition (+tags, +PassRole 
 SERVICES_CREATE = "services_create"  # CreateService (first promotion into an environment without one)
 SCHEDULES = "schedules"  # EventBridge Scheduler: the stage's snapshot schedules (+ PassRole of their role)
 SECRETS_READ = "secrets_read"  # secretsmanager:DescribeSecret of RDS-managed secrets (a rotation's DB)
+CELLS = "cells"  # sts:AssumeRole of the cells' role tierlift-cell-<stage> (templates/cell.yaml; docs/scale.md)
 IMAGES_READ = "images_read"  # ecr:DescribeImages: the digest an image tag points at (the cutover pins it)
 SNAPSHOTS_COPY = "snapshots_copy"  # rds:CopyDBSnapshot of a source snapshot to its encrypted copy (+ its tags, KMS)
 ENGINE_VERSIONS = "engine_versions"  # rds:DescribeDBEngineVersions (the source snapshot's engine offered?)
 
-_START = {STATE, EVENTS, TRACING, SNAPSHOTS_READ, QUOTA, STACKS_READ, STACKS_CREATE, SNAPSHOTS_COPY, ENGINE_VERSIONS}
+_START = {
+    STATE,
+    EVENTS,
+    TRACING,
+    SNAPSHOTS_READ,
+    QUOTA,
+    STACKS_READ,
+    STACKS_CREATE,
+    SNAPSHOTS_COPY,
+    ENGINE_VERSIONS,
+    CELLS,
+}
 _CUTOVER = {SERVICES_READ, SERVICES_DEPLOY, SERVICES_CREATE, IMAGES_READ}
 
 FUNCTIONS: dict[str, set[str]] = {
@@ -117,7 +129,7 @@ FUNCTIONS: dict[str, set[str]] = {
     # a rotated DB secret: a redeploy of the active version under the lock (the cutover's grants)
     "secret_rotated": _START | _CUTOVER | {SECRETS_READ},
     # one manual snapshot of the tenant's source DB (reads the tenant's config only); Snapshot Failed
-    "snapshot_requested": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_CREATE},
+    "snapshot_requested": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_CREATE, CELLS},
     # reads the snapshot and the tenant's config, puts Promotion Requested for automatic environments
     "snapshot_created": {STATE_READ, EVENTS, TRACING, SNAPSHOTS_READ},
     # DB ready -> cut over (task definition, service); failure -> delete the stack; admit waiting
@@ -210,6 +222,11 @@ def statements(grant: str, root: str) -> list[dict[str, Any]]:
                     "ForAllValues:StringEquals": {"aws:TagKeys": TAG_KEYS},
                 },
             },
+        ],
+        # a tenant's resources in its cell: only the cells' own role, which trusts these functions with
+        # the deployment's external id (templates/cell.yaml)
+        CELLS: [
+            {"Sid": "AssumeCellRoles", "Action": "sts:AssumeRole", "Resource": "arn:aws:iam::*:role/tierlift-cell-*"}
         ],
         SNAPSHOTS_CREATE: [
             {
@@ -463,6 +480,9 @@ ACCEPTED: dict[tuple[str, str], str] = {
     ("parliament", "PERMISSIONS_MANAGEMENT_ACTIONS:iam:passrole"): "iam:PassRole of the CloudFormation role to "
     "CloudFormation and of the tenants' task roles to ECS tasks (iam:PassedToService), which parliament counts as "
     "permissions management by its name whatever its resource",
+    ("parliament", "CREDENTIALS_EXPOSURE"): "sts:AssumeRole of the cells' role tierlift-cell-<stage> only (account "
+    "cells, docs/scale.md): the credentials it returns are how tierlift reaches a tenant's cell; the cell's trust "
+    "policy admits only the central tierlift's function roles with the deployment's external id",
     ("parliament", "PERMISSIONS_MANAGEMENT_ACTIONS:kms:creategrant"): "the CloudFormation role's kms:CreateGrant, "
     "through RDS only (kms:ViaService) and for AWS resources only (kms:GrantIsForAWSResource): RDS needs it to "
     "restore a snapshot encrypted with a customer-managed key",

@@ -39,6 +39,10 @@ class Rds:
     def __init__(self, rds: Any) -> None:
         self.client = rds
 
+    @property
+    def region(self) -> str:
+        return str(self.client.meta.region_name)
+
     def create_snapshot(self, snapshot_id: str, instance_id: str, tags: dict[str, str]) -> bool:
         """Start a manual snapshot; False when one of that name already exists (a duplicate request)."""
         try:

@@ -46,6 +46,7 @@ class Waiting(NamedTuple):
     namespace: Namespace
     promotion_id: str
     stack: str | None = None  # waiting for this stack's delete; None: for an instance
+    account: str | None = None  # the cell account whose headroom it waits for; None: the central account
 
 
 class StateStore:
@@ -182,8 +183,15 @@ class StateStore:
                 continue
             try:
                 data: Any = json.loads(value) if value.startswith("{") else {"promotion_id": value}
+                account = data.get("account")
                 out.append(
-                    Waiting(name, self.layout.waiting_namespace(name), str(data["promotion_id"]), data.get("stack"))
+                    Waiting(
+                        name,
+                        self.layout.waiting_namespace(name),
+                        str(data["promotion_id"]),
+                        data.get("stack"),
+                        account if isinstance(account, str) else None,
+                    )
                 )
             except (InvalidName, KeyError, ValueError):
                 logger.error("unreadable waiting entry %s", name)

@@ -11,6 +11,7 @@ import re
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
+from chalicelib.domain.cells import Cell, parse_cell
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, parse_environment
 
 _SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
@@ -130,6 +131,8 @@ class TenantConfig(NamedTuple):
     targets: dict[str, Target]
     raw: dict[str, Any]
     snapshot_schedule: SnapshotSchedule | None = None
+    # The account cell holding the tenant's databases, stacks and services (None: the central account).
+    cell: Cell | None = None
 
     @property
     def source(self) -> Namespace:
@@ -410,6 +413,10 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
         for env in automatic:
             if env not in targets:
                 raise InvalidConfig(f"config.automatic names {env!r}, which is not a target environment")
+        try:
+            cell = parse_cell(raw.get("cell"))
+        except ValueError as exc:
+            raise InvalidConfig(str(exc)) from None
     except InvalidName as exc:
         raise InvalidConfig(f"config of {tenant}: {exc}") from exc
     return TenantConfig(
@@ -421,4 +428,5 @@ def parse_config(tenant: Tenant, text: str | dict[str, Any]) -> TenantConfig:
         targets=targets,
         raw=raw,
         snapshot_schedule=_schedule(raw.get("snapshot_schedule")),
+        cell=cell,
     )

@@ -265,6 +265,8 @@ class SecretRotated(NamedTuple):
     id: str
     secret_id: str
     time: str
+    account: str | None = None  # the account it happened in (a cell forwards its events to the central bus)
+    region: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> SecretRotated:
@@ -277,7 +279,15 @@ class SecretRotated(NamedTuple):
             _text(raw.get("id"), "id", limit=128),
             _text(secret, "additionalEventData.SecretId", limit=2048),
             event_time(raw).isoformat(timespec="seconds"),
+            _account(raw),
+            raw.get("region") if isinstance(raw.get("region"), str) else None,
         )
+
+
+def _account(raw: dict[str, Any]) -> str | None:
+    """The event's ``account``: the account it happened in (EventBridge sets it; forwarding keeps it)."""
+    account = raw.get("account")
+    return account if isinstance(account, str) and re.fullmatch(r"[0-9]{12}", account) else None
 
 
 class SnapshotRequest(NamedTuple):
@@ -302,16 +312,18 @@ class RdsSnapshotEvent(NamedTuple):
     event_id: str
     snapshot_id: str
     source_type: str
+    account: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> RdsSnapshotEvent:
-        _, detail = envelope(event)
+        raw, detail = envelope(event)
         if "EventID" not in detail:
             raise InvalidEvent("RDS event has no EventID (pre-2019 format); cannot tell what happened")
         return cls(
             _text(detail.get("EventID"), "EventID", limit=32),
             _text(detail.get("SourceIdentifier"), "SourceIdentifier"),
             _text(detail.get("SourceType"), "SourceType", limit=32),
+            _account(raw),
         )
 
 
@@ -322,10 +334,11 @@ class StackStatusEvent(NamedTuple):
     reason: str
     # The ClientRequestToken of the operation that caused the status ("" when AWS sends none).
     token: str = ""
+    account: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> StackStatusEvent:
-        _, detail = envelope(event)
+        raw, detail = envelope(event)
         stack_id = _text(detail.get("stack-id"), "stack-id", limit=1024)
         status_details = detail.get("status-details")
         if not isinstance(status_details, dict):
@@ -342,6 +355,7 @@ class StackStatusEvent(NamedTuple):
             _text(status_details.get("status"), "status", limit=64),
             safe(reason, 512).strip(),
             token if isinstance(token, str) and len(token) <= 128 else "",
+            _account(raw),
         )
 
 
@@ -351,6 +365,7 @@ class DeploymentEvent(NamedTuple):
     deployment_id: str
     event_name: str
     reason: str
+    account: str | None = None
 
     @classmethod
     def parse(cls, event: Any) -> DeploymentEvent:
@@ -370,6 +385,7 @@ class DeploymentEvent(NamedTuple):
             deployment_id=_text(detail.get("deploymentId"), "deploymentId", limit=128),
             event_name=_text(detail.get("eventName"), "eventName", limit=64),
             reason=safe(detail.get("reason") or "", 512),
+            account=_account(raw),
         )
 
 

@@ -25,6 +25,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
+from chalicelib.domain.cells import Cell, cell_of_lock
 from chalicelib.domain.config import InvalidConfig, Target, TenantConfig, parse_config, parse_target
 from chalicelib.domain.names import Namespace, Tenant, Version
 
@@ -136,6 +137,13 @@ class Request(NamedTuple):
     # Set when the source snapshot is not encrypted: the KMS key its copy (``Namespace.encrypted_copy_id``)
     # is encrypted with before the restore, which restores from that copy.
     encrypt_with: str | None = None
+    # The tenant's cell as configured when the promotion started (None: the central account): every
+    # effect of the promotion happens there, whatever the config says meanwhile.
+    cell: dict[str, str] | None = None
+
+    @property
+    def cell_settings(self) -> Cell | None:
+        return cell_of_lock(self.cell)
 
     @property
     def answers(self) -> tuple[str, ...]:

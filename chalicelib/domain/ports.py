@@ -33,6 +33,9 @@ class Parameters(Protocol):
 class Databases(Protocol):
     """RDS: source snapshots and DB-instance quota."""
 
+    @property
+    def region(self) -> str: ...
+
     def create_snapshot(self, snapshot_id: str, instance_id: str, tags: dict[str, str]) -> bool: ...
 
     def describe_snapshot(self, snapshot_id: str) -> dict[str, Any] | None: ...

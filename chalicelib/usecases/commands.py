@@ -6,9 +6,11 @@ import logging
 
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import CellRefused
 from chalicelib.domain.config import InvalidConfig, same_principal
 from chalicelib.domain.decisions import Action, decide_approval, decide_cancel
 from chalicelib.domain.model import EnvRecord, Outcome, Stage
+from chalicelib.usecases.cells import of_promotion
 from chalicelib.usecases.cutover import deploy
 from chalicelib.usecases.endings import end
 from chalicelib.usecases.requests import cancel_queued, drain_after, reject_fields
@@ -80,6 +82,10 @@ def on_promotion_approved(deps: Deps, command: ev.Command) -> Result:
     if decision.action is Action.REJECT and not resuming:
         return _reject_command(deps, command, decision.reason)
     assert promotion is not None
+    try:
+        deps = of_promotion(deps, promotion)
+    except CellRefused as exc:  # the promotion keeps waiting for approval, its lock held
+        return _reject_command(deps, command, f"{exc}; promotion {promotion.id} still awaits approval")
     live = deps.stacks.describe(ns.stack_name(promotion.version))
     if live is None or live.get("StackStatus") != "CREATE_COMPLETE":
         status = live.get("StackStatus") if live else "gone"

@@ -30,6 +30,7 @@ from chalicelib.domain.ecs_spec import PromotionError, create_service_spec, prim
 from chalicelib.domain.model import WAITING_FOR_DELETE, WAITING_FOR_HEADROOM, DbRecord, EnvRecord, Outcome, Promotion
 from chalicelib.domain.names import KIND_TAG, PROMOTION_TAG, InvalidName, Namespace
 from chalicelib.usecases import headroom
+from chalicelib.usecases.cells import of_promotion
 from chalicelib.usecases.encryption import encrypted_source
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.transitions import Result, append, claim_deploy, event_for, ignore, with_entry
@@ -94,6 +95,7 @@ def start(deps: Deps, promotion: Promotion, *, admitted: bool = False, attempt: 
         target = promotion.request.target_settings()
     except InvalidConfig as exc:
         return end(deps, deps.store.read(ns), promotion, Outcome.FAILED, f"cannot start: {exc}")
+    deps = of_promotion(deps, promotion)  # its stack is created in the tenant's cell
     if promotion.request.redeploy is not None:
         return redeploy(deps, promotion, target)
     copying = encrypted_source(deps, promotion)
@@ -139,6 +141,7 @@ def redeploy(deps: Deps, promotion: Promotion, target: Target) -> Result:
     """Roll the service onto the task definition it runs (``forceNewDeployment``): new tasks read the
     rotated secret. Claimed like a cutover, matched by its deployment id like one; the DB stays."""
     ns = promotion.namespace
+    deps = of_promotion(deps, promotion)
     service = deps.services.describe_service(target.cluster, target.service)
     if service is None:
         reason = f"service {target.service} does not exist: nothing to redeploy"
@@ -245,6 +248,7 @@ def deploy(
 ) -> Result:
     """The DB stack is up: record its facts, roll the service onto it (claimed, once)."""
     ns, version = promotion.namespace, promotion.version
+    deps = of_promotion(deps, promotion)  # the service is in the tenant's cell
     try:
         target = promotion.request.target_settings()
         db = _db_record(target, promotion, stack)

@@ -11,6 +11,7 @@ from chalicelib.domain.config import InvalidConfig
 from chalicelib.domain.decisions import OUTCOME_OF, Action, decide_deployment
 from chalicelib.domain.model import EnvRecord
 from chalicelib.domain.names import InvalidName, Namespace
+from chalicelib.usecases.cells import foreign
 from chalicelib.usecases.endings import end
 from chalicelib.usecases.requests import drain_after, resume_own
 from chalicelib.usecases.transitions import Result, ignore
@@ -30,6 +31,10 @@ def on_deployment_state(deps: Deps, event: ev.DeploymentEvent) -> Result:
     rec = _record_of(deps, event.cluster, event.service)
     if rec is None:
         return ignore(f"no promotion in flight targets service {event.cluster}/{event.service}", expected=True)
+    if rec.promotion is not None:
+        refused = foreign(deps, event.account, rec.promotion.request.cell_settings)
+        if refused is not None:
+            return ignore(f"{refused}: not {rec.namespace}'s deployment", rec.namespace.name, rec.promotion.id)
     return apply_deployment_outcome(deps, rec, event.deployment_id, OUTCOMES[event.event_name], event.reason)
 
 

@@ -27,6 +27,7 @@ from chalicelib.domain.ecs_spec import primary_deployment
 from chalicelib.domain.model import EnvRecord, Outcome, Promotion
 from chalicelib.domain.names import PROMOTION_TAG, VERSION_TAG, Namespace, Version
 from chalicelib.observability import metrics
+from chalicelib.usecases.cells import of_promotion
 from chalicelib.usecases.transitions import Result, claim_ending, event_for, ignore
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,10 @@ def end(
 ) -> Result:
     """End the promotion in flight with ``outcome`` (or with the outcome an earlier, interrupted ending claimed)."""
     ns = promotion.namespace
+    if outcome is not Outcome.REJECTED:
+        # What it undoes or deletes is in the tenant's cell: reach it before claiming (a cell that refuses
+        # leaves the lock and the state as they are; the retry or the sweep ends it once it answers).
+        deps = of_promotion(deps, promotion)
     state = claim_ending(deps, rec, promotion, outcome, reason, image=image)
     if state is None:
         return ignore(f"promotion {promotion.id} is being moved on by another invocation", ns.name, promotion.id)
@@ -91,6 +96,8 @@ def end(
     active = state.active_version
     store = deps.store
     dropped: list[str] = []
+    if outcome is not Outcome.REJECTED:
+        deps = of_promotion(deps, promotion)  # an earlier claim's outcome (already bound when it was asked)
     if outcome is Outcome.REJECTED:
         pass  # refused under the lock: it never started, there is nothing to undo
     elif outcome is Outcome.COMPLETED:
@@ -148,6 +155,7 @@ def _restore_service(deps: Deps, promotion: Promotion) -> None:
     previous_td = promotion.previous_task_definition
     if not previous_td:
         return
+    deps = of_promotion(deps, promotion)
     try:
         target = promotion.request.target_settings()
     except InvalidConfig as exc:

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deps import Deps
+from chalicelib.domain.cells import CellRefused, cell_key
 from chalicelib.domain.model import Promotion, Stage
+from chalicelib.usecases.cells import of_promotion
 from chalicelib.usecases.transitions import Result
 
 logger = logging.getLogger(__name__)
@@ -40,8 +42,10 @@ def is_quota_failure(reason: str) -> bool:
 
 
 def free_instances(deps: Deps, *, fresh: bool = False) -> int | None:
-    """DB instances the account may still create (None when RDS does not say: then do not hold back)."""
-    cached = _cache.get("free")
+    """DB instances the account of ``deps``'s cell may still create (None when RDS does not say: then do
+    not hold back). The quota is per account and region: each cell has its own, cached apart."""
+    key = cell_key(deps.cell)
+    cached = _cache.get(key)
     if not fresh and cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
         return cached[1]
     free: int | None = None
@@ -52,7 +56,7 @@ def free_instances(deps: Deps, *, fresh: bool = False) -> int | None:
     else:
         if used_max is not None:
             free = used_max[1] - used_max[0]
-    _cache["free"] = (time.monotonic(), free)
+    _cache[key] = (time.monotonic(), free)
     return free
 
 
@@ -69,15 +73,26 @@ def may_start(deps: Deps, promotion: Promotion) -> bool:
     free = free_instances(deps)
     if free is None or free > MARGIN:
         return True
-    mine = _entry(deps, promotion)
-    if any(w.entry < mine and w.promotion_id != promotion.id and w.stack is None for w in deps.store.waiting()):
-        return False
+    mine, account = _entry(deps, promotion), _account(promotion)
+    if any(
+        w.entry < mine and w.promotion_id != promotion.id and w.stack is None and w.account == account
+        for w in deps.store.waiting()
+    ):
+        return False  # an older promotion waits for this cell's headroom (other cells' do not count)
     return free > 0
+
+
+def _account(promotion: Promotion) -> str | None:
+    cell = promotion.request.cell_settings
+    return cell.account if cell is not None else None
 
 
 def park(deps: Deps, promotion: Promotion, *, stack: str | None = None, attempt: int = 0) -> bool:
     """Put the promotion on the waiting list (idempotent): True when this call put it there."""
-    value = json.dumps({"promotion_id": promotion.id, "stack": stack, "attempt": attempt})
+    data: dict[str, object] = {"promotion_id": promotion.id, "stack": stack, "attempt": attempt}
+    if _account(promotion) is not None:
+        data["account"] = _account(promotion)
+    value = json.dumps(data)
     return deps.store.parameters.create(_entry(deps, promotion), value)
 
 
@@ -89,28 +104,45 @@ def attempts(deps: Deps, entry: str) -> int:
         return 0
 
 
-def admit(deps: Deps, start: Callable[[Promotion, int], Result], deleted_stack: str | None = None) -> int:
+def admit(deps: Deps, start: Callable[[Deps, Promotion, int], Result], deleted_stack: str | None = None) -> int:
     """A DB stack finished deleting: start the waiting promotions that fit, oldest first.
 
-    ``start(promotion, attempt)`` is the cutover's start. A promotion waiting for ``deleted_stack``'s
-    name goes whatever the quota (the deleted stack freed its instance too).
+    ``start(deps, promotion, attempt)`` is the cutover's start, with the deps of the promotion's cell. A
+    promotion waiting for ``deleted_stack``'s name goes whatever the quota (the deleted stack freed its
+    instance too). Headroom is counted per cell: each cell's waiting promotions are admitted against
+    that cell's free instances (one ``DescribeAccountAttributes`` per cell with promotions waiting).
     """
     queue = deps.store.waiting()
     if not queue:
         return 0
-    free = free_instances(deps, fresh=True)
-    admitted = 0
+    free: dict[str | None, int | None] = {}
+    admitted: dict[str | None, int] = {}
+    total = 0
     for waiting in queue:
         if waiting.stack is not None and waiting.stack != deleted_stack:
             continue
-        if waiting.stack is None and free is not None and admitted >= free:
-            continue
+        account = waiting.account
+        if waiting.stack is None and account in free:
+            room = free[account]
+            if room is not None and admitted.get(account, 0) >= room:
+                continue
         promotion = deps.store.read(waiting.namespace).promotion
         if promotion is None or promotion.id != waiting.promotion_id or promotion.stage is not Stage.RESTORING:
             deps.store.delete_waiting(waiting.entry)  # ended, or already further: a leftover
             continue
-        outcome = start(promotion, attempts(deps, waiting.entry))
+        try:
+            bound = of_promotion(deps, promotion)
+        except CellRefused as exc:  # that cell's promotions keep waiting (their locks held); others go on
+            logger.warning("cannot admit %s: %s", promotion.id, exc)
+            continue
+        if waiting.stack is None and account not in free:
+            free[account] = free_instances(bound, fresh=True)
+            room = free[account]
+            if room is not None and room <= 0:
+                continue
+        outcome = start(bound, promotion, attempts(deps, waiting.entry))
         if outcome.action != "wait":
             deps.store.delete_waiting(waiting.entry)
-        admitted += 1
-    return admitted
+        admitted[account] = admitted.get(account, 0) + 1
+        total += 1
+    return total

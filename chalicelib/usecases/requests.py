@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 from chalicelib.adapters.state import TenantRecord
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import CellRefused
 from chalicelib.domain.config import InvalidConfig, Target, TenantConfig
 from chalicelib.domain.decisions import Action, ClaimVerdict, decide_request, superseded_by
 from chalicelib.domain.ecs_spec import PromotionError
@@ -36,6 +37,7 @@ from chalicelib.domain.model import DeployEntry, EnvRecord, Outcome, Promotion, 
 from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
 from chalicelib.invocation import current_id
 from chalicelib.observability import metrics
+from chalicelib.usecases.cells import of_config
 from chalicelib.usecases.cutover import start
 from chalicelib.usecases.endings import end
 from chalicelib.usecases.transitions import Result, event_for, give_back, ignore, lease_until, lock_verdict, now_text
@@ -46,7 +48,7 @@ DRAIN_ROUNDS = 8
 # The key an unencrypted source snapshot's copy is encrypted with when the target names none.
 AWS_MANAGED_RDS_KEY = "alias/aws/rds"
 ENGINE_CACHE_SECONDS = 3600.0
-_engine_memo: dict[tuple[str, str], tuple[float, bool]] = {}
+_engine_memo: dict[tuple[str, str, str], tuple[float, bool]] = {}
 
 
 class BadRequest(PromotionError):
@@ -56,7 +58,9 @@ class BadRequest(PromotionError):
 
 # Bad input: no such tenant or environment, an unreadable config, an impossible version, a refused
 # policy. Rejected without writing anything (bad input changes nothing); a re-delivery is answered again.
-BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest)
+# A cell whose role refuses tierlift is bad input too: the request cannot be carried out there, and the
+# cell's state (and every other cell's) is left as it was.
+BAD_INPUT = (UnknownTenant, InvalidConfig, InvalidName, BadRequest, CellRefused)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -129,11 +133,12 @@ def _snapshot(deps: Deps, cache: dict[str, Any], snapshot_id: str) -> dict[str, 
 def _engine_offered(deps: Deps, engine: str, version: str) -> bool:
     """RDS's answer, kept per container for :data:`ENGINE_CACHE_SECONDS` (a region retires a version
     months after announcing it): a warm container's promotions of one version ask once."""
-    memo = _engine_memo.get((engine, version))
+    region = deps.rds.region  # a cell's own
+    memo = _engine_memo.get((region, engine, version))
     if memo is not None and time.monotonic() - memo[0] < ENGINE_CACHE_SECONDS:
         return memo[1]
     offered = deps.rds.engine_offered(engine, version)
-    _engine_memo[(engine, version)] = (time.monotonic(), offered)
+    _engine_memo[(region, engine, version)] = (time.monotonic(), offered)
     return offered
 
 
@@ -195,10 +200,12 @@ def check(deps: Deps, tenant: TenantRecord, request: Request, account: str | Non
     config = tenant.env(request.environment).config()
     target = config.target(request.environment)
     policy = target.policy
+    request = request._replace(cell=config.cell.as_dict() if config.cell is not None else None)
     if request.redeploy is not None:
         return _check_redeploy(tenant, request, config)
     if policy.accounts and account is not None and account not in policy.accounts:
         raise BadRequest(f"events from account {account} may not promote into {request.environment}")
+    deps = of_config(deps, config)  # the source snapshots are in the tenant's cell
     if policy.two_person and request.principal is None:
         raise BadRequest(
             f"promotions into {request.environment} must be signed (its two-person rule compares who asked with "

@@ -15,7 +15,11 @@ import logging
 
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import Cell, CellRefused
+from chalicelib.domain.config import InvalidConfig
+from chalicelib.domain.model import UnknownTenant
 from chalicelib.domain.names import InvalidName, Versioned
+from chalicelib.usecases.cells import foreign
 from chalicelib.usecases.requests import on_promotion_requested
 from chalicelib.usecases.transitions import Result, ignore
 
@@ -25,8 +29,23 @@ INSTANCE_TAG = "aws:rds:primaryDBInstanceArn"
 REQUESTED_BY = "tierlift (secret rotation)"
 
 
+def _cell_of_event(deps: Deps, command: ev.SecretRotated) -> Cell | None:
+    """The cell a rotation happened in: the event's account when it is not the central one (a cell
+    forwarded it), reached through that account's ``tierlift-cell-<stage>`` role; None: central."""
+    settings = deps.settings
+    central = settings.central_account
+    if command.account is None or central is None or command.account == central:
+        return None
+    role = f"arn:aws:iam::{command.account}:role/{settings.cell_role_name}"
+    return Cell(command.account, command.region or "us-east-1", role)
+
+
 def on_secret_rotated(deps: Deps, command: ev.SecretRotated) -> Result:
-    tags = deps.secrets.tags(command.secret_id)
+    cell = _cell_of_event(deps, command)
+    try:
+        tags = deps.in_cell(cell, "rotation").secrets.tags(command.secret_id)
+    except CellRefused as exc:
+        return ignore(f"secret {command.secret_id}: {exc}")
     if tags is None:
         return ignore(f"secret {command.secret_id} is gone", expected=True)
     arn = tags.get(INSTANCE_TAG)
@@ -37,6 +56,14 @@ def on_secret_rotated(deps: Deps, command: ev.SecretRotated) -> Result:
     except InvalidName:
         return ignore(f"secret of {arn}, not a DB instance of tierlift's", expected=True)
     ns = versioned.namespace
+    if cell is not None:
+        try:
+            configured = deps.store.get_config(ns.tenant).cell
+        except (InvalidConfig, UnknownTenant) as exc:
+            return ignore(f"secret of {versioned.instance_id}: {exc}", ns.name)
+        refused = foreign(deps, command.account, configured)
+        if refused is not None:
+            return ignore(f"secret of {versioned.instance_id}: {refused}", ns.name)
     active = deps.store.read(ns).active
     if active != versioned.version:
         return ignore(

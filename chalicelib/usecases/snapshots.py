@@ -15,9 +15,11 @@ from botocore.exceptions import ClientError
 from chalicelib.adapters.aws import Stacks, error_code
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import CellRefused
 from chalicelib.domain.config import InvalidConfig
 from chalicelib.domain.model import Stage, UnknownTenant
 from chalicelib.domain.names import KIND_TAG, PROMOTION_TAG, InvalidName, Version, Versioned
+from chalicelib.usecases.cells import foreign, of_config, of_promotion
 from chalicelib.usecases.cutover import start
 from chalicelib.usecases.transitions import Result, ignore
 
@@ -95,6 +97,10 @@ def request_snapshot(deps: Deps, request: ev.SnapshotRequest) -> Result:
     except InvalidConfig as exc:
         reason = f"tenant {tenant}'s config does not validate ({exc}): fix it and register it again"
         return _failed(deps, request.id, reason, tenant=tenant, requested_by=request.requested_by)
+    try:
+        deps = of_config(deps, config)  # the source DB is in the tenant's cell
+    except CellRefused as exc:
+        return _failed(deps, request.id, str(exc), tenant=tenant, requested_by=request.requested_by)
     version = Version.from_datetime(request.time)
     source = config.source
     snapshot_id = source.snapshot_id(version)
@@ -134,6 +140,9 @@ def on_snapshot_created(deps: Deps, rds_event: ev.RdsSnapshotEvent) -> Result:
         return ignore(f"not a tierlift source snapshot: {ev.safe(rds_event.snapshot_id)}: {exc}", expected=True)
     except InvalidConfig as exc:
         return ignore(f"snapshot {ev.safe(rds_event.snapshot_id)}: {exc}")
+    refused = foreign(deps, rds_event.account, config.cell)
+    if refused is not None:
+        return ignore(f"snapshot {snapshot.snapshot_id}: {refused}", snapshot.namespace.name)
     if snapshot.namespace.environment != config.source_environment:
         return ignore(
             f"snapshot {snapshot.snapshot_id} is not of the source environment {config.source_environment}",
@@ -166,19 +175,23 @@ def on_snapshot_copied(deps: Deps, rds_event: ev.RdsSnapshotEvent) -> Result:
         copy = Versioned.parse_encrypted_copy(rds_event.snapshot_id)
     except InvalidName as exc:
         return ignore(f"not a tierlift encrypted copy: {exc}", expected=True)
-    return resume_after_copy(deps, copy)
+    return resume_after_copy(deps, copy, account=rds_event.account, from_event=True)
 
 
-def resume_after_copy(deps: Deps, copy: Versioned) -> Result:
+def resume_after_copy(deps: Deps, copy: Versioned, *, account: str | None = None, from_event: bool = False) -> Result:
     """Start the promotion of ``copy``'s namespace and version that waits for it (the copy event's use
-    case, and the sweep's for a lost one). A duplicate finds its stack created and changes nothing."""
+    case, and the sweep's for a lost one). A duplicate finds its stack created and changes nothing.
+    An event from another account than the promotion's cell is ignored with the reason."""
     ns, copy_id = copy.namespace, copy.encrypted_copy_id
     promotion = deps.store.read(ns).promotion
     if promotion is None or promotion.request.version != copy.version.value or not promotion.request.encrypt_with:
         return ignore(f"no promotion of {ns} waits for {copy_id}", ns.name, expected=True)
     if promotion.stage is not Stage.RESTORING:
         return ignore(f"promotion {promotion.id} is {promotion.stage}", ns.name, promotion.id, expected=True)
-    stack = deps.stacks.describe(ns.stack_name(copy.version))
+    refused = foreign(deps, account, promotion.request.cell_settings) if from_event else None
+    if refused is not None:
+        return ignore(refused, ns.name, promotion.id)
+    stack = of_promotion(deps, promotion).stacks.describe(ns.stack_name(copy.version))
     if stack is not None and Stacks.tags(stack).get(PROMOTION_TAG) == promotion.id:
         return ignore(f"duplicate: stack {stack['StackName']} is created", ns.name, promotion.id, expected=True)
     return start(deps, promotion)

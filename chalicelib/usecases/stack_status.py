@@ -14,6 +14,7 @@ from typing import Any
 from chalicelib.adapters.aws import Stacks
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.config import InvalidConfig
 from chalicelib.domain.decisions import (
     DELETE_DONE,
     OUTCOME_OF,
@@ -23,9 +24,10 @@ from chalicelib.domain.decisions import (
     attribute_stack_event,
     decide_stack,
 )
-from chalicelib.domain.model import WAITING_FOR_HEADROOM, EnvRecord, Outcome, Promotion
+from chalicelib.domain.model import WAITING_FOR_HEADROOM, EnvRecord, Outcome, Promotion, UnknownTenant
 from chalicelib.domain.names import InvalidName, Versioned
 from chalicelib.usecases import headroom
+from chalicelib.usecases.cells import foreign, of_promotion
 from chalicelib.usecases.cutover import on_stack_ready, park, start
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.requests import drain_after, resume_own
@@ -48,13 +50,30 @@ def on_stack_status(deps: Deps, event: ev.StackStatusEvent) -> Result:
             stack.namespace.name,
             expected=not admitted,
         )
-    return apply_stack_status(deps, stack, event.status, event.reason, stack_id=event.stack_id, token=event.token)
+    rec = deps.store.read(stack.namespace)
+    if rec.promotion is not None:
+        # A cell forwards its own events only: one about a tenant of another cell (or of the central
+        # account) is not about that tenant's stack, whatever its name says.
+        refused = foreign(deps, event.account, rec.promotion.request.cell_settings)
+        if refused is not None:
+            return ignore(f"{refused}: not {stack.namespace}'s stack", stack.namespace.name, rec.promotion.id)
+    return apply_stack_status(
+        deps,
+        stack,
+        event.status,
+        event.reason,
+        stack_id=event.stack_id,
+        token=event.token,
+        rec=rec,
+        event_account=(event.account,),
+    )
 
 
 def admit_waiting(deps: Deps, deleted_stack: str | None = None) -> int:
-    """A DB stack finished deleting: an instance (and its name) is free; the oldest waiting go."""
+    """A DB stack finished deleting: an instance (and its name) is free; the oldest waiting go (each
+    cell's against its own headroom)."""
     return headroom.admit(
-        deps, lambda promotion, attempt: start(deps, promotion, admitted=True, attempt=attempt), deleted_stack
+        deps, lambda bound, promotion, attempt: start(bound, promotion, admitted=True, attempt=attempt), deleted_stack
     )
 
 
@@ -67,15 +86,19 @@ def apply_stack_status(
     stack_id: str | None = None,
     token: str | None = None,
     rec: EnvRecord | None = None,
+    event_account: tuple[str | None] | None = None,
 ) -> Result:
-    """Act on a DB stack's status, from an event or observed by the sweep (which passes its own read)."""
+    """Act on a DB stack's status, from an event or observed by the sweep (which passes its own read).
+    ``event_account``: (the account the event came from,) when it is an event; None when observed."""
     ns, version = stack.namespace, stack.version
     rec = rec or deps.store.read(ns)
     promotion = rec.promotion
+    if promotion is not None:
+        deps = of_promotion(deps, promotion)  # its stack is in the tenant's cell
     decision = decide_stack(promotion=promotion, stack_version=version.value, stack_id=stack_id, status=status)
     if promotion is None or decision.action is Action.IGNORE:
         if promotion is None:
-            _clean_up_after_end(deps, rec, stack, status)
+            _clean_up_after_end(deps, rec, stack, status, event_account)
         resumed = resume_own(deps, rec)
         if resumed is not None:
             return resumed
@@ -144,15 +167,26 @@ def _refused_for_quota(deps: Deps, stack: Versioned, reason: str, live: dict[str
     return any(headroom.is_quota_failure(r) for r in deps.stacks.failure_reasons(stack.stack_name))
 
 
-def _clean_up_after_end(deps: Deps, rec: EnvRecord, stack: Versioned, status: str) -> None:
-    """A stack that finished creating after its promotion was cancelled or failed goes now."""
+def _clean_up_after_end(
+    deps: Deps, rec: EnvRecord, stack: Versioned, status: str, event_account: tuple[str | None] | None = None
+) -> None:
+    """A stack that finished creating after its promotion was cancelled or failed goes now (in the
+    tenant's cell; an event from another account deletes nothing)."""
     last = rec.last
     if status not in ("CREATE_COMPLETE", "ROLLBACK_COMPLETE") or last is None or last.version != stack.version.value:
         return
     if last.outcome not in (Outcome.CANCELLED, Outcome.FAILED):
         return
+    try:
+        cell = deps.store.get_config(stack.namespace.tenant).cell
+    except (InvalidConfig, UnknownTenant):
+        cell = None
+    refused = foreign(deps, event_account[0], cell) if event_account is not None else None
+    if refused is not None:
+        logger.warning("not deleting %s: %s", stack.stack_name, refused)
+        return
     delete_stack(
-        deps,
+        deps.in_cell(cell, stack.namespace.tenant.name),
         stack.namespace,
         stack.version,
         f"promotion {last.promotion_id} {last.outcome}",

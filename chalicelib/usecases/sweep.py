@@ -23,7 +23,8 @@ import logging
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from botocore.parsers import ResponseParserError
 from chalicelib.adapters.aws import PutEventsFailed, Stacks
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
+from chalicelib.domain.cells import Cell, CellRefused, cell_key
 from chalicelib.domain.config import InvalidConfig
 from chalicelib.domain.decisions import CREATE_FAILED_STATES, CREATE_OK, CREATE_PENDING_STATES, ClaimVerdict
 from chalicelib.domain.ecs_spec import PromotionError
@@ -56,6 +58,7 @@ from chalicelib.domain.sweep_plan import (
     Planned,
     SnapshotFact,
     StackFact,
+    TenantState,
     counts,
     leftovers_of,
     lost_snapshot_requests,
@@ -66,6 +69,7 @@ from chalicelib.domain.sweep_plan import (
     source_snapshot_of,
 )
 from chalicelib.observability import metrics
+from chalicelib.usecases.cells import of_config, of_promotion
 from chalicelib.usecases.deployment_state import NotYet, apply_deployment_outcome
 from chalicelib.usecases.endings import delete_stack, end
 from chalicelib.usecases.requests import drain, drain_after, release_retaken, run_locked
@@ -198,11 +202,14 @@ def run_sweep(deps: Deps, tenant: str | None = None, *, dry_run: bool = False) -
     if not dry_run:
         _count_stuck(result)
     result.headroom = headroom(deps)
+    cells = cells_of(facts.tenants)
+    if cells:
+        result.headroom["cells"] = {key: _cell_headroom(deps, cell) for key, cell in sorted(cells.items())}
     for entry in result.entries:
         if entry.item.kind == RECONCILE:
             _safely(result, entry, lambda e: _reconcile(deps, facts, e, dry_run=dry_run))
         elif not dry_run and entry.item.kind in ORDER:
-            _safely(result, entry, lambda e: _execute(deps, facts, e))
+            _safely(result, entry, lambda e: _execute(_in_cell_of(deps, facts, e), facts, e))
     if not dry_run and tenant is None and deps.schedules is not None:
         # The snapshot schedules (EventBridge Scheduler) as the configs want them: one listing.
         configs = {name: t.config for name, t in facts.tenants.items() if t.config is not None}
@@ -230,6 +237,21 @@ def _count_stuck(result: SweepResult) -> None:
             metrics.promotion_stuck(item.tenant, item.environment)
 
 
+def _in_cell_of(deps: Deps, facts: Facts, entry: Entry) -> Deps:
+    """The deps of the cell of the entry's tenant (its config's; the central account when it has none)."""
+    state = facts.tenants.get(entry.item.tenant or "")
+    config = state.config if state is not None else None
+    return of_config(deps, config) if config is not None else deps
+
+
+def _cell_headroom(deps: Deps, cell: Cell) -> dict[str, Any]:
+    """A cell's DB-instance and snapshot headroom (its own account's quotas)."""
+    try:
+        return headroom(deps.in_cell(cell, "sweep"))
+    except CellRefused as exc:
+        return {"status": "unknown", "reason": str(exc)[:300]}
+
+
 def _initial_status(item: Planned) -> str:
     initial: dict[str, str] = {SKIP: "skipped", REPORT: "reported"}
     return initial.get(item.kind, "planned")
@@ -253,6 +275,7 @@ def _safely(result: SweepResult, entry: Entry, step: Any) -> None:
         InvalidName,
         InvalidConfig,
         UnknownTenant,
+        CellRefused,
         KeyError,
         ValueError,
     ) as exc:
@@ -272,18 +295,41 @@ def gather(deps: Deps, tenant: str | None = None) -> Facts:
     stacks and the snapshots are listed on two worker threads while this thread walks SSM (paced to the
     sweep's share of SSM's throughput): a sweep takes as long as its longest listing, not their sum
     (docs/performance.md). The SSM walk stays on the caller's thread.
+
+    With cells, each cell that holds a tenant is listed too (DescribeStacks and DescribeDBSnapshots per
+    cell, on the same workers), and a cell's listing counts only for the tenants that live there: a stack
+    or snapshot named after a tenant of another cell (or of the central account) is left out, so a cell
+    can never make the sweep delete or promote anything of another's.
     """
     root = deps.store.root
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="sweep-gather") as pool:
         listed_stacks = pool.submit(lambda: [StackFact.from_api(s) for s in deps.stacks.all()])
         listed_snapshots = pool.submit(lambda: [SnapshotFact.from_api(s) for s in deps.rds.snapshots()])
         params = deps.store.parameters.list(f"{root}/{tenant}" if tenant else root)
-        stacks, snapshots = listed_stacks.result(), listed_snapshots.result()
-    tenants, namespaces = parse_parameters(root, params)
+        tenants, namespaces = parse_parameters(root, params)
+        cells = cells_of(tenants)
+        listings: dict[str, CellRefused | tuple[Future[list[StackFact]], Future[list[SnapshotFact]]]] = {}
+        for key, cell in cells.items():
+            try:
+                bound = deps.in_cell(cell, "sweep")
+            except CellRefused as exc:
+                listings[key] = exc
+                continue
+            listings[key] = (pool.submit(_list_stacks, bound), pool.submit(_list_snapshots, bound))
+        home = {name: cell_key(t.config.cell if t.config else None) for name, t in tenants.items()}
+        stacks = _of_cell(listed_stacks.result(), "central", home, lambda s: s.name)
+        snapshots = _of_cell(listed_snapshots.result(), "central", home, lambda s: s.id)
+        unreachable: dict[str, str] = {}
+        for key, listing in listings.items():
+            if isinstance(listing, CellRefused):
+                unreachable[key] = str(listing)
+                continue
+            stacks += _of_cell(listing[0].result(), key, home, lambda s: s.name)
+            snapshots += _of_cell(listing[1].result(), key, home, lambda s: s.id)
     # The walk of the root holds the waiting list too; a tenant's sweep reads it.
     waiting = deps.store.waiting_in(params) if tenant is None else deps.store.waiting()
     parked = mark_parked(namespaces, ((w.namespace.name, w.promotion_id, w.stack) for w in waiting))
-    return Facts(
+    facts = Facts(
         now=deps.clock(),
         tenants=tenants,
         namespaces=namespaces,
@@ -292,6 +338,49 @@ def gather(deps: Deps, tenant: str | None = None) -> Facts:
         tenant_filter=tenant,
         parked=parked,
     )
+    for key, reason in unreachable.items():
+        # A cell that refuses: its tenants' stacks and snapshots are unknown, so nothing of theirs is
+        # planned from a listing (reported instead); their locks, active versions and state stay.
+        logger.error("sweep cannot reach cell %s: %s", key, reason)
+        for name, where in home.items():
+            if where == key:
+                tenants[name].problem = reason
+    return facts
+
+
+def _list_stacks(deps: Deps) -> list[StackFact]:
+    return [StackFact.from_api(s) for s in deps.stacks.all()]
+
+
+def _list_snapshots(deps: Deps) -> list[SnapshotFact]:
+    return [SnapshotFact.from_api(s) for s in deps.rds.snapshots()]
+
+
+def cells_of(tenants: dict[str, TenantState]) -> dict[str, Cell]:
+    """The cells the tenants' configs name, by their key (account/region)."""
+    found: dict[str, Cell] = {}
+    for state in tenants.values():
+        cell = state.config.cell if state.config is not None else None
+        if cell is not None:
+            found.setdefault(cell.key, cell)
+    return found
+
+
+def _of_cell[T](items: list[T], key: str, home: dict[str, str], name_of: Callable[[T], str]) -> list[T]:
+    """The stacks or snapshots of a cell's listing that may be its tenants' (by the tenant in the name;
+    a name of no tenant counts only in the central account, as before cells)."""
+    kept = []
+    for item in items:
+        tenant = _tenant_in(name_of(item))
+        where = home.get(tenant, "central") if tenant is not None else "central"
+        if where == key:
+            kept.append(item)
+    return kept
+
+
+def _tenant_in(name: str) -> str | None:
+    parts = name.split("-")
+    return f"{parts[0]}-{parts[1]}" if len(parts) >= 2 else None
 
 
 def deleted_stack_names(deps: Deps) -> frozenset[str]:
@@ -446,7 +535,7 @@ def _admit_parked(deps: Deps, result: SweepResult) -> None:
     """The admission a DB stack's ``DELETE_COMPLETE`` makes; an AWS error is reported, not raised."""
     try:
         admitted = admit_waiting(deps)
-    except (ClientError, BotoCoreError, PutEventsFailed, PromotionError, InvalidConfig, ValueError) as exc:
+    except (ClientError, BotoCoreError, PutEventsFailed, PromotionError, InvalidConfig, CellRefused, ValueError) as exc:
         result.errors.append(f"admit waiting: {type(exc).__name__}: {exc}"[:500])
         logger.exception("sweep could not admit the waiting promotions")
         return
@@ -535,6 +624,7 @@ def reconcile(deps: Deps, promotion: Promotion, *, dry_run: bool = False) -> str
     once, and a claim whose owner's lease is still running is left to that owner.
     """
     ns, stage = promotion.namespace, promotion.stage
+    deps = of_promotion(deps, promotion)  # its stack and service are in the cell it started in
     if promotion.ending is not None:
         if dry_run:
             return f"would resume: the {promotion.ending.outcome} ending"
