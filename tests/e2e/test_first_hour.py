@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.conftest import Cloud, run
+from tests.e2e.test_local_cloud import settled
 from tierlift.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +88,8 @@ def test_history_after_a_manual_an_automatic_and_a_ci_promotion_has_three_rows(c
     assert json.loads(booted.stdout)["automatic"] == ["qa"]
     v2 = json.loads(cli(cloud, "snapshot", tenant, "--wait", "--poll", POLL, "--output", "json").stdout)["version"]
     assert v2 > v1
-    cloud.wait(lambda: cloud.active(tenant, "qa") == v2, "the automatic promotion of qa")
+    # active moves at the cutover: prod may be requested once qa's promotion has ended (no lock)
+    cloud.wait(lambda: settled(cloud, tenant, "qa", v2), "the automatic promotion of qa")
     # a CI job sends its request twice (a retried step), with its run id as promotion_id: one request
     for _ in range(2):
         put_request(cloud, tenant=tenant, environment="prod", version=v2, requested_by="ci", promotion_id="ci-run-7")
