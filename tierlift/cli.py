@@ -974,6 +974,13 @@ def cmd_soak(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tierlift.bench import main as bench
+
+    argv = ["promotion", "--promotions", str(args.promotions), "--days", str(args.days)]
+    return bench([*argv, "--json"] if args.json or args.output == "json" else argv)
+
+
 def _common(top_level: bool) -> argparse.ArgumentParser:
     """The common flags; on subcommands they default to 'not given' so they never undo the top level's."""
 
@@ -1170,6 +1177,20 @@ def parser() -> argparse.ArgumentParser:
     soak.add_argument("--speed", type=float, default=1200.0)
     soak.add_argument("--settle", type=float, default=180.0, help="seconds allowed for the world to settle")
     soak.set_defaults(func=cmd_soak)
+
+    bench = command(sub, "bench", "benchmarks on the local cloud (docs/performance.md)", _codes())
+    bench.set_defaults(func=_help_of(bench))
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="COMMAND", parser_class=_Parser)
+    promotion_bench = command(
+        bench_sub,
+        "promotion",
+        "promotions driven through local serve's handlers, calls counted server-side",
+        _codes("0 measured"),
+    )
+    promotion_bench.add_argument("--promotions", type=int, default=3)
+    promotion_bench.add_argument("--days", type=int, default=0, help="then simulate days of schedules and promotions")
+    promotion_bench.add_argument("--json", action="store_true", help="the same as --output json")
+    promotion_bench.set_defaults(func=cmd_bench)
 
     tenant = command(sub, "tenant", "tenant configs", _codes())
     tenant.set_defaults(func=_help_of(tenant))
