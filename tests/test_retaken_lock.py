@@ -61,15 +61,21 @@ def test_a_late_duplicate_that_lives_gives_the_lock_back_at_once(v1_running: Pip
     p = v1_running
     a = request_event(p, V2)
 
-    def complete() -> None:
-        p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
-        p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
-
-    result = _late_duplicate(p, a, complete, dies=False)
+    result = _late_duplicate(p, a, _completes(p), dies=False)
     assert result is not None and result["action"] == "ignore" and "already answered" in result["reason"], result
     rec = p.deps.store.read(QA)
     assert rec.promotion is None and rec.retaken is None and str(rec.active) == V2
     assert _terminals(outbox) == {a["id"]: 1}
+
+
+def _completes(p: Pipeline) -> Any:
+    """What ends the first delivery's promotion of V2: its stack's and its deployment's events."""
+
+    def complete() -> None:
+        p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
+        p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
+
+    return complete
 
 
 def _terminals(outbox: Any) -> Counter[str]:
@@ -80,11 +86,7 @@ def test_completed_request_retaken_by_a_dying_duplicate(v1_running: Pipeline, ou
     p = v1_running
     a = request_event(p, V2)
 
-    def complete() -> None:
-        p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
-        p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
-
-    _late_duplicate(p, a, complete)
+    _late_duplicate(p, a, _completes(p))
     rec = p.deps.store.read(QA)
     assert rec.promotion is None and rec.retaken is not None and rec.retaken.id == a["id"]
     assert str(rec.active) == V2 and rec.state.has_answered(rec.retaken.id)
@@ -134,11 +136,7 @@ def test_two_releases_at_once_release_once(v1_running: Pipeline, outbox: Any, aw
     p = v1_running
     a = request_event(p, V2)
 
-    def complete() -> None:
-        p.invoke("stack_status", stack_event(p, V2, "CREATE_COMPLETE"))
-        p.invoke("deployment_state", deployment_event(p, "COMPLETED"))
-
-    _late_duplicate(p, a, complete)
+    _late_duplicate(p, a, _completes(p))
     later(p.deps, hours=1)
     seen = p.deps.store.read(QA)  # both sweeps read this
     take_source_snapshot_v3(aws)
