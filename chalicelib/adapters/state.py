@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.domain.config import TenantConfig, parse_config
 from chalicelib.domain.layout import Layout
 from chalicelib.domain.model import DbRecord, DeployEntry, EnvRecord, EnvState, Promotion, Request, UnknownTenant
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, Version
 from chalicelib.domain.ports import Parameters
+from chalicelib.domain.records import NamedTuple
 from chalicelib.domain.tree import parse_env, parse_tree
 
 logger = logging.getLogger(__name__)

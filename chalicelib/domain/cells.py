@@ -9,7 +9,9 @@ before cells). Pure: the parsing and the trust rules only; ``chalicelib.deps`` a
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
+
+from chalicelib.domain.records import NamedTuple
 
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")

@@ -9,10 +9,11 @@ from __future__ import annotations
 import json
 import re
 from fnmatch import fnmatchcase
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.domain.cells import Cell, parse_cell
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, parse_environment
+from chalicelib.domain.records import NamedTuple
 
 _SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
 _SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")

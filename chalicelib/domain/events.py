@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.domain.model import Outcome
 from chalicelib.domain.names import InvalidName, Tenant, Version, parse_environment, stack_name_from_arn
+from chalicelib.domain.records import NamedTuple
 
 SOURCE = "tierlift"
 

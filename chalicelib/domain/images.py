@@ -8,7 +8,8 @@ by then). A private ECR reference by tag is resolved to its digest once, at the 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+
+from chalicelib.domain.records import NamedTuple
 
 _ECR = re.compile(
     r"^(?P<registry>(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?)"

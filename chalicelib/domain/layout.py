@@ -19,9 +19,9 @@ for a stack's delete). Ids are letters, digits and ``-`` (never ``.``), so ``<id
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, Version
+from chalicelib.domain.records import NamedTuple
 
 LOCK = "promotion"
 STATE = "state"
