@@ -93,3 +93,46 @@ def test_the_records_are_namedtuples(module: str) -> None:
         assert tuple(record.__annotations__) == record._fields
         assert set(record._field_defaults) <= set(record._fields)
         assert pickle.loads(pickle.dumps(record._make(range(len(record._fields))))) == tuple(range(len(record._fields)))
+
+
+def test_the_names_behave_as_their_frozen_dataclasses_did() -> None:
+    import copy
+    import dataclasses
+
+    from chalicelib.domain.names import Namespace, Tenant, Version, Versioned
+
+    @dataclasses.dataclass(frozen=True, order=True)
+    class Old:
+        value: str
+
+    old, new = Old("20261127200000"), Version("20261127200000")
+    assert repr(new) == repr(old).replace(
+        "test_the_names_behave_as_their_frozen_dataclasses_did.<locals>.Old", "Version"
+    )
+    assert hash(new) == hash(old) == hash(("20261127200000",))
+    later = Version("20261128000000")
+    assert new < later and new <= later and later > new and later >= new and not new > later
+    assert sorted([later, new]) == [new, later] and max(new, later) == later
+    assert new == Version("20261127200000") and new != "20261127200000" and new != old
+    with pytest.raises(TypeError):
+        _ = new < "20261128000000"  # type: ignore[operator]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        new.value = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del new.value  # type: ignore[misc]
+    ns = Namespace(Tenant("xy", "0146"), "qa")
+    versioned = Versioned(ns, new)
+    assert repr(versioned) == (
+        "Versioned(namespace=Namespace(tenant=Tenant(customer='xy', project='0146'), environment='qa'),"
+        " version=Version(value='20261127200000'))"
+    )
+    assert str(ns) == "xy-0146-qa" and str(new) == "20261127200000"
+    for value in (new, ns, versioned):
+        assert pickle.loads(pickle.dumps(value)) == value == copy.deepcopy(value) == copy.copy(value)
+        assert hash(copy.deepcopy(value)) == hash(value)
+    assert {ns: 1}[Namespace(Tenant("xy", "0146"), "qa")] == 1
+    match versioned:
+        case Versioned(Namespace(Tenant(customer, _), environment), Version(value)):
+            assert (customer, environment, value) == ("xy", "qa", "20261127200000")
+        case _:
+            raise AssertionError("no match")

@@ -7,8 +7,9 @@ comes from a parsed :class:`Namespace` and :class:`Version`, never from unchecke
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 CUSTOMER_RE = r"[a-z][a-z0-9]{1,7}"
 PROJECT_RE = r"[0-9]{4}"
@@ -42,6 +43,38 @@ class InvalidName(ValueError):
     """A name that does not parse under the contract; the message says why."""
 
 
+class _Name:
+    """What ``@dataclass(frozen=True)`` gave the name types (their ``repr``, equality, hash and
+    immutability), written out: a frozen dataclass compiles six methods with ``exec`` when its class is
+    defined, ~1.5 ms a class of every cold start (docs/performance.md, "Cold start"). Not a NamedTuple:
+    names are formatted into JSON details with ``default=str``, where a tuple would become a list."""
+
+    _parts: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(self.__dict__[f] for f in self._parts)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={self.__dict__[f]!r}" for f in self._parts)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
 # What a value that is not a string is, in JSON's words (the sender wrote JSON, not Python).
 def _json_kind(value: object) -> str:
     if isinstance(value, bool):
@@ -65,11 +98,34 @@ def _check_str(value: object, what: str) -> str:
     return value
 
 
-@dataclass(frozen=True, order=True)
-class Version:
-    """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``."""
+class Version(_Name):
+    """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``. Ordered by its text (time order)."""
 
+    _parts = __match_args__ = ("value",)
     value: str
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "value", value)
+
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value < other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value <= other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value > other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value >= other.value  # type: ignore[attr-defined]
+        return NotImplemented
 
     @classmethod
     def parse(cls, value: object) -> Version:
@@ -96,12 +152,16 @@ class Version:
         return self.value
 
 
-@dataclass(frozen=True)
-class Tenant:
+class Tenant(_Name):
     """``<customer>-<project>``."""
 
+    _parts = __match_args__ = ("customer", "project")
     customer: str
     project: str
+
+    def __init__(self, customer: str, project: str) -> None:
+        object.__setattr__(self, "customer", customer)
+        object.__setattr__(self, "project", project)
 
     @classmethod
     def parse(cls, value: object) -> Tenant:
@@ -129,12 +189,16 @@ def parse_environment(value: object) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(_Name):
     """``<tenant>-<environment>``: one deployment of a tenant's app."""
 
+    _parts = __match_args__ = ("tenant", "environment")
     tenant: Tenant
     environment: str
+
+    def __init__(self, tenant: Tenant, environment: str) -> None:
+        object.__setattr__(self, "tenant", tenant)
+        object.__setattr__(self, "environment", environment)
 
     @classmethod
     def parse(cls, value: object) -> Namespace:
@@ -188,12 +252,16 @@ class Namespace:
         return self.name
 
 
-@dataclass(frozen=True)
-class Versioned:
+class Versioned(_Name):
     """A namespace plus a version: a DB stack, a DB instance or a source snapshot."""
 
+    _parts = __match_args__ = ("namespace", "version")
     namespace: Namespace
     version: Version
+
+    def __init__(self, namespace: Namespace, version: Version) -> None:
+        object.__setattr__(self, "namespace", namespace)
+        object.__setattr__(self, "version", version)
 
     @classmethod
     def parse_stack(cls, value: object) -> Versioned:
