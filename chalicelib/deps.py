@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.session
@@ -25,8 +25,10 @@ from chalicelib.adapters.scheduler import Schedules
 from chalicelib.adapters.ssm import SsmParameters
 from chalicelib.adapters.state import StateStore
 from chalicelib.domain.cells import Cell, CellRefused, session_name
-from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:  # the ports are types only: Protocol classes cost ~0.1 ms each to define at import
+    from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 
 
 class LazyClient:

@@ -136,3 +136,24 @@ def test_the_names_behave_as_their_frozen_dataclasses_did() -> None:
             assert (customer, environment, value) == ("xy", "qa", "20261127200000")
         case _:
             raise AssertionError("no match")
+
+
+def test_layout_and_settings_keep_what_callers_use() -> None:
+    import dataclasses
+
+    from chalicelib.domain.layout import Layout
+    from chalicelib.settings import DEFAULT_STAGE_TIMEOUTS, Settings
+
+    assert repr(Layout("/x/")) == "Layout(root='/x')" and Layout("/") == Layout() and Layout().root == "/tierlift"
+    assert hash(Layout("/x")) == hash(Layout("/x/"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Layout().root = "/y"  # type: ignore[misc]
+    settings = Settings()
+    assert settings.stage_timeouts == DEFAULT_STAGE_TIMEOUTS and settings.stage_timeouts["restoring"] == 7200
+    with pytest.raises(TypeError):
+        settings.stage_timeouts["ending"] = 1  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        settings.grace_seconds = 0  # type: ignore[misc]
+    shorter = settings._replace(grace_seconds=0)
+    assert (shorter.grace_seconds, settings.grace_seconds, shorter.event_bus) == (0, 3600, "tierlift-dev")
+    assert Settings.from_env().stage_timeouts == dict(DEFAULT_STAGE_TIMEOUTS)

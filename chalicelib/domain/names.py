@@ -43,7 +43,7 @@ class InvalidName(ValueError):
     """A name that does not parse under the contract; the message says why."""
 
 
-class _Name:
+class Frozen:
     """What ``@dataclass(frozen=True)`` gave the name types (their ``repr``, equality, hash and
     immutability), written out: a frozen dataclass compiles six methods with ``exec`` when its class is
     defined, ~1.5 ms a class of every cold start (docs/performance.md, "Cold start"). Not a NamedTuple:
@@ -98,7 +98,7 @@ def _check_str(value: object, what: str) -> str:
     return value
 
 
-class Version(_Name):
+class Version(Frozen):
     """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``. Ordered by its text (time order)."""
 
     _parts = __match_args__ = ("value",)
@@ -152,7 +152,7 @@ class Version(_Name):
         return self.value
 
 
-class Tenant(_Name):
+class Tenant(Frozen):
     """``<customer>-<project>``."""
 
     _parts = __match_args__ = ("customer", "project")
@@ -189,7 +189,7 @@ def parse_environment(value: object) -> str:
     return text
 
 
-class Namespace(_Name):
+class Namespace(Frozen):
     """``<tenant>-<environment>``: one deployment of a tenant's app."""
 
     _parts = __match_args__ = ("tenant", "environment")
@@ -252,7 +252,7 @@ class Namespace(_Name):
         return self.name
 
 
-class Versioned(_Name):
+class Versioned(Frozen):
     """A namespace plus a version: a DB stack, a DB instance or a source snapshot."""
 
     _parts = __match_args__ = ("namespace", "version")
