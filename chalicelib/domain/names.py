@@ -17,15 +17,12 @@ ENVIRONMENT_RE = r"[a-z][a-z0-9]{1,9}"
 VERSION_RE = r"[0-9]{14}"
 VERSION_FORMAT = "%Y%m%d%H%M%S"
 
-_TENANT = re.compile(rf"^(?P<customer>{CUSTOMER_RE})-(?P<project>{PROJECT_RE})$")
-_ENVIRONMENT = re.compile(rf"^{ENVIRONMENT_RE}$")
-_NAMESPACE = re.compile(rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})$")
-_VERSIONED = re.compile(
-    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-(?P<version>{VERSION_RE})$"
-)
-_STACK = re.compile(
-    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-db-(?P<version>{VERSION_RE})$"
-)
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_TENANT = rf"^(?P<customer>{CUSTOMER_RE})-(?P<project>{PROJECT_RE})$"
+_ENVIRONMENT = rf"^{ENVIRONMENT_RE}$"
+_NAMESPACE = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})$"
+_VERSIONED = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-(?P<version>{VERSION_RE})$"
+_STACK = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-db-(?P<version>{VERSION_RE})$"
 
 MANAGED_TAG = "tierlift:managed"
 TENANT_TAG = "tierlift:tenant"
@@ -166,7 +163,7 @@ class Tenant(Frozen):
     @classmethod
     def parse(cls, value: object) -> Tenant:
         text = _check_str(value, "tenant")
-        match = _TENANT.fullmatch(text)
+        match = re.fullmatch(_TENANT, text)
         if not match:
             raise InvalidName(f"tenant {text!r} is not <customer>-<project> (e.g. xy-0146)")
         return cls(match["customer"], match["project"])
@@ -184,7 +181,7 @@ class Tenant(Frozen):
 
 def parse_environment(value: object) -> str:
     text = _check_str(value, "environment")
-    if not _ENVIRONMENT.fullmatch(text):
+    if not re.fullmatch(_ENVIRONMENT, text):
         raise InvalidName(f"environment {text!r} is not 2-10 characters of [a-z][a-z0-9]+")
     return text
 
@@ -203,7 +200,7 @@ class Namespace(Frozen):
     @classmethod
     def parse(cls, value: object) -> Namespace:
         text = _check_str(value, "namespace")
-        match = _NAMESPACE.fullmatch(text)
+        match = re.fullmatch(_NAMESPACE, text)
         if not match:
             raise InvalidName(f"namespace {text!r} is not <customer>-<project>-<environment>")
         return cls(Tenant.parse(match["tenant"]), match["environment"])
@@ -266,7 +263,7 @@ class Versioned(Frozen):
     @classmethod
     def parse_stack(cls, value: object) -> Versioned:
         text = _check_str(value, "stack name")
-        match = _STACK.fullmatch(text)
+        match = re.fullmatch(_STACK, text)
         if not match:
             raise InvalidName(f"stack {text!r} is not <namespace>-db-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -274,7 +271,7 @@ class Versioned(Frozen):
     @classmethod
     def parse_snapshot(cls, value: object) -> Versioned:
         text = _check_str(value, "snapshot")
-        match = _VERSIONED.fullmatch(text)
+        match = re.fullmatch(_VERSIONED, text)
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -285,7 +282,7 @@ class Versioned(Frozen):
         text = _check_str(value, "snapshot")
         if not text.endswith(ENCRYPTED_COPY_SUFFIX):
             raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
-        match = _VERSIONED.fullmatch(text[: -len(ENCRYPTED_COPY_SUFFIX)])
+        match = re.fullmatch(_VERSIONED, text[: -len(ENCRYPTED_COPY_SUFFIX)])
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -297,7 +294,7 @@ class Versioned(Frozen):
     @classmethod
     def parse_instance(cls, value: object) -> Versioned:
         text = _check_str(value, "DB instance")
-        match = _VERSIONED.fullmatch(text)
+        match = re.fullmatch(_VERSIONED, text)
         if not match:
             raise InvalidName(f"DB instance {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
