@@ -21,13 +21,13 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.aws import Bus, Images, Rds, Secrets, Services, Stacks, client
-from chalicelib.adapters.scheduler import Schedules
 from chalicelib.adapters.ssm import SsmParameters
 from chalicelib.adapters.state import StateStore
 from chalicelib.domain.cells import Cell, CellRefused, session_name
 from chalicelib.settings import Settings
 
 if TYPE_CHECKING:  # the ports are types only: Protocol classes cost ~0.1 ms each to define at import
+    from chalicelib.adapters.scheduler import Schedules
     from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 
 
@@ -182,7 +182,10 @@ class Deps:
 
     @cached_property
     def schedules(self) -> Schedules | None:
-        """The stage's snapshot schedules (None where the deployment has no scheduler role: nothing to sync)."""
+        """The stage's snapshot schedules (None where the deployment has no scheduler role: nothing to sync).
+        Only the sweep syncs them: its module imports the scheduler adapter at init, no other function does."""
+        from chalicelib.adapters.scheduler import Schedules
+
         settings = self.settings
         if not settings.scheduler_role_arn or not settings.event_bus_arn:
             return None
