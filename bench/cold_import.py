@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--zip", type=Path, default=ROOT / "build" / "deployment.zip")
     parser.add_argument("--samples", type=int, default=15)
-    parser.add_argument("--function", default="promotion_requested", help="the function name Chalice gives")
+    parser.add_argument("--function", default="promotion_requested", help="the handler (app.<function>; app: the API)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--no-check", action="store_true", help="skip the functional check (older builds)")
     args = parser.parse_args(argv)
