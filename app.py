@@ -8,6 +8,7 @@ reads the same patterns from ``app.event_sources``.
 
 from __future__ import annotations
 
+import importlib
 import os
 from datetime import UTC, datetime
 from typing import Any
@@ -15,26 +16,32 @@ from typing import Any
 from chalice import BadRequestError, Chalice, IAMAuthorizer, Response
 from chalice.app import CloudWatchEvent
 
-from chalicelib import api, observability
+from chalicelib import observability
 from chalicelib.domain import events as ev
 from chalicelib.entry import raw, run
-from chalicelib.usecases.commands import on_promotion_approved, on_promotion_cancelled
-from chalicelib.usecases.deployment_state import on_deployment_state
-from chalicelib.usecases.requests import on_promotion_requested, reject_input
-from chalicelib.usecases.rotation import on_secret_rotated
-from chalicelib.usecases.snapshots import (
-    on_snapshot_copied,
-    on_snapshot_created,
-    request_snapshot,
-    snapshot_request_invalid,
-)
-from chalicelib.usecases.stack_status import on_stack_status
 
-# Import only what every handler needs: the sweep's modules (chalicelib.usecases.sweep, sweep_plan) are
-# imported by the sweep handler, so the other functions never load them; the sweep function (Chalice
-# names it <app>-<stage>-sweep) loads them at init, with the rest (docs/performance.md, "Cold start").
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "").endswith("-sweep"):
-    import chalicelib.usecases.sweep  # noqa: F401
+# Each Lambda function imports its own use case at init, and only its own: the module below for the
+# handler Lambda names in ``_HANDLER`` (``app.<function>``; ``app.app`` is the signed API). Every handler
+# imports what it calls (Python caches it), so a function never loads another's use cases (the sweep's,
+# the API's, rotation's...), and outside Lambda (tests, the local cloud) each is imported on first call.
+# docs/performance.md, "Cold start"; bench/cold_import.py times that first-call import too.
+USE_CASES = {
+    "promotion_requested": "chalicelib.usecases.requests",
+    "promotion_approved": "chalicelib.usecases.commands",
+    "promotion_cancelled": "chalicelib.usecases.commands",
+    "snapshot_requested": "chalicelib.usecases.snapshots",
+    "snapshot_created": "chalicelib.usecases.snapshots",
+    "snapshot_copied": "chalicelib.usecases.snapshots",
+    "stack_status": "chalicelib.usecases.stack_status",
+    "deployment_state": "chalicelib.usecases.deployment_state",
+    "secret_rotated": "chalicelib.usecases.rotation",
+    "sweep": "chalicelib.usecases.sweep",
+    "app": "chalicelib.api",
+}
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    _use_case = USE_CASES.get(os.environ.get("_HANDLER", "").removeprefix("app."))
+    if _use_case is not None:
+        importlib.import_module(_use_case)
 
 app = Chalice(app_name="tierlift")
 observability.setup()
@@ -51,6 +58,8 @@ iam = IAMAuthorizer()
 
 
 def _signed(route: str) -> Response:
+    from chalicelib import api
+
     request = app.current_request
     assert request is not None
     try:
@@ -81,6 +90,8 @@ DB_STACK_STATUSES = ["CREATE_COMPLETE", "CREATE_FAILED", "ROLLBACK_COMPLETE", "R
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Promotion Requested"]}, name="promotion_requested")
 def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.requests import on_promotion_requested, reject_input
+
     return run(
         "promotion_requested",
         on_promotion_requested,
@@ -96,6 +107,9 @@ def promotion_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="promotion_approved",
 )
 def promotion_approved(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.commands import on_promotion_approved
+    from chalicelib.usecases.requests import reject_input
+
     return run(
         "promotion_approved",
         on_promotion_approved,
@@ -113,6 +127,9 @@ def promotion_approved(event: CloudWatchEvent) -> dict[str, Any]:
     name="promotion_cancelled",
 )
 def promotion_cancelled(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.commands import on_promotion_cancelled
+    from chalicelib.usecases.requests import reject_input
+
     return run(
         "promotion_cancelled",
         on_promotion_cancelled,
@@ -125,6 +142,8 @@ def promotion_cancelled(event: CloudWatchEvent) -> dict[str, Any]:
 
 @app.on_cw_event({"source": ["tierlift"], "detail-type": ["Snapshot Requested"]}, name="snapshot_requested")
 def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.snapshots import request_snapshot, snapshot_request_invalid
+
     return run(
         "snapshot_requested",
         request_snapshot,
@@ -144,6 +163,8 @@ def snapshot_requested(event: CloudWatchEvent) -> dict[str, Any]:
     name="snapshot_created",
 )
 def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.snapshots import on_snapshot_created
+
     return run(
         "snapshot_created",
         on_snapshot_created,
@@ -164,6 +185,8 @@ def snapshot_created(event: CloudWatchEvent) -> dict[str, Any]:
     name="snapshot_copied",
 )
 def snapshot_copied(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.snapshots import on_snapshot_copied
+
     return run(
         "snapshot_copied",
         on_snapshot_copied,
@@ -185,6 +208,8 @@ def snapshot_copied(event: CloudWatchEvent) -> dict[str, Any]:
     name="stack_status",
 )
 def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.stack_status import on_stack_status
+
     return run("stack_status", on_stack_status, ev.StackStatusEvent.parse, event.to_dict(), _request_id(event))
 
 
@@ -197,6 +222,8 @@ def stack_status(event: CloudWatchEvent) -> dict[str, Any]:
     name="deployment_state",
 )
 def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.deployment_state import on_deployment_state
+
     return run(
         "deployment_state",
         on_deployment_state,
@@ -217,6 +244,8 @@ def deployment_state(event: CloudWatchEvent) -> dict[str, Any]:
     name="secret_rotated",
 )
 def secret_rotated(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib.usecases.rotation import on_secret_rotated
+
     return run("secret_rotated", on_secret_rotated, ev.SecretRotated.parse, event.to_dict(), _request_id(event))
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.session
@@ -21,12 +21,14 @@ from botocore.credentials import RefreshableCredentials
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.aws import Bus, Images, Rds, Secrets, Services, Stacks, client
-from chalicelib.adapters.scheduler import Schedules
 from chalicelib.adapters.ssm import SsmParameters
 from chalicelib.adapters.state import StateStore
 from chalicelib.domain.cells import Cell, CellRefused, session_name
-from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 from chalicelib.settings import Settings
+
+if TYPE_CHECKING:  # the ports are types only: Protocol classes cost ~0.1 ms each to define at import
+    from chalicelib.adapters.scheduler import Schedules
+    from chalicelib.domain.ports import BusPort, Databases, ImagePort, SecretPort, ServicePort, StackPort
 
 
 class LazyClient:
@@ -180,7 +182,10 @@ class Deps:
 
     @cached_property
     def schedules(self) -> Schedules | None:
-        """The stage's snapshot schedules (None where the deployment has no scheduler role: nothing to sync)."""
+        """The stage's snapshot schedules (None where the deployment has no scheduler role: nothing to sync).
+        Only the sweep syncs them: its module imports the scheduler adapter at init, no other function does."""
+        from chalicelib.adapters.scheduler import Schedules
+
         settings = self.settings
         if not settings.scheduler_role_arn or not settings.event_bus_arn:
             return None

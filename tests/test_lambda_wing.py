@@ -81,6 +81,7 @@ def _lambda_import(function: str) -> list[str]:
     env = {
         **os.environ,
         "AWS_LAMBDA_FUNCTION_NAME": f"tierlift-dev-{function}",
+        "_HANDLER": f"app.{function}",
         "LAMBDA_TASK_ROOT": str(ROOT),
         "AWS_DEFAULT_REGION": "us-east-1",
     }
@@ -95,8 +96,32 @@ def test_a_lambda_function_imports_nothing_operator_only_and_only_what_it_needs(
     assert "chalicelib.usecases.requests" in modules and "aws_xray_sdk.ext.botocore.patch" in modules  # traced
     assert "chalicelib.usecases.sweep" not in modules and "chalicelib.domain.sweep_plan" not in modules
     assert "asyncio" not in modules  # wrapt 2 would import it (docs/performance.md, "Cold start")
+    # each function imports its own use case at init, not the other functions' (app.USE_CASES)
+    others = {"chalicelib.api", "chalicelib.usecases.rotation", "chalicelib.usecases.commands"}
+    others |= {"chalicelib.usecases.stack_status", "chalicelib.usecases.snapshots", "chalicelib.usecases.schedules"}
+    others |= {"chalicelib.adapters.scheduler", "chalicelib.domain.schedules"}  # the sweep's (deps.schedules)
+    assert not others & set(modules), others & set(modules)
     sweep = _lambda_import("sweep")
     assert "chalicelib.usecases.sweep" in sweep and not [m for m in sweep if m.split(".")[0] in FORBIDDEN]
+    assert "chalicelib.api" not in sweep and "chalicelib.adapters.scheduler" in sweep
+    assert "chalicelib.usecases.rotation" in _lambda_import("secret_rotated")
+    api = _lambda_import("app")  # the signed API (Chalice's APIHandler: handler app.app)
+    assert "chalicelib.api" in api and "chalicelib.usecases.sweep" not in api
+
+
+def test_each_function_imports_at_init_the_use_case_its_handler_calls():
+    """app.USE_CASES names, per handler, the module imported at init: the one the handler imports."""
+    import app
+
+    tree = ast.parse((ROOT / "app.py").read_text())
+    handlers = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    functions = {h.name for h in app.app.event_sources} | {"app"}
+    assert set(app.USE_CASES) == functions
+    for function, module in app.USE_CASES.items():
+        body = handlers["_signed" if function == "app" else function]
+        imported = {n.module for n in ast.walk(body) if isinstance(n, ast.ImportFrom)}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(body) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert module in imported, (function, module, imported)
 
 
 def test_the_template_ships_inside_chalicelib():

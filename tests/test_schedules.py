@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -80,7 +79,7 @@ def test_the_sweep_repairs_the_schedules_from_the_configs_it_walks(pipeline, aws
     from tests.test_operator_control import configure
 
     aws.client("scheduler").create_schedule_group(Name="tierlift-dev")
-    settings = dataclasses.replace(pipeline.deps.settings, scheduler_role_arn=ROLE, event_bus_arn=BUS)
+    settings = pipeline.deps.settings._replace(scheduler_role_arn=ROLE, event_bus_arn=BUS)
     monkeypatch.setattr(pipeline.deps, "settings", settings)
     pipeline.deps.__dict__.pop("schedules", None)  # the cached adapter, rebuilt from the settings
     configure(pipeline, tenant_level={"snapshot_schedule": {"daily_at": "02:00"}})

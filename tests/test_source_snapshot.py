@@ -263,7 +263,7 @@ def sweep(pipeline: Pipeline, **kw: Any) -> Any:
 
     from chalicelib.usecases.sweep import run_sweep
 
-    return run_sweep(replace(pipeline.deps, settings=replace(pipeline.deps.settings, grace_seconds=0)), **kw)
+    return run_sweep(replace(pipeline.deps, settings=pipeline.deps.settings._replace(grace_seconds=0)), **kw)
 
 
 def test_the_sweep_stands_in_for_a_lost_copy_event(pipeline) -> None:

@@ -9,7 +9,6 @@ the claims they leave carry their owner's invocation id and lease.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -328,7 +327,7 @@ def test_an_ending_claimed_by_a_live_invocation_is_left_to_it(v1_running, deps, 
     With the default timeouts a stuck ending is always past its lease (30 min against 16); an operator
     may shorten the timeout, and the lease still holds."""
     p = v1_running
-    deps.settings = dataclasses.replace(deps.settings, stage_timeouts={**deps.settings.stage_timeouts, "ending": 300})
+    deps.settings = deps.settings._replace(stage_timeouts={**deps.settings.stage_timeouts, "ending": 300})
     _restoring(p)
     set_stack_status(V2, "ROLLBACK_COMPLETE")
     crash(p, "stack_status", stack_event(p, V2, "ROLLBACK_COMPLETE"), 2, "a-lambda-still-running")

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from chalicelib.domain.config import TenantConfig, parse_config
 from chalicelib.domain.layout import Layout
 from chalicelib.domain.model import DbRecord, DeployEntry, EnvRecord, EnvState, Promotion, Request, UnknownTenant
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, Version
-from chalicelib.domain.ports import Parameters
+from chalicelib.domain.records import NamedTuple
 from chalicelib.domain.tree import parse_env, parse_tree
+
+if TYPE_CHECKING:
+    from chalicelib.domain.ports import Parameters
 
 logger = logging.getLogger(__name__)
 

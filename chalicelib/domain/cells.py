@@ -9,13 +9,14 @@ before cells). Pure: the parsing and the trust rules only; ``chalicelib.deps`` a
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
-_ACCOUNT = re.compile(r"^[0-9]{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")
-_ROLE = re.compile(
-    r"^arn:(aws[a-z-]*):iam::([0-9]{12}):role/((?:[A-Za-z0-9+=,.@_-]+/)*)(tierlift-cell[A-Za-z0-9+=,.@_-]*)$"
-)
+from chalicelib.domain.records import NamedTuple
+
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_ACCOUNT = r"^[0-9]{12}$"
+_REGION = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"
+_ROLE = r"^arn:(aws[a-z-]*):iam::([0-9]{12}):role/((?:[A-Za-z0-9+=,.@_-]+/)*)(tierlift-cell[A-Za-z0-9+=,.@_-]*)$"
 ROLE_PREFIX = "tierlift-cell"
 
 
@@ -55,11 +56,11 @@ def parse_cell(value: Any, where: str = "config.cell") -> Cell | None:
     if unknown:
         raise ValueError(f"{where} has unknown field(s) {', '.join(map(repr, unknown))}")
     account, region, role = value.get("account"), value.get("region"), value.get("role_arn")
-    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
+    if not isinstance(account, str) or not re.fullmatch(_ACCOUNT, account):
         raise ValueError(f"{where}.account must be a 12-digit AWS account id, got {account!r}")
-    if not isinstance(region, str) or not _REGION.fullmatch(region):
+    if not isinstance(region, str) or not re.fullmatch(_REGION, region):
         raise ValueError(f"{where}.region must be an AWS region (us-east-1), got {region!r}")
-    match = _ROLE.fullmatch(role) if isinstance(role, str) else None
+    match = re.fullmatch(_ROLE, role) if isinstance(role, str) else None
     if match is None:
         raise ValueError(
             f"{where}.role_arn must be the cell's role arn:aws:iam::{account}:role/{ROLE_PREFIX}-<stage> "

@@ -9,27 +9,29 @@ from __future__ import annotations
 import json
 import re
 from fnmatch import fnmatchcase
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.domain.cells import Cell, parse_cell
 from chalicelib.domain.names import InvalidName, Namespace, Tenant, parse_environment
+from chalicelib.domain.records import NamedTuple
 
-_SG = re.compile(r"^sg-[0-9a-f]{8,17}$")
-_SUBNET = re.compile(r"^subnet-[0-9a-f]{8,17}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$")
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_SG = r"^sg-[0-9a-f]{8,17}$"
+_SUBNET = r"^subnet-[0-9a-f]{8,17}$"
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,254}$"
 
 
 DEFAULT_APPROVAL_TIMEOUT = 7 * 24 * 3600
-_ACCOUNT = re.compile(r"^[0-9]{12}$")
-_PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::([0-9]{12}|\*):[A-Za-z0-9+=,.@_/*-]{1,512}$")
-_IMAGE_PREFIX = re.compile(r"^[a-z0-9][a-z0-9.:/_@-]{0,254}$")
+_ACCOUNT = r"^[0-9]{12}$"
+_PRINCIPAL = r"^arn:aws[a-z-]*:(iam|sts)::([0-9]{12}|\*):[A-Za-z0-9+=,.@_/*-]{1,512}$"
+_IMAGE_PREFIX = r"^[a-z0-9][a-z0-9.:/_@-]{0,254}$"
 
 
 class InvalidConfig(ValueError):
     """The tenant config is missing or does not validate; the message says which field."""
 
 
-_KMS_KEY = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+")
+_KMS_KEY = r"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+"
 
 
 class DbSettings(NamedTuple):
@@ -181,18 +183,18 @@ def _req(obj: dict[str, Any], key: str, where: str) -> Any:
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+    if not isinstance(value, str) or not re.fullmatch(_NAME, value):
         raise InvalidConfig(f"{where} must be a resource name, got {value!r}")
     return value
 
 
-def _ids(value: Any, pattern: re.Pattern[str], where: str, *, required: bool) -> tuple[str, ...]:
+def _ids(value: Any, pattern: str, where: str, *, required: bool) -> tuple[str, ...]:
     if value is None and not required:
         return ()
     if not isinstance(value, list) or (required and not value):
         raise InvalidConfig(f"{where} must be a non-empty list")
     for item in value:
-        if not isinstance(item, str) or not pattern.fullmatch(item):
+        if not isinstance(item, str) or not re.fullmatch(pattern, item):
             raise InvalidConfig(f"{where} has an invalid id {item!r}")
     return tuple(value)
 
@@ -209,7 +211,7 @@ def _db(value: Any, where: str) -> DbSettings:
     ):
         raise InvalidConfig(f"{where}.database must be a MySQL database name")
     key = value.get("kms_key_id")
-    if key is not None and (not isinstance(key, str) or not _KMS_KEY.fullmatch(key)):
+    if key is not None and (not isinstance(key, str) or not re.fullmatch(_KMS_KEY, key)):
         raise InvalidConfig(f"{where}.kms_key_id must be a KMS key ARN")
     flags: dict[str, bool | None] = {}
     for field in ("deletion_protection", "multi_az", "performance_insights"):
@@ -259,7 +261,7 @@ def _session_name(arn: str) -> str | None:
 
 def _principals(spec: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = spec.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(a, str) and _PRINCIPAL.fullmatch(a) for a in value):
+    if not isinstance(value, list) or not all(isinstance(a, str) and re.fullmatch(_PRINCIPAL, a) for a in value):
         raise InvalidConfig(
             f"{where}.{key} must be a list of IAM role/user or STS session ARN patterns "
             "(arn:aws:sts::123456789012:assumed-role/Approvers/*)"
@@ -272,10 +274,10 @@ def _policy(spec: dict[str, Any], where: str, *, last: bool, approval: bool) -> 
     if not isinstance(required, bool):
         raise InvalidConfig(f"{where}.require_completed_before must be true or false")
     images = spec.get("allowed_images", [])
-    if not isinstance(images, list) or not all(isinstance(i, str) and _IMAGE_PREFIX.fullmatch(i) for i in images):
+    if not isinstance(images, list) or not all(isinstance(i, str) and re.fullmatch(_IMAGE_PREFIX, i) for i in images):
         raise InvalidConfig(f"{where}.allowed_images must be a list of image repository prefixes")
     accounts = spec.get("accounts", [])
-    if not isinstance(accounts, list) or not all(isinstance(a, str) and _ACCOUNT.fullmatch(a) for a in accounts):
+    if not isinstance(accounts, list) or not all(isinstance(a, str) and re.fullmatch(_ACCOUNT, a) for a in accounts):
         raise InvalidConfig(f"{where}.accounts must be a list of 12-digit AWS account ids")
     if approval and not images:
         raise InvalidConfig(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import NamedTuple
 
 from chalicelib.domain.model import DeployEntry, Outcome, Promotion, Stage
 from chalicelib.domain.names import PROMOTION_TAG
+from chalicelib.domain.records import NamedTuple
 
 # CloudFormation stack statuses, grouped by what they mean for a tierlift DB stack.
 CREATE_OK = "CREATE_COMPLETE"

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.domain.model import Outcome
 from chalicelib.domain.names import InvalidName, Tenant, Version, parse_environment, stack_name_from_arn
+from chalicelib.domain.records import NamedTuple
 
 SOURCE = "tierlift"
 
@@ -67,7 +68,8 @@ DEPLOYMENT_COMPLETED = "SERVICE_DEPLOYMENT_COMPLETED"
 DEPLOYMENT_FAILED = "SERVICE_DEPLOYMENT_FAILED"
 
 MAX_TEXT = 256
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$")
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_ID = r"^[A-Za-z0-9][A-Za-z0-9-]{0,127}$"
 
 
 class OutboundEvent(NamedTuple):
@@ -122,7 +124,7 @@ def event_time(raw: dict[str, Any]) -> datetime:
 
 
 # An image reference as ECS takes it: [registry/]repository[:tag][@digest], at most 255 characters.
-_IMAGE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
+_IMAGE = r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$"
 _REQUESTED_BY_LIMIT = 128
 
 
@@ -176,12 +178,12 @@ class PromotionRequest(NamedTuple):
     def parse(cls, event: Any) -> PromotionRequest:
         raw, detail = envelope(event)
         event_id = _text(raw.get("id"), "id", limit=128)
-        if not _ID.fullmatch(event_id):
+        if not re.fullmatch(_ID, event_id):
             raise InvalidEvent("id must be letters, digits and '-' (an EventBridge event id)")
         if detail.get("promotion_id") is not None:
             # The sender's idempotency key: every delivery carrying it is the same request.
             event_id = _text(detail.get("promotion_id"), "promotion_id", limit=128)
-            if not _ID.fullmatch(event_id):
+            if not re.fullmatch(_ID, event_id):
                 raise InvalidEvent("promotion_id must be letters, digits and '-'")
         try:
             tenant = Tenant.parse(detail.get("tenant"))
@@ -190,7 +192,7 @@ class PromotionRequest(NamedTuple):
         except InvalidName as exc:
             raise InvalidEvent(str(exc)) from exc
         image = _optional_text(detail.get("image"), "image", limit=255)
-        if image is not None and not _IMAGE.fullmatch(image):
+        if image is not None and not re.fullmatch(_IMAGE, image, re.IGNORECASE):
             raise InvalidEvent(
                 "image must be an image reference ([registry/]repository[:tag][@digest]) without white space"
             )
@@ -241,7 +243,7 @@ class Command(NamedTuple):
         except InvalidName as exc:
             raise InvalidEvent(str(exc)) from exc
         promotion_id = _text(detail.get("promotion_id"), "promotion_id", limit=128)
-        if not _ID.fullmatch(promotion_id):
+        if not re.fullmatch(_ID, promotion_id):
             raise InvalidEvent("promotion_id must be letters, digits and '-'")
         account = raw.get("account") if isinstance(raw.get("account"), str) else None
         return cls(
@@ -429,7 +431,7 @@ def request_id_of(raw: Any) -> str:
         return safe(None)
     detail = raw.get("detail")
     key = detail.get("promotion_id") if isinstance(detail, dict) else None
-    if isinstance(key, str) and _ID.fullmatch(key):
+    if isinstance(key, str) and re.fullmatch(_ID, key):
         return key
     return safe(raw.get("id"))
 

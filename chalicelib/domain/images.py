@@ -8,19 +8,21 @@ by then). A private ECR reference by tag is resolved to its digest once, at the 
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
 
-_ECR = re.compile(
+from chalicelib.domain.records import NamedTuple
+
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_ECR = (
     r"^(?P<registry>(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?)"
     r"/(?P<repository>[a-z0-9][a-z0-9._/-]*?)(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
     r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
-_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+_DIGEST = r"@sha256:[0-9a-f]{64}$"
 
 
 def by_digest(image: str) -> bool:
     """Does ``image`` name one immutable image (``...@sha256:<64 hex>``)?"""
-    return bool(_DIGEST.search(image))
+    return bool(re.search(_DIGEST, image))
 
 
 class EcrImage(NamedTuple):
@@ -34,7 +36,7 @@ class EcrImage(NamedTuple):
     @classmethod
     def parse(cls, image: str) -> EcrImage | None:
         """The parts of a private ECR reference; None for any other registry."""
-        match = _ECR.fullmatch(image)
+        match = re.fullmatch(_ECR, image)
         if match is None:
             return None
         return cls(

@@ -18,10 +18,8 @@ for a stack's delete). Ids are letters, digits and ``-`` (never ``.``), so ``<id
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import NamedTuple
-
-from chalicelib.domain.names import InvalidName, Namespace, Tenant, Version
+from chalicelib.domain.names import Frozen, InvalidName, Namespace, Tenant, Version
+from chalicelib.domain.records import NamedTuple
 
 LOCK = "promotion"
 STATE = "state"
@@ -40,12 +38,14 @@ class EnvKey(NamedTuple):
     n: int = 0
 
 
-@dataclass(frozen=True)
-class Layout:
-    root: str = "/tierlift"
+class Layout(Frozen):
+    """The paths below ``root`` (its trailing ``/`` dropped). Immutable, compared by ``root``."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", self.root.rstrip("/") or "/tierlift")
+    _parts = __match_args__ = ("root",)
+    root: str
+
+    def __init__(self, root: str = "/tierlift") -> None:
+        object.__setattr__(self, "root", root.rstrip("/") or "/tierlift")
 
     # tenants and environments ----------------------------------------------------------------------
     def tenant(self, tenant: Tenant) -> str:

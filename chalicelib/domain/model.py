@@ -23,11 +23,12 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from chalicelib.domain.cells import Cell, cell_of_lock
 from chalicelib.domain.config import InvalidConfig, Target, TenantConfig, parse_config, parse_target
 from chalicelib.domain.names import Namespace, Tenant, Version
+from chalicelib.domain.records import NamedTuple
 
 COMPLETED_KEPT: Final = 20
 ANSWERED_KEPT: Final = 64

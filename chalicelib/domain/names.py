@@ -7,8 +7,9 @@ comes from a parsed :class:`Namespace` and :class:`Version`, never from unchecke
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 CUSTOMER_RE = r"[a-z][a-z0-9]{1,7}"
 PROJECT_RE = r"[0-9]{4}"
@@ -16,15 +17,12 @@ ENVIRONMENT_RE = r"[a-z][a-z0-9]{1,9}"
 VERSION_RE = r"[0-9]{14}"
 VERSION_FORMAT = "%Y%m%d%H%M%S"
 
-_TENANT = re.compile(rf"^(?P<customer>{CUSTOMER_RE})-(?P<project>{PROJECT_RE})$")
-_ENVIRONMENT = re.compile(rf"^{ENVIRONMENT_RE}$")
-_NAMESPACE = re.compile(rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})$")
-_VERSIONED = re.compile(
-    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-(?P<version>{VERSION_RE})$"
-)
-_STACK = re.compile(
-    rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-db-(?P<version>{VERSION_RE})$"
-)
+# Pattern texts, compiled on first use by re's cache rather than at import (docs/performance.md)
+_TENANT = rf"^(?P<customer>{CUSTOMER_RE})-(?P<project>{PROJECT_RE})$"
+_ENVIRONMENT = rf"^{ENVIRONMENT_RE}$"
+_NAMESPACE = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})$"
+_VERSIONED = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-(?P<version>{VERSION_RE})$"
+_STACK = rf"^(?P<tenant>{CUSTOMER_RE}-{PROJECT_RE})-(?P<environment>{ENVIRONMENT_RE})-db-(?P<version>{VERSION_RE})$"
 
 MANAGED_TAG = "tierlift:managed"
 TENANT_TAG = "tierlift:tenant"
@@ -40,6 +38,38 @@ ENCRYPTED_COPY_KIND = "encrypted-copy"
 
 class InvalidName(ValueError):
     """A name that does not parse under the contract; the message says why."""
+
+
+class Frozen:
+    """What ``@dataclass(frozen=True)`` gave the name types (their ``repr``, equality, hash and
+    immutability), written out: a frozen dataclass compiles six methods with ``exec`` when its class is
+    defined, ~1.5 ms a class of every cold start (docs/performance.md, "Cold start"). Not a NamedTuple:
+    names are formatted into JSON details with ``default=str``, where a tuple would become a list."""
+
+    _parts: ClassVar[tuple[str, ...]] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(self.__dict__[f] for f in self._parts)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={self.__dict__[f]!r}" for f in self._parts)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if other.__class__ is self.__class__:
+            return self._values() == other._values()  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
 
 
 # What a value that is not a string is, in JSON's words (the sender wrote JSON, not Python).
@@ -65,11 +95,34 @@ def _check_str(value: object, what: str) -> str:
     return value
 
 
-@dataclass(frozen=True, order=True)
-class Version:
-    """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``."""
+class Version(Frozen):
+    """A source snapshot's UTC creation time, ``YYYYMMDDHHMMSS``. Ordered by its text (time order)."""
 
+    _parts = __match_args__ = ("value",)
     value: str
+
+    def __init__(self, value: str) -> None:
+        object.__setattr__(self, "value", value)
+
+    def __lt__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value < other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __le__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value <= other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __gt__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value > other.value  # type: ignore[attr-defined]
+        return NotImplemented
+
+    def __ge__(self, other: object) -> bool:
+        if other.__class__ is self.__class__:
+            return self.value >= other.value  # type: ignore[attr-defined]
+        return NotImplemented
 
     @classmethod
     def parse(cls, value: object) -> Version:
@@ -96,17 +149,21 @@ class Version:
         return self.value
 
 
-@dataclass(frozen=True)
-class Tenant:
+class Tenant(Frozen):
     """``<customer>-<project>``."""
 
+    _parts = __match_args__ = ("customer", "project")
     customer: str
     project: str
+
+    def __init__(self, customer: str, project: str) -> None:
+        object.__setattr__(self, "customer", customer)
+        object.__setattr__(self, "project", project)
 
     @classmethod
     def parse(cls, value: object) -> Tenant:
         text = _check_str(value, "tenant")
-        match = _TENANT.fullmatch(text)
+        match = re.fullmatch(_TENANT, text)
         if not match:
             raise InvalidName(f"tenant {text!r} is not <customer>-<project> (e.g. xy-0146)")
         return cls(match["customer"], match["project"])
@@ -124,22 +181,26 @@ class Tenant:
 
 def parse_environment(value: object) -> str:
     text = _check_str(value, "environment")
-    if not _ENVIRONMENT.fullmatch(text):
+    if not re.fullmatch(_ENVIRONMENT, text):
         raise InvalidName(f"environment {text!r} is not 2-10 characters of [a-z][a-z0-9]+")
     return text
 
 
-@dataclass(frozen=True)
-class Namespace:
+class Namespace(Frozen):
     """``<tenant>-<environment>``: one deployment of a tenant's app."""
 
+    _parts = __match_args__ = ("tenant", "environment")
     tenant: Tenant
     environment: str
+
+    def __init__(self, tenant: Tenant, environment: str) -> None:
+        object.__setattr__(self, "tenant", tenant)
+        object.__setattr__(self, "environment", environment)
 
     @classmethod
     def parse(cls, value: object) -> Namespace:
         text = _check_str(value, "namespace")
-        match = _NAMESPACE.fullmatch(text)
+        match = re.fullmatch(_NAMESPACE, text)
         if not match:
             raise InvalidName(f"namespace {text!r} is not <customer>-<project>-<environment>")
         return cls(Tenant.parse(match["tenant"]), match["environment"])
@@ -188,17 +249,21 @@ class Namespace:
         return self.name
 
 
-@dataclass(frozen=True)
-class Versioned:
+class Versioned(Frozen):
     """A namespace plus a version: a DB stack, a DB instance or a source snapshot."""
 
+    _parts = __match_args__ = ("namespace", "version")
     namespace: Namespace
     version: Version
+
+    def __init__(self, namespace: Namespace, version: Version) -> None:
+        object.__setattr__(self, "namespace", namespace)
+        object.__setattr__(self, "version", version)
 
     @classmethod
     def parse_stack(cls, value: object) -> Versioned:
         text = _check_str(value, "stack name")
-        match = _STACK.fullmatch(text)
+        match = re.fullmatch(_STACK, text)
         if not match:
             raise InvalidName(f"stack {text!r} is not <namespace>-db-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -206,7 +271,7 @@ class Versioned:
     @classmethod
     def parse_snapshot(cls, value: object) -> Versioned:
         text = _check_str(value, "snapshot")
-        match = _VERSIONED.fullmatch(text)
+        match = re.fullmatch(_VERSIONED, text)
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -217,7 +282,7 @@ class Versioned:
         text = _check_str(value, "snapshot")
         if not text.endswith(ENCRYPTED_COPY_SUFFIX):
             raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
-        match = _VERSIONED.fullmatch(text[: -len(ENCRYPTED_COPY_SUFFIX)])
+        match = re.fullmatch(_VERSIONED, text[: -len(ENCRYPTED_COPY_SUFFIX)])
         if not match:
             raise InvalidName(f"snapshot {text!r} is not <namespace>-<version>{ENCRYPTED_COPY_SUFFIX}")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))
@@ -229,7 +294,7 @@ class Versioned:
     @classmethod
     def parse_instance(cls, value: object) -> Versioned:
         text = _check_str(value, "DB instance")
-        match = _VERSIONED.fullmatch(text)
+        match = re.fullmatch(_VERSIONED, text)
         if not match:
             raise InvalidName(f"DB instance {text!r} is not <tenant>-<environment>-<version>")
         return cls(Namespace(Tenant.parse(match["tenant"]), match["environment"]), Version.parse(match["version"]))

@@ -9,10 +9,10 @@ with the config (``tierlift tenant register``/``deregister``; the sweep repairs 
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
 
 from chalicelib.domain.config import TenantConfig
 from chalicelib.domain.names import Tenant
+from chalicelib.domain.records import NamedTuple
 
 PREFIX = "snapshot-"
 REQUESTED_BY = "tierlift:schedule"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.adapters.state import TenantRecord
 from chalicelib.deps import Deps
@@ -35,6 +35,7 @@ from chalicelib.domain.ecs_spec import PromotionError
 from chalicelib.domain.images import by_digest
 from chalicelib.domain.model import DeployEntry, EnvRecord, Outcome, Promotion, QueuedRequest, Request, UnknownTenant
 from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
+from chalicelib.domain.records import NamedTuple
 from chalicelib.invocation import current_id
 from chalicelib.observability import metrics
 from chalicelib.usecases.cells import of_config

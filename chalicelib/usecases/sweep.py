@@ -31,6 +31,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+import chalicelib.adapters.scheduler  # noqa: F401 (deps.schedules builds one: imported with the sweep, at its init)
 from chalicelib.adapters.aws import PutEventsFailed, Stacks
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev

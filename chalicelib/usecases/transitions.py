@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from chalicelib.deps import Deps
 from chalicelib.domain import events as ev
@@ -37,6 +37,7 @@ from chalicelib.domain.model import (
     Request,
 )
 from chalicelib.domain.names import Namespace
+from chalicelib.domain.records import NamedTuple
 from chalicelib.invocation import current_id
 from chalicelib.observability import metrics
 
