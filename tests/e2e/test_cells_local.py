@@ -9,12 +9,14 @@ cell's forwarding rule delivers them. Nothing here feeds events by hand but the 
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import boto3
 import pytest
 
-from tests.e2e.conftest import Cloud, Outbox
+from tests.e2e.conftest import Cloud, Outbox, run
 from tierlift.local.cloud import CELL_EXTERNAL_ID
 from tierlift.world import bootstrap_tenant
 
@@ -123,3 +125,26 @@ def test_two_accounts_promote_at_once_and_a_refusing_cell_is_rejected(cloud: Clo
     assert after is not None and after["taskDefinition"] == refused_service["taskDefinition"]
     outcomes = [e["detail-type"] for e in outboxes[REFUSED_TENANT].drain() if e["detail"].get("outcome")]
     assert outcomes == ["Promotion Rejected"]
+
+
+def test_cli_bootstraps_a_tenant_in_a_cell_and_its_snapshot_promotes_it(cloud: Cloud) -> None:
+    """``tierlift local bootstrap --cell``: the tenant's resources and the cell's role in the cell, its
+    config central; the dev snapshot's completion, an event of the cell, promotes qa there automatically."""
+    tenant, version = "ce-0004", "20261208020000"
+    flags = ["--tenant", tenant, "--cell", CELL, "--endpoint-url", cloud.endpoint, "--output", "json"]
+    done = run([sys.executable, "-m", "tierlift", "local", "bootstrap", *flags])
+    assert done.returncode == 0, done.stderr
+    role = f"arn:aws:iam::{CELL}:role/tierlift-cell-dev"
+    assert json.loads(done.stdout)["cell"] == {"account": CELL, "region": "us-east-1", "role_arn": role}
+    cell = cloud.in_account(CELL)
+    assert cell.client("iam").get_role(RoleName="tierlift-cell-dev")["Role"]["Arn"] == role
+    assert db_instances(cell, tenant) == set()  # the dev DB only, no qa DB yet
+    cell.client("rds").create_db_snapshot(
+        DBSnapshotIdentifier=f"{tenant}-dev-{version}", DBInstanceIdentifier=f"{tenant}-dev"
+    )
+    cloud.wait(
+        lambda: cloud.active(tenant, "qa") == version and cloud.param(f"/tierlift/{tenant}/qa/promotion") is None,
+        "the automatic promotion to qa in the cell",
+    )
+    assert db_stacks(cell, tenant) == {f"{tenant}-qa-db-{version}": "CREATE_COMPLETE"}
+    assert db_stacks(cloud.session, tenant) == {}

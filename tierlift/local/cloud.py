@@ -602,7 +602,7 @@ class LocalCloud:
             return
         central = events_backends[ACCOUNT][self.region]
         for rule in list(central.describe_event_bus(buses.DEFAULT_BUS).rules.values()):
-            rule.send_to_targets(copy.deepcopy(event))
+            rule.send_to_targets(event)  # matched first; each target gets its own rendering of the event
 
     def fire_schedule(self, name: str) -> None:
         """Deliver ``name``'s Scheduled Event now, as EventBridge does when its rule fires; a name of the
