@@ -129,7 +129,9 @@ def test_two_accounts_promote_at_once_and_a_refusing_cell_is_rejected(cloud: Clo
 
 def test_cli_bootstraps_a_tenant_in_a_cell_and_its_snapshot_promotes_it(cloud: Cloud) -> None:
     """``tierlift local bootstrap --cell``: the tenant's resources and the cell's role in the cell, its
-    config central; the dev snapshot's completion, an event of the cell, promotes qa there automatically."""
+    config central; the dev snapshot's completion, an event of the cell, promotes qa there automatically;
+    a rotation of the qa DB's secret in the cell redeploys the cell's service (a central account's
+    RotationSucceeded would be ignored, tests/test_cells.py)."""
     tenant, version = "ce-0004", "20261208020000"
     flags = ["--tenant", tenant, "--cell", CELL, "--endpoint-url", cloud.endpoint, "--output", "json"]
     done = run([sys.executable, "-m", "tierlift", "local", "bootstrap", *flags])
@@ -148,3 +150,20 @@ def test_cli_bootstraps_a_tenant_in_a_cell_and_its_snapshot_promotes_it(cloud: C
     )
     assert db_stacks(cell, tenant) == {f"{tenant}-qa-db-{version}": "CREATE_COMPLETE"}
     assert db_stacks(cloud.session, tenant) == {}
+
+    # Secrets Manager rotates the qa DB's secret in the cell: its RotationSucceeded comes from the cell
+    # and the cell's service is redeployed there.
+    outbox = Outbox(cloud, tenant)
+    db = json.loads(cloud.param(f"/tierlift/{tenant}/qa/db/{version}") or "{}")
+    assert db["secret_arn"].split(":")[4] == CELL
+    before = {d["id"] for d in (qa_service(cell, tenant) or {})["deployments"]}
+    cell.client("secretsmanager").rotate_secret(SecretId=db["secret_arn"], RotateImmediately=True)
+
+    def redeployed() -> bool:
+        return any(
+            e["detail-type"] == "Promotion Completed" and str(e["detail"]["promotion_id"]).startswith("rotation-")
+            for e in outbox.drain()
+        )
+
+    cloud.wait(redeployed, "the redeploy in the cell after the rotation")
+    assert {d["id"] for d in (qa_service(cell, tenant) or {})["deployments"]} - before
