@@ -491,6 +491,26 @@ class LocalCloud:
         session._session.register("before-call", self.counter)  # type: ignore[attr-defined]
         session._session.register("before-call", self._count_call)  # type: ignore[attr-defined]
         set_deps(Deps.from_session(session))
+        self._count_cell_calls()
+
+    def _count_cell_calls(self) -> None:
+        """A cell's session (``CellSessions.session``: an assumed role's, a botocore session of its own)
+        carries the same hooks, so calls into a cell count for the crash fault and the call statistics."""
+        from chalicelib.deps import CellSessions
+
+        original = getattr(CellSessions.session, "_tierlift_original", CellSessions.session)
+        hooks = (self.counter, self._count_call)
+
+        def session(cells: CellSessions, cell: Any, tenant: str) -> boto3.session.Session:
+            built = original(cells, cell, tenant)
+            if not getattr(built, "_tierlift_counted", False):
+                for hook in hooks:
+                    built._session.register("before-call", hook)  # type: ignore[attr-defined]
+                built._tierlift_counted = True  # type: ignore[attr-defined]
+            return built
+
+        session._tierlift_original = original  # type: ignore[attr-defined]
+        CellSessions.session = session  # type: ignore[method-assign,assignment]
 
     def _count_call(self, model: Any = None, params: Any = None, **_: Any) -> None:
         handler = self.counter.current_handler()
