@@ -207,14 +207,27 @@ def _local(args: argparse.Namespace) -> None:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
+    from tierlift.buses import own_bus
     from tierlift.history import ensure_ledger
-    from tierlift.world import bootstrap_tenant
+    from tierlift.local.cloud import CELL_EXTERNAL_ID
+    from tierlift.world import account_credentials, bootstrap_tenant
 
     _local(args)
     session = _session(args)
     automatic = () if args.no_automatic else tuple(args.automatic)
+    cell = None
+    if args.cell:
+        # the tenant's resources in the cell's account (moto keeps each account's state), its config central
+        cell = boto3.session.Session(region_name=session.region_name, **account_credentials(session, args.cell))
     config = bootstrap_tenant(
-        session, args.tenant, automatic=automatic, approval=tuple(args.approval), ssm_root=_ssm_root()
+        session,
+        args.tenant,
+        automatic=automatic,
+        approval=tuple(args.approval),
+        ssm_root=_ssm_root(),
+        cell=cell,
+        cell_external_id=args.cell_external_id or CELL_EXTERNAL_ID,
+        stage=own_bus().removeprefix("tierlift-"),
     )
     ensure_ledger(session, args.ledger)
     approval = [env for env, t in config["targets"].items() if t.get("approval") == "required"]
@@ -225,6 +238,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
         + ", ".join(f"{t['cluster']}/{t['service']}" for t in config["targets"].values())
         + f"; automatic: {', '.join(config['automatic']) or '-'}; approval: {', '.join(approval) or '-'}"
         + f"; ledger: {args.ledger}"
+        + (f"\n  in cell {config['cell']['account']}, through {config['cell']['role_arn']}" if args.cell else "")
     )
     _print(args, config, table)
     return 0
@@ -1147,6 +1161,17 @@ def parser() -> argparse.ArgumentParser:
         "--approval", nargs="+", default=[], metavar="ENV", help="environments whose promotions wait for approve"
     )
     bootstrap.add_argument("--ledger", default=ledger_default, help="the ledger's log group")
+    bootstrap.add_argument(
+        "--cell",
+        metavar="ACCOUNT",
+        help="bootstrap the tenant in this 12-digit account (a cell): its resources and role tierlift-cell-<stage> "
+        "there, its config (with its cell) in the central SSM",
+    )
+    bootstrap.add_argument(
+        "--cell-external-id",
+        metavar="ID",
+        help="the external id the cell's role trusts (default: the local cloud's TIERLIFT_CELL_EXTERNAL_ID)",
+    )
     bootstrap.set_defaults(func=cmd_bootstrap)
     dlq = command(local_sub, "dlq", "the local cloud's dead-lettered handler invocations", _codes("0 listed"))
     dlq.set_defaults(func=cmd_dlq)

@@ -262,8 +262,9 @@ class RestoreFailed(Exception):
 class Observer(Protocol):
     """What the local cloud's emulator is told, in the moto request thread that caused it."""
 
-    def stack_failure(self, stack_name: str) -> str | None:
-        """A reason when the creation of that stack must fail (fault injection), else None."""
+    def stack_failure(self, stack_name: str, account_id: str | None = None) -> str | None:
+        """A reason when the creation of that stack (in ``account_id``) must fail (fault injection, the
+        account's DB-instance quota), else None."""
 
     def on_snapshot(self, snapshot: Any) -> None:
         """A DB snapshot was just created (manual, automated or a stack's final snapshot)."""
@@ -377,7 +378,7 @@ def apply_gap_fixes() -> None:
         properties = dict(cloudformation_json.get("Properties", {}))
         snapshot_id = properties.get("DBSnapshotIdentifier")
         logical_id = str(kwargs.get("LogicalId", "DBInstance"))
-        injected = observer.stack_failure(_stack_name(kwargs.get("StackId"))) if observer else None
+        injected = observer.stack_failure(_stack_name(kwargs.get("StackId")), account_id) if observer else None
         if injected:
             raise RestoreFailed(logical_id, injected)
         if not snapshot_id:
@@ -609,6 +610,16 @@ def apply_gap_fixes() -> None:
         send_to_targets(self, original_event, transform_input)
 
     Rule.send_to_targets = rule_send_to_targets  # type: ignore[method-assign]
+
+    # 6b. A target without an input transformer gets the whole event; moto's default template leaves out
+    # `account`, the account the event happened in (a cell's events, forwarded, carry the cell's). ------
+    from moto.events.utils import EventTemplateParser
+
+    template = EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE
+    if '"account"' not in template:
+        EventTemplateParser.DEFAULT_EVENT_INPUT_TEMPLATE = template.replace(
+            '"version": "0",', '"version": "0", "account": "<account>",', 1
+        )
 
     # 7. RDS DescribeAccountAttributes and DescribeDBEngineVersions: see apply_rds_reads. ---------
     apply_rds_reads()

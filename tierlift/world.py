@@ -363,6 +363,63 @@ def bootstrap_source_db(
             raise
 
 
+# The role an AWS Organizations member account is administered through (moto: any role switches accounts).
+ACCOUNT_ACCESS_ROLE = "OrganizationAccountAccessRole"
+
+
+def account_credentials(
+    session: boto3.session.Session, account: str, *, role: str = ACCOUNT_ACCESS_ROLE
+) -> dict[str, str]:
+    """Credentials in ``account`` (``sts:AssumeRole`` of its ``role``), as keyword arguments of
+    ``boto3.session.Session``: what bootstrapping a cell's resources is done with. moto keeps its state per
+    account and maps an assumed role's access key to the role's account, so against moto (``mock_aws`` or
+    the local cloud's server) this is a session of another account."""
+    answer = session.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName="tierlift-bootstrap"
+    )
+    creds = answer["Credentials"]
+    return {
+        "aws_access_key_id": creds["AccessKeyId"],
+        "aws_secret_access_key": creds["SecretAccessKey"],
+        "aws_session_token": creds["SessionToken"],
+    }
+
+
+def account_of(session: boto3.session.Session) -> str:
+    return str(session.client("sts").get_caller_identity()["Account"])
+
+
+def cell_role_arn(account: str, stage: str = "dev") -> str:
+    return f"arn:aws:iam::{account}:role/tierlift-cell-{stage}"
+
+
+def bootstrap_cell_role(
+    cell: boto3.session.Session, central_account: str, external_id: str | None, *, stage: str = "dev"
+) -> str:
+    """The cell's role ``tierlift-cell-<stage>`` as ``templates/cell.yaml`` makes it, as far as the trust
+    goes: the central account may assume it with ``external_id`` (without one: any caller of the central
+    account). Its grants are cell.yaml's; deploy that stack in a real cell (docs/deploy.md). Idempotent
+    (an existing role gets this trust policy); returns the role's ARN."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"AWS": f"arn:aws:iam::{central_account}:root"},
+        "Action": "sts:AssumeRole",
+    }
+    if external_id:
+        statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    iam, name = cell.client("iam"), f"tierlift-cell-{stage}"
+    try:
+        iam.create_role(
+            RoleName=name, AssumeRolePolicyDocument=trust, Description="tierlift: the central deployment's access"
+        )
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=name, PolicyDocument=trust)
+    return cell_role_arn(account_of(cell), stage)
+
+
 def bootstrap_tenant(
     session: boto3.session.Session,
     tenant: str = "xy-0146",
@@ -372,26 +429,43 @@ def bootstrap_tenant(
     automatic: tuple[str, ...] = ("qa",),
     approval: tuple[str, ...] = (),
     source_encrypted: bool = True,
+    cell: boto3.session.Session | None = None,
+    cell_external_id: str | None = None,
+    cell_role: bool = True,
+    stage: str = "dev",
 ) -> dict[str, Any]:
     """``common-nonprod``/``common-prod``, the dev DB, the qa/prod environment stacks and the config.
 
     Without ``with_services`` the environments have no stack yet (only their security groups): their
     first promotion creates the service from the config's ``task`` settings. Every environment, the
     source too, has its own task and database security groups.
+
+    With ``cell`` (a session of the cell's account, :func:`account_credentials`) the tenant lives in that
+    cell: its common namespaces, images, dev DB and environments are made there, the cell's role
+    ``tierlift-cell-<stage>`` trusting the central account (``session``'s) with ``cell_external_id``
+    (:func:`bootstrap_cell_role`; none with ``cell_role=False``, a cell that refuses), and the config, with
+    its ``cell``, is registered in the central SSM.
     """
-    nonprod = bootstrap_common(session, "nonprod")
-    prod = bootstrap_common(session, "prod")
-    image = app_image(registry_host=bootstrap_images(session))
-    dev = environment_security_groups(session, tenant, "dev", nonprod)
-    bootstrap_source_db(session, tenant, nonprod, dev["DbSecurityGroup"], encrypted=source_encrypted)
+    where = cell or session
+    nonprod = bootstrap_common(where, "nonprod")
+    prod = bootstrap_common(where, "prod")
+    image = app_image(registry_host=bootstrap_images(where))
+    dev = environment_security_groups(where, tenant, "dev", nonprod)
+    bootstrap_source_db(where, tenant, nonprod, dev["DbSecurityGroup"], encrypted=source_encrypted)
     environments: dict[str, dict[str, str]] = {}
     for env, common in (("qa", nonprod), ("prod", prod)):
         if with_services:
-            environments[env] = bootstrap_environment(session, tenant, env, common, ssm_root=ssm_root, image=image)
+            environments[env] = bootstrap_environment(where, tenant, env, common, ssm_root=ssm_root, image=image)
         else:
-            environments[env] = environment_security_groups(session, tenant, env, common)
+            environments[env] = environment_security_groups(where, tenant, env, common)
     config = tenant_config(
         tenant, nonprod, prod, automatic=automatic, environments=environments, approval=approval, image=image
     )
+    if cell is not None:
+        account = account_of(cell)
+        if cell_role:
+            bootstrap_cell_role(cell, account_of(session), cell_external_id, stage=stage)
+        region = cell.region_name or session.region_name or "us-east-1"
+        config["cell"] = {"account": account, "region": region, "role_arn": cell_role_arn(account, stage)}
     register_tenant(session, config, ssm_root)
     return config

@@ -50,10 +50,12 @@ def run(args: list[str], *, timeout: float = 60, **env: str) -> subprocess.Compl
 
 
 class EndpointSession(boto3.session.Session):
-    """A boto3 session whose clients all talk to the local cloud."""
+    """A boto3 session whose clients all talk to the local cloud (the central account's default credentials
+    unless ``credentials`` are given: another account's, :meth:`Cloud.in_account`)."""
 
-    def __init__(self, endpoint: str) -> None:
-        super().__init__(region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    def __init__(self, endpoint: str, **credentials: str) -> None:
+        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"} | credentials
+        super().__init__(region_name="us-east-1", **credentials)
         self.endpoint = endpoint
 
     def client(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
@@ -72,6 +74,12 @@ class Cloud:
         self.ssm = self.session.client("ssm")
         self.events = self.session.client("events")
         self.sqs = self.session.client("sqs")
+
+    def in_account(self, account: str) -> EndpointSession:
+        """A session of another account of the local cloud (moto keeps each account's state): a cell's."""
+        from tierlift.world import account_credentials
+
+        return EndpointSession(self.endpoint, **account_credentials(self.session, account))
 
     def wait(self, predicate: Callable[[], Any], what: str, timeout: float = WAIT) -> Any:
         deadline = time.monotonic() + timeout

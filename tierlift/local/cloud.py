@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import importlib
 import io
 import json
@@ -43,6 +44,9 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
 PREFIX = "tierlift-local"
+# The external id the local cloud's functions pass when they assume a cell's role (TIERLIFT_CELL_EXTERNAL_ID,
+# a per-deployment secret in AWS); `tierlift local bootstrap --cell` makes cell roles that trust it.
+CELL_EXTERNAL_ID = "tierlift-local-cells"
 # Who the local default credentials (AWS_ACCESS_KEY_ID=testing) are, for tierlift's signed API.
 LOCAL_OPERATOR = f"arn:aws:sts::{ACCOUNT}:assumed-role/tierlift-operators/local"
 # The dead-letter queues by the names the packaged template deploys for the stage the local cloud runs
@@ -56,6 +60,7 @@ TIMELINE_QUEUE = f"{PREFIX}-timeline"  # what the default bus carries
 TIMELINE_OWN_QUEUE = f"{PREFIX}-timeline-own"  # what tierlift's bus carries
 RETRY_DELAYS = (60.0, 120.0)  # Lambda's async retries: after 1 and 2 minutes, then the dead-letter queue
 _CREDENTIAL = re.compile(r"Credential=[^/]+/\d+/[^/]+/([^/]+)/aws4_request")
+_ACCESS_KEY = re.compile(r"Credential=([^/]+)/")
 _RATE = re.compile(r"^rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)$")
 _UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
 
@@ -90,6 +95,16 @@ CHANGES = (
     "Tag",
     "Untag",
 )
+
+
+@functools.cache
+def _forwarded() -> Any:
+    """The cells' forwarding rule's pattern, as moto's matcher (``tierlift.cell.FORWARDED``)."""
+    from moto.events.models import EventPattern
+
+    from tierlift.cell import FORWARDED
+
+    return EventPattern.load(json.dumps(FORWARDED))
 
 
 def schedule_period(expression: str) -> float | None:
@@ -133,8 +148,9 @@ class CloudApp:
         self.on_invoke: Callable[[str, bytes], bool] | None = None
         # tierlift's signed API (``/_api/<route>``, tierlift/local/gateway.py), once the app is loaded.
         self.gateway: Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]] | None = None
-        # Secrets Manager's RotateSecret, once served: (its request body) -> the RotationSucceeded event.
-        self.on_rotate: Callable[[bytes], None] | None = None
+        # Secrets Manager's RotateSecret, once served: (its request body, the caller's account) -> the
+        # RotationSucceeded event.
+        self.on_rotate: Callable[[bytes, str], None] | None = None
 
     @staticmethod
     def _operation(environ: dict[str, Any]) -> tuple[str, str, bool]:
@@ -196,13 +212,22 @@ class CloudApp:
             # Long polls must not hold the lock; SQS's own state is thread-safe enough for them.
             return self.app(environ, start_response)  # type: ignore[no-any-return]
         rotation = self._body(environ) if operation == "RotateSecret" and self.on_rotate is not None else None
+        caller = self._account(environ) if rotation is not None else ACCOUNT
         with self.lock:
             if self.on_delete is not None and operation.startswith("Delete") and not json_protocol:
                 self.on_delete(service, operation, self._params(environ))
             served = list(self.app(environ, start_response))
         if rotation is not None and self.on_rotate is not None:
-            self.on_rotate(rotation)  # outside the lock: RotationSucceeded follows the rotation
+            self.on_rotate(rotation, caller)  # outside the lock: RotationSucceeded follows the rotation
         return served
+
+    @staticmethod
+    def _account(environ: dict[str, Any]) -> str:
+        """The account of a request's signing key, as moto maps it (a cell's assumed-role keys are the cell's)."""
+        from moto.iam.models import get_account_id_from
+
+        match = _ACCESS_KEY.search(environ.get("HTTP_AUTHORIZATION", ""))
+        return get_account_id_from(match.group(1)) if match else ACCOUNT
 
     @staticmethod
     def _body(environ: dict[str, Any]) -> bytes:
@@ -439,6 +464,10 @@ class LocalCloud:
         )
         os.environ.pop("AWS_PROFILE", None)
         os.environ.pop("AWS_SESSION_TOKEN", None)
+        # Cells, as the packaged template sets them: the central account (its tenants' AWS events must come
+        # from it) and the external id the cells' roles trust (`tierlift local bootstrap --cell` uses it).
+        os.environ.setdefault("TIERLIFT_CENTRAL_ACCOUNT", ACCOUNT)
+        os.environ.setdefault("TIERLIFT_CELL_EXTERNAL_ID", CELL_EXTERNAL_ID)
         os.environ.update(self.extra_environment)
 
     def _load_handlers(self) -> None:
@@ -462,6 +491,26 @@ class LocalCloud:
         session._session.register("before-call", self.counter)  # type: ignore[attr-defined]
         session._session.register("before-call", self._count_call)  # type: ignore[attr-defined]
         set_deps(Deps.from_session(session))
+        self._count_cell_calls()
+
+    def _count_cell_calls(self) -> None:
+        """A cell's session (``CellSessions.session``: an assumed role's, a botocore session of its own)
+        carries the same hooks, so calls into a cell count for the crash fault and the call statistics."""
+        from chalicelib.deps import CellSessions
+
+        original = getattr(CellSessions.session, "_tierlift_original", CellSessions.session)
+        hooks = (self.counter, self._count_call)
+
+        def session(cells: CellSessions, cell: Any, tenant: str) -> boto3.session.Session:
+            built = original(cells, cell, tenant)
+            if not getattr(built, "_tierlift_counted", False):
+                for hook in hooks:
+                    built._session.register("before-call", hook)  # type: ignore[attr-defined]
+                built._tierlift_counted = True  # type: ignore[attr-defined]
+            return built
+
+        session._tierlift_original = original  # type: ignore[attr-defined]
+        CellSessions.session = session  # type: ignore[method-assign,assignment]
 
     def _count_call(self, model: Any = None, params: Any = None, **_: Any) -> None:
         handler = self.counter.current_handler()
@@ -545,6 +594,35 @@ class LocalCloud:
             self.timeline.event(event, kind="dropped")
             return
         events_backends[account][region].put_events([entry])
+        if account != ACCOUNT:
+            self._forward(entry, account, region)
+
+    def _forward(self, entry: dict[str, Any], account: str, region: str) -> None:
+        """What a cell's forwarding rule (``templates/cell.yaml``, ``tierlift.cell.FORWARDED``) does with an
+        AWS event of the cell: the same event on the central default bus, its ``account`` and ``region``
+        still the cell's (EventBridge keeps them across accounts). moto's cross-account bus target would
+        put it as the central account's, so the central default bus's rules are matched here."""
+        from moto.events.models import _BASE_EVENT_MESSAGE, events_backends
+
+        event = copy.deepcopy(_BASE_EVENT_MESSAGE)
+        event.update(
+            {
+                "id": str(uuid.uuid4()),
+                "detail-type": entry["DetailType"],
+                "source": entry["Source"],
+                "account": account,
+                "time": entry.get("Time", time.time()),
+                "region": region,
+                "resources": entry.get("Resources", []),
+                "detail": json.loads(entry["Detail"]),
+                "ingestion-time": time.time(),
+            }
+        )
+        if not _forwarded().matches_event(event):
+            return
+        central = events_backends[ACCOUNT][self.region]
+        for rule in list(central.describe_event_bus(buses.DEFAULT_BUS).rules.values()):
+            rule.send_to_targets(event)  # matched first; each target gets its own rendering of the event
 
     def fire_schedule(self, name: str) -> None:
         """Deliver ``name``'s Scheduled Event now, as EventBridge does when its rule fires; a name of the
@@ -816,16 +894,18 @@ class LocalCloud:
             quiet=scheduled and not changed,
         )
 
-    def _rotated(self, body: bytes) -> None:
-        """Secrets Manager rotated a secret: CloudTrail's RotationSucceeded on the default bus."""
+    def _rotated(self, body: bytes, account: str = ACCOUNT) -> None:
+        """Secrets Manager rotated a secret of ``account``: CloudTrail's RotationSucceeded on its default bus
+        (a cell's forwarded to the central one)."""
         from moto.secretsmanager.exceptions import SecretNotFoundException
         from moto.secretsmanager.models import secretsmanager_backends
 
         try:
             secret_id = str(json.loads(body or b"{}")["SecretId"])
             with self.lock:
-                arn = str(secretsmanager_backends[ACCOUNT][self.region].describe_secret(secret_id).arn)
-                self._emit(awsevents.secret_rotation(arn, self.region, awsevents.now()), ACCOUNT, self.region)
+                arn = str(secretsmanager_backends[account][self.region].describe_secret(secret_id).arn)
+                event = awsevents.secret_rotation(arn, self.region, awsevents.now(), account)
+                self._emit(event, account, self.region)
         except (KeyError, ValueError, LookupError, SecretNotFoundException) as exc:
             logger.warning("rotation not announced: %s", exc)  # nothing was rotated
 

@@ -185,10 +185,10 @@ class Emulator:
         )
 
     # CloudFormation stacks --------------------------------------------------------------------
-    def stack_failure(self, stack_name: str) -> str | None:
+    def stack_failure(self, stack_name: str, account_id: str | None = None) -> str | None:
         from tierlift.local import quotas  # RDS's DB-instance quota (InstanceQuotaExceeded), when enforced
 
-        return self.faults().stack_failure(stack_name) or quotas.stack_failure()
+        return self.faults().stack_failure(stack_name) or quotas.stack_failure(account_id)
 
     def _bump(self, stack: Any) -> int:
         generation = self._generation.get(stack.stack_id, 0) + 1

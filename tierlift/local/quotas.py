@@ -49,14 +49,15 @@ def _backend_counts(backend: Any) -> tuple[int, int]:
     return len(backend.databases), manual
 
 
-def stack_failure() -> str | None:
-    """The reason a stack's DB instance cannot be created now (quota reached), else None."""
+def stack_failure(account_id: str | None = None) -> str | None:
+    """The reason a stack's DB instance cannot be created now in ``account_id`` (the installed account when
+    not given) because that account reached its quota (each account, a cell too, has its own), else None."""
     if _installed is None:
         return None
     from moto.rds.models import rds_backends
 
-    account_id, region = _where
-    instances, _ = _backend_counts(rds_backends[account_id][region])
+    installed_account, region = _where
+    instances, _ = _backend_counts(rds_backends[account_id or installed_account][region])
     if instances >= _installed.db_instances:
         return instance_quota_message(_installed.db_instances)
     return None
