@@ -106,18 +106,23 @@ def start(deps: Deps, promotion: Promotion, *, admitted: bool = False, attempt: 
     name = ns.stack_name(version)
     tags = ns.tags(version, **{PROMOTION_TAG: promotion.id, KIND_TAG: "db-stack"})
     token = stack_token(promotion.id, attempt)
-    stack_id = deps.stacks.create(name, deps.template, stack_parameters(promotion, target), tags, token)
-    if stack_id is None:
-        existing = deps.stacks.describe(name)
-        if existing is None:
-            # Gone between the two calls (a delete just finished): the next delivery or the sweep retries.
-            return ignore(f"stack {name} vanished while being created; retried on the next event", ns.name)
+    parameters = stack_parameters(promotion, target)
+    stack_id = deps.stacks.create(name, deps.template, parameters, tags, token)
+    existing = deps.stacks.describe(name) if stack_id is None else None
+    if stack_id is None and existing is None:
+        # Gone between the two calls (an earlier stack of the name finished deleting, and its
+        # DELETE_COMPLETE found nothing waiting): the name is free now, create again (same token).
+        stack_id = deps.stacks.create(name, deps.template, parameters, tags, token)
+        existing = deps.stacks.describe(name) if stack_id is None else None
+        if stack_id is None and existing is None:
+            return ignore(f"stack {name} vanished while being created twice; the sweep retries", ns.name)
+    if existing is not None:
         owner = Stacks.tags(existing).get(PROMOTION_TAG)
         if owner != promotion.id:
             if existing.get("StackStatus") == "DELETE_IN_PROGRESS" and ns.owns(Stacks.tags(existing)):
                 # An earlier promotion's stack of this version is still being deleted: restore again once
                 # it is gone (its DELETE_COMPLETE resumes this promotion; so does the sweep).
-                return park(deps, promotion, WAITING_FOR_DELETE, stack=name, attempt=attempt)
+                return _park_for_delete(deps, promotion, name, attempt)
             # Never adopt (or delete) a stack this promotion did not create.
             reason = f"stack {name} already exists (promotion {owner}); not touching it"
             return end(deps, deps.store.read(ns), promotion, Outcome.FAILED, reason)
@@ -179,6 +184,15 @@ def redeploy(deps: Deps, promotion: Promotion, target: Target) -> Result:
         ]
     )
     return Result("redeploy", f"{promotion.request.redeploy}: deployment {primary['id']}", promotion.id, ns.name)
+
+
+def _park_for_delete(deps: Deps, promotion: Promotion, name: str, attempt: int) -> Result:
+    """Wait for ``name``'s delete; then look again: a DELETE_COMPLETE handled before the waiting entry
+    was written found nothing to admit, so if the stack is gone already, admit now (as it would have)."""
+    parked = park(deps, promotion, WAITING_FOR_DELETE, stack=name, attempt=attempt)
+    if deps.stacks.describe(name) is None:
+        headroom.admit(deps, lambda bound, waiting, tries: start(bound, waiting, admitted=True, attempt=tries), name)
+    return parked
 
 
 def park(
