@@ -17,6 +17,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from chalicelib.adapters.state import StateStore
+from chalicelib.domain.model import StateFull
 
 GET_PARAMETERS_BATCH = 10
 DELETE_PARAMETERS_BATCH = 10
@@ -24,6 +25,15 @@ DELETE_PARAMETERS_BATCH = 10
 
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _full(name: str) -> StateFull:
+    """``ParameterLimitExceeded`` as :class:`StateFull`, which the use cases answer."""
+    return StateFull(
+        f"SSM refused a new parameter ({name}): the parameter limit of this account and region is reached "
+        "(10,000 standard parameters); nothing was written. Free parameters or move to the advanced tier "
+        "(docs/scale.md), then request again"
+    )
 
 
 class TokenBucket:
@@ -106,11 +116,18 @@ class SsmParameters:
         except ClientError as exc:
             if _code(exc) == "ParameterAlreadyExists":
                 return False
+            if _code(exc) == "ParameterLimitExceeded":
+                raise _full(name) from exc
             raise
         return True
 
     def put(self, name: str, value: str) -> None:
-        self.client.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+        try:
+            self.client.put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+        except ClientError as exc:
+            if _code(exc) == "ParameterLimitExceeded":
+                raise _full(name) from exc
+            raise
 
     def delete(self, name: str) -> bool:
         try:

@@ -66,6 +66,11 @@ class UnknownTenant(LookupError):
     """No config parameter for that tenant."""
 
 
+class StateFull(RuntimeError):
+    """The state store refused a new record: its quota is reached (SSM's parameters per account and
+    region). Nothing was written by the refused call."""
+
+
 class Conflict(RuntimeError):
     """Someone else wrote first: the write this invocation read for is no longer possible."""
 
@@ -587,6 +592,7 @@ __all__ = [
     "QueuedRequest",
     "Request",
     "Stage",
+    "StateFull",
     "UnknownTenant",
     "answer_key",
 ]

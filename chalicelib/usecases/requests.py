@@ -33,7 +33,16 @@ from chalicelib.domain.config import InvalidConfig, Target, TenantConfig
 from chalicelib.domain.decisions import Action, ClaimVerdict, decide_request, superseded_by
 from chalicelib.domain.ecs_spec import PromotionError
 from chalicelib.domain.images import by_digest
-from chalicelib.domain.model import DeployEntry, EnvRecord, Outcome, Promotion, QueuedRequest, Request, UnknownTenant
+from chalicelib.domain.model import (
+    DeployEntry,
+    EnvRecord,
+    Outcome,
+    Promotion,
+    QueuedRequest,
+    Request,
+    StateFull,
+    UnknownTenant,
+)
 from chalicelib.domain.names import InvalidName, Namespace, Version, Versioned
 from chalicelib.domain.records import NamedTuple
 from chalicelib.invocation import current_id
@@ -362,7 +371,11 @@ def on_promotion_requested(deps: Deps, command: ev.PromotionRequest) -> Result:
             promotion = rec.promotion
             return enqueue(deps, ns, request, f"environment busy with promotion {promotion.id} ({promotion.stage})")
         lock = _lock_for(deps, rec, checked.request)
-        if not deps.store.take_lock(lock):
+        try:
+            taken = deps.store.take_lock(lock)
+        except StateFull as exc:
+            return reject_request(deps, command, str(exc))
+        if not taken:
             return enqueue(deps, ns, request, "environment became busy")
         outcome = run_locked(deps, lock, command.account, cache, seen=rec)
         if outcome is not None:
@@ -506,7 +519,14 @@ def enqueue(deps: Deps, ns: Namespace, request: Request, why: str) -> Result:
     was written, so its drain could not see it), drain now. Either this read or the ending's drain, which
     reads after releasing the lock, sees the entry.
     """
-    if not deps.store.put_queue(ns, request):
+    try:
+        queued = deps.store.put_queue(ns, request)
+    except StateFull as exc:
+        fields = {"tenant": ns.tenant.name, "environment": ns.environment}
+        return reject_fields(
+            deps, request.id, str(exc), {**fields, **({"version": request.version} if request.version else {})}
+        )
+    if not queued:
         return ignore(f"duplicate delivery: request {request.id} is already queued", ns.name, request.id, expected=True)
     deps.bus.put([event_for(request, ev.PROMOTION_QUEUED, reason=why)])
     if deps.store.read(ns).lock is None:
