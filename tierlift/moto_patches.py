@@ -207,6 +207,33 @@ def _apply_once() -> None:
     _once_applied = True
 
 
+def apply_lazy_kms_private_keys() -> None:
+    """moto generates an RSA-2048 private key for every KMS key, symmetric ones too (~50 ms each, the
+    largest part of a test world's set-up: its templates create log-group keys); only asymmetric keys
+    ever use it (Sign, Verify, GetPublicKey). A symmetric key's is made on first use instead."""
+    import moto.kms.models as kms
+
+    real = _require(kms, "generate_private_key")
+    if getattr(real, "_tierlift_lazy", False):
+        return
+
+    class Lazy:
+        def __init__(self, key_spec: str) -> None:
+            self._key_spec = key_spec
+            self._key: Any = None
+
+        def __getattr__(self, name: str) -> Any:
+            if self._key is None:
+                self._key = real(self._key_spec)
+            return getattr(self._key, name)
+
+    def generate_private_key(key_spec: str) -> Any:
+        return Lazy(key_spec) if key_spec in ("SYMMETRIC_DEFAULT", "", None) else real(key_spec)
+
+    generate_private_key._tierlift_lazy = True  # type: ignore[attr-defined]
+    kms.generate_private_key = generate_private_key
+
+
 def apply() -> None:
     """Patch moto in this process. Safe to call more than once."""
     global _applied
@@ -217,6 +244,7 @@ def apply() -> None:
     _apply_once()
     apply_rds_reads()
     apply_cell_roles()
+    apply_lazy_kms_private_keys()
     _associate_route_tables_from_cfn()
     original = _require(DBInstance, "create_from_cloudformation_json").__func__
 
