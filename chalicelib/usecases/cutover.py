@@ -190,9 +190,21 @@ def _park_for_delete(deps: Deps, promotion: Promotion, name: str, attempt: int) 
     """Wait for ``name``'s delete; then look again: a DELETE_COMPLETE handled before the waiting entry
     was written found nothing to admit, so if the stack is gone already, admit now (as it would have)."""
     parked = park(deps, promotion, WAITING_FOR_DELETE, stack=name, attempt=attempt)
-    if deps.stacks.describe(name) is None:
-        headroom.admit(deps, lambda bound, waiting, tries: start(bound, waiting, admitted=True, attempt=tries), name)
-    return parked
+    if deps.stacks.describe(name) is not None:
+        return parked
+    admitted = headroom.admit(
+        deps, lambda bound, waiting, tries: start(bound, waiting, admitted=True, attempt=tries), name
+    )
+    return (
+        Result(
+            "start",
+            f"creating {name} (its earlier stack was deleted meanwhile)",
+            promotion.id,
+            promotion.namespace.name,
+        )
+        if admitted
+        else parked
+    )
 
 
 def park(

@@ -79,6 +79,7 @@ def local_ledger() -> str:
 
 # AWS operations that change something: a scheduled handler that made none is a heartbeat (folded).
 CHANGES = (
+    "Copy",
     "Create",
     "Delete",
     "Put",
