@@ -213,6 +213,22 @@ def test_history_folds_the_ledger_per_promotion() -> None:
     assert "approved +30m00s (carol)" in text and "previous 20261120000000" in text
 
 
+def test_requests_of_the_same_second_are_listed_in_the_order_they_ended() -> None:
+    """qa's automatic request ends, then CI's prod request of the same second is sent: the ledger,
+    sorted by time and stage, lists CI's ``Promotion Requested`` before qa's first answer."""
+    qa = {"promotion_id": "auto-qa", "version": "20261127200000", "requested_by": "tierlift:snapshot/x"}
+    prod = {"promotion_id": "ci-7", "version": "20261127200000"}
+    story = [
+        ledger_message("Promotion Started", 0, "q1", **qa),
+        ledger_message("Promotion Completed", 0, "q2", **qa),
+        ledger_message("Promotion Requested", 0, "ci-7", version="20261127200000", requested_by="ci"),
+        ledger_message("Promotion Started", 0, "c1", **prod),
+        ledger_message("Promotion Completed", 1, "c2", **prod),
+    ]
+    events = read_ledger(FakeLogs(story), "g", tenant="xy-0146")
+    assert [r.id for r in fold(events)] == ["auto-qa", "ci-7"]
+
+
 def test_history_of_a_promotion_id_and_a_start_time() -> None:
     logs = FakeLogs(promotion_story())
     start = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)

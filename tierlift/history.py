@@ -378,8 +378,11 @@ def fold(events: Iterable[LedgerEvent], live: dict[str, str] | None = None) -> l
                 record.stage = record.stages[-1].stage if record.stages else str(Stage.REQUESTED)
             elif record.id in live:
                 record.in_flight, record.stage = True, live[record.id]
-    # Stable: requests of the same second (EventBridge times have whole seconds) keep the ledger's order.
-    return sorted(records.values(), key=lambda r: r.began or datetime.min.replace(tzinfo=UTC))
+    # EventBridge times have whole seconds: of requests of the same second, the one that ended first
+    # comes first (the ledger's order, sorted by time and stage, may list another's request first);
+    # full ties keep the ledger's order (the sort is stable).
+    oldest, newest = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    return sorted(records.values(), key=lambda r: (r.began or oldest, r.ended_at or newest))
 
 
 def live_requests(envs: Iterable[Any]) -> dict[str, str]:
